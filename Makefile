@@ -1,0 +1,53 @@
+# ecomgen: one command to set up and serve, one to test.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup serve build test test-unit test-integration lint format typecheck check-repository train-product-gan eval-product-gan clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch is pinned to the local CPU wheel (pip finds it via find-links); keep it first so
+# nothing pulls a CUDA build from the index.
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ./client
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+serve: setup
+	$(BIN)/python -m ecomgen serve
+
+build: setup
+	$(BIN)/python -m ecomgen build
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-unit:
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration:
+	$(BIN)/python -m pytest -q tests/integration
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy client/ecomgen_client export ecomgen
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+check-repository:
+	$(BIN)/python -m export.repository --check
+
+train-product-gan:
+	$(BIN)/python -m training.product_gan
+
+eval-product-gan:
+	$(BIN)/python -m training.metrics
+
+clean:
+	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

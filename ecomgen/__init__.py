@@ -1,0 +1,1 @@
+"""ecomgen: command line and launcher for the embedded Triton server."""

@@ -1,0 +1,3 @@
+from ecomgen.cli import main
+
+raise SystemExit(main())

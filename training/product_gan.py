@@ -1,0 +1,376 @@
+"""product_gan: a class-conditional GAN for 64x48 product photos.
+
+Generator: DCGAN-style transposed convolutions with conditional BatchNorm (the
+class picks each layer's scale and shift). Discriminator: spectral-norm convs
+with a projection head (Miyato & Koyama 2018), hinge loss, Adam(2e-4, (0, 0.9)),
+and DiffAugment (Zhao et al. 2020) because 3,600 training photos is a small set.
+The class enters both networks as a one-hot vector times a matrix, which exports
+to ONNX/TensorRT as a MatMul rather than a batched Gather.
+
+    python -m training.product_gan --iters 4000            # full run (CPU)
+    python -m training.product_gan --dataset fake --dry-run  # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils import spectral_norm
+from tqdm import tqdm
+
+from ecomgen_client.specs import PRODUCT_GAN
+from export.triton_python.ecomgen_common import latents_from_seeds, one_hot
+from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
+
+NUM_CLASSES = len(PRODUCT_GAN.class_names)
+NZ = PRODUCT_GAN.latent_dim
+H, W = PRODUCT_GAN.output("image").dims[:2]
+
+
+# --- models ----------------------------------------------------------------------
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine terms, then a per-class scale and shift."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma = nn.Linear(num_classes, channels, bias=False)
+        self.beta = nn.Linear(num_classes, channels, bias=False)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
+        g = self.gamma(y_onehot)[:, :, None, None]
+        b = self.beta(y_onehot)[:, :, None, None]
+        return self.bn(x) * g + b
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, num_classes: int):
+        super().__init__()
+        self.norm = ConditionalBatchNorm2d(cin, num_classes)
+        self.conv = nn.ConvTranspose2d(cin, cout, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.relu(self.norm(x, y)))
+
+
+class Generator(nn.Module):
+    """(z [B, nz], class_onehot [B, C]) -> image [B, 3, 64, 48] in [-1, 1]."""
+
+    def __init__(self, nz: int = NZ, ngf: int = 64, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.nz, self.ngf, self.num_classes = nz, ngf, num_classes
+        self.bottom = (H // 16, W // 16)
+        self.fc = nn.Linear(nz, 8 * ngf * self.bottom[0] * self.bottom[1])
+        chans = [8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf // 2]
+        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in itertools.pairwise(chans))
+        self.final_norm = nn.BatchNorm2d(chans[-1])
+        self.to_rgb = nn.Conv2d(chans[-1], 3, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor, class_onehot: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.shape[0], 8 * self.ngf, *self.bottom)
+        for block in self.blocks:
+            x = block(x, class_onehot)
+        return torch.tanh(self.to_rgb(F.relu(self.final_norm(x))))
+
+
+class Discriminator(nn.Module):
+    """Spectral-norm CNN with a class-projection head: returns one logit per image."""
+
+    def __init__(self, ndf: int = 32, num_classes: int = NUM_CLASSES):
+        super().__init__()
+
+        def sn_conv(a: int, b: int, k: int, s: int) -> nn.Module:
+            return spectral_norm(nn.Conv2d(a, b, k, s, (k - 1) // 2 if s == 1 else 1))
+
+        self.convs = nn.ModuleList(
+            [
+                sn_conv(3, ndf, 3, 1),  # 64x48
+                sn_conv(ndf, 2 * ndf, 4, 2),  # 32x24
+                sn_conv(2 * ndf, 4 * ndf, 4, 2),  # 16x12
+                sn_conv(4 * ndf, 8 * ndf, 4, 2),  # 8x6
+                sn_conv(8 * ndf, 8 * ndf, 3, 1),
+            ]
+        )
+        self.linear = spectral_norm(nn.Linear(8 * ndf, 1))
+        self.embed = spectral_norm(nn.Linear(num_classes, 8 * ndf, bias=False))
+
+    def forward(self, x: torch.Tensor, class_onehot: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.1)
+        h = x.sum(dim=(2, 3))
+        return self.linear(h).squeeze(1) + (self.embed(class_onehot) * h).sum(1)
+
+
+# --- DiffAugment (colour, translation, cutout), applied to real and fake alike ----
+
+
+def diff_augment(x: torch.Tensor) -> torch.Tensor:
+    b = x.shape[0]
+    dev = x.device
+    x = x + (torch.rand(b, 1, 1, 1, device=dev) - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (torch.rand(b, 1, 1, 1, device=dev) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * (torch.rand(b, 1, 1, 1, device=dev) + 0.5) + mean
+    # Translation by up to 1/8 of each side, zero padded.
+    h, w = x.shape[2:]
+    sh, sw = h // 8, w // 8
+    ty = torch.randint(-sh, sh + 1, (b, 1, 1), device=dev)
+    tx = torch.randint(-sw, sw + 1, (b, 1, 1), device=dev)
+    gy, gx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+    gy = (gy[None] + ty + 1).clamp(0, h + 1)
+    gx = (gx[None] + tx + 1).clamp(0, w + 1)
+    padded = F.pad(x, (1, 1, 1, 1))
+    idx = torch.arange(b, device=dev)[:, None, None]
+    x = padded.permute(0, 2, 3, 1)[idx, gy, gx].permute(0, 3, 1, 2)
+    # Cutout of half the side.
+    ch, cw = h // 2, w // 2
+    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=dev)
+    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=dev)
+    gy, gx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+    keep = ((gy[None] - cy + ch // 2).abs() >= (ch + 1) // 2) | (
+        (gx[None] - cx + cw // 2).abs() >= (cw + 1) // 2
+    )
+    return x * keep[:, None].to(x.dtype)
+
+
+# --- helpers used by export, evaluation and tests --------------------------------
+
+
+def generator_from_checkpoint(path: str | Path = REPO_ROOT / PRODUCT_GAN.checkpoint) -> Generator:
+    """Load the shipped fp16 safetensors checkpoint into an fp32 eval-mode generator."""
+    state = load_file(str(path))
+    meta = json.loads(Path(path).with_suffix(".json").read_text())
+    g = Generator(nz=meta["nz"], ngf=meta["ngf"], num_classes=meta["num_classes"])
+    missing, unexpected = g.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+        raise ValueError(f"{path}: checkpoint does not match Generator: {missing=} {unexpected=}")
+    return g.eval()
+
+
+@torch.no_grad()
+def generate(g: Generator, class_ids: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Reference PyTorch path: (class_id, seed) -> NCHW float in [-1, 1]."""
+    z = torch.from_numpy(latents_from_seeds(seeds, g.nz))
+    y = torch.from_numpy(one_hot(class_ids, g.num_classes))
+    return g(z, y).numpy()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(g: Generator, batches: int = 200, batch_size: int = 64) -> None:
+    """Re-estimate BN running stats as an exact average over many random batches.
+
+    The served generator runs BN in eval mode (so a request's image never depends
+    on its batch neighbours); an EMA generator's running stats would otherwise lag.
+    """
+    bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch_size, g.nz)
+        y = F.one_hot(torch.randint(0, g.num_classes, (batch_size,)), g.num_classes).float()
+        g(z, y)
+    for m in bns:
+        m.momentum = 0.1
+    g.eval()
+
+
+def save_grid(images: np.ndarray, path: Path, ncols: int) -> None:
+    """NCHW float [-1, 1] -> one PNG grid."""
+    x = np.clip((images + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    n, h, w, _ = x.shape
+    nrows = (n + ncols - 1) // ncols
+    grid = np.full((nrows * (h + 2) + 2, ncols * (w + 2) + 2, 3), 255, np.uint8)
+    for i, img in enumerate(x):
+        r, c = divmod(i, ncols)
+        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = img
+    Image.fromarray(grid).save(path)
+
+
+def sample_grid(g: Generator, path: Path, per_class: int = 10) -> None:
+    classes = np.repeat(np.arange(g.num_classes), per_class)
+    seeds = np.tile(np.arange(per_class), g.num_classes)
+    save_grid(generate(g, classes, seeds), path, ncols=per_class)
+
+
+# --- training loop -----------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["products", "fake"], default="products")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_PRODUCTS_DIR)
+    p.add_argument("--iters", type=int, default=4000, help="generator steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-dis", type=int, default=2, help="discriminator steps per generator step")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--ngf", type=int, default=48)
+    p.add_argument("--ndf", type=int, default=24)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (AMX on recent Xeons)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "product_gan")
+    p.add_argument("--checkpoint", type=Path, default=REPO_ROOT / PRODUCT_GAN.checkpoint)
+    p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--resume", type=Path, default=None, help="continue from a last.pt of an earlier run")
+    p.add_argument("--dry-run", action="store_true", help="a few steps, no checkpoint")
+    opt = p.parse_args(argv)
+    print(opt)
+    if opt.dry_run:
+        opt.iters, opt.sample_every = 3, 2
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    torch.manual_seed(opt.seed)
+    np.random.seed(opt.seed)
+    opt.out.mkdir(parents=True, exist_ok=True)
+
+    if opt.dataset == "fake":
+        images, labels = fake_products(opt.batch_size * 2, opt.seed)
+    else:
+        images, labels = load_products(opt.data_dir, split="train")
+    n = images.shape[0]
+    print(f"{n} training images, {NUM_CLASSES} classes")
+
+    g = Generator(ngf=opt.ngf)
+    d = Discriminator(ndf=opt.ndf)
+    g_ema = copy.deepcopy(g).eval()
+    for q in g_ema.parameters():
+        q.requires_grad_(False)
+    opt_g = torch.optim.Adam(g.parameters(), lr=opt.lr, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(d.parameters(), lr=opt.lr, betas=(0.0, 0.9))
+    first, prior_wall = 1, 0.0
+    if opt.resume is not None:
+        state = torch.load(opt.resume, map_location="cpu")
+        g.load_state_dict(state["g"])
+        d.load_state_dict(state["d"])
+        g_ema.load_state_dict(state["g_ema"])
+        if "opt_g" in state:
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+        first, prior_wall = state["iter"] + 1, state.get("wall_s", 0.0)
+        print(f"resumed from {opt.resume} at iter {state['iter']}")
+    n_g = sum(q.numel() for q in g.parameters()) / 1e6
+    n_d = sum(q.numel() for q in d.parameters()) / 1e6
+    print(f"G {n_g:.2f}M params, D {n_d:.2f}M")
+
+    def real_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, n, (opt.batch_size,))
+        x = to_float(images[idx])
+        flip = torch.rand(opt.batch_size) < 0.5
+        x[flip] = x[flip].flip(3)
+        return x, F.one_hot(labels[idx], NUM_CLASSES).float()
+
+    def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(opt.batch_size, NZ)
+        y = F.one_hot(torch.randint(0, NUM_CLASSES, (opt.batch_size,)), NUM_CLASSES).float()
+        return g(z, y), y
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opt.bf16)
+    log: list[dict[str, float]] = []
+    start = time.time()
+    bar = tqdm(range(first, opt.iters + 1), desc="product_gan", dynamic_ncols=True)
+    for it in bar:
+        for _ in range(opt.n_dis):
+            x_real, y_real = real_batch()
+            with torch.no_grad(), autocast:
+                x_fake, y_fake = fake_batch()
+            with autocast:
+                d_real = d(diff_augment(x_real), y_real).float()
+                d_fake = d(diff_augment(x_fake.float()), y_fake).float()
+                loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+        with autocast:
+            x_fake, y_fake = fake_batch()
+            loss_g = -d(diff_augment(x_fake.float()), y_fake).float().mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+        with torch.no_grad():
+            decay = min(opt.ema, (1 + it) / (10 + it))
+            for pe, pg in zip(g_ema.parameters(), g.parameters(), strict=True):
+                pe.lerp_(pg, 1 - decay)
+            for be, bg in zip(g_ema.buffers(), g.buffers(), strict=True):
+                be.copy_(bg)
+
+        rec = {
+            "iter": it,
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_real": d_real.mean().item(),
+            "d_fake": d_fake.mean().item(),
+        }
+        log.append(rec)
+        bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}")
+        if it % opt.sample_every == 0 or it == opt.iters:
+            sample_grid(g_ema, opt.out / f"samples_{it:06d}.png")
+            state = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(), "iter": it}
+            state.update(
+                opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), wall_s=prior_wall + time.time() - start
+            )
+            torch.save(state, opt.out / "last.pt")
+
+    wall = prior_wall + time.time() - start
+    recalibrate_batchnorm(g_ema, batches=3 if opt.dry_run else 200)
+    sample_grid(g_ema, opt.out / "samples_final.png")
+    print(f"trained {opt.iters} iters in {wall / 60:.1f} min")
+    if opt.dry_run:
+        return
+
+    opt.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.half().contiguous() for k, v in g_ema.state_dict().items() if v.is_floating_point()},
+        str(opt.checkpoint),
+    )
+    tail = log[-200:] or [{"loss_d": float("nan"), "loss_g": float("nan")}]
+    meta = {
+        "model": "product_gan",
+        "nz": NZ,
+        "ngf": opt.ngf,
+        "ndf": opt.ndf,
+        "num_classes": NUM_CLASSES,
+        "class_names": list(PRODUCT_GAN.class_names),
+        "command": "python -m training.product_gan " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "resumed_from": str(opt.resume) if opt.resume else None,
+        "data": f"{opt.data_dir} (train split: {n} images)",
+        "iters": opt.iters,
+        "batch_size": opt.batch_size,
+        "n_dis": opt.n_dis,
+        "wall_time_s": round(wall, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "final_loss_d_mean_last200": float(np.mean([r["loss_d"] for r in tail])),
+        "final_loss_g_mean_last200": float(np.mean([r["loss_g"] for r in tail])),
+        "weights": "EMA generator, BatchNorm stats recalibrated, stored as fp16",
+    }
+    opt.checkpoint.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    sample_grid(g_ema, opt.checkpoint.with_name("product_gan_samples.png"))
+    (opt.out / "log.json").write_text(json.dumps(log))
+    print(f"wrote {opt.checkpoint}")
+
+
+if __name__ == "__main__":
+    main()
