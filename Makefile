@@ -39,6 +39,7 @@ lint:
 format:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	$(BIN)/python -m export.repository
 
 check-repository:
 	$(BIN)/python -m export.repository --check

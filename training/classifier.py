@@ -194,9 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-shift", type=int, default=4, help="translation augmentation, pixels")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    p.add_argument("--dry-run", action="store_true", help="one short epoch; checkpoint goes to a temp dir")
+    p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {DEFAULT_CHECKPOINT}")
+    p.add_argument("--dry-run", action="store_true", help="one short epoch; default checkpoint in a temp dir")
     opt = p.parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
     print(opt)
     if opt.threads:
         torch.set_num_threads(opt.threads)
@@ -212,9 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         data_desc = f"{opt.data_dir} (train split: {len(y_train)} images, held-out split: {len(y_test)})"
     if opt.dry_run:
         opt.epochs = 1
-        opt.checkpoint = (
-            Path(tempfile.mkdtemp(prefix="product_classifier_")) / "product_classifier.safetensors"
-        )
+        if opt.checkpoint is None:
+            opt.checkpoint = Path(tempfile.mkdtemp(prefix="product_classifier_")) / DEFAULT_CHECKPOINT.name
+    opt.checkpoint = opt.checkpoint or DEFAULT_CHECKPOINT
     print(f"{len(y_train)} train / {len(y_test)} held-out images, {NUM_CLASSES} classes")
 
     model = ProductClassifier(width=opt.width)
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     x_train_f = to_float(x_train)
 
     history: list[dict[str, float]] = []
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     for epoch in range(1, opt.epochs + 1):
         model.train()
         perm = torch.randperm(len(y_train))
@@ -250,9 +251,9 @@ def main(argv: list[str] | None = None) -> None:
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
         test_acc = accuracy(model, x_test, y_test)
         train_loss, train_acc = loss_sum / total, correct / total
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "heldout_acc": test_acc})
+        history.append({"epoch": epoch, "loss": train_loss, "train_acc": train_acc, "heldout_acc": test_acc})
         print(f"epoch {epoch}: train loss {train_loss:.3f} acc {train_acc:.3f}, held-out acc {test_acc:.4f}")
-    wall = time.time() - start
+    wall, cpu = time.time() - start, time.process_time() - cpu_start
     print(f"trained {opt.epochs} epochs in {wall / 60:.1f} min")
 
     # Score the weights as shipped (fp16), not the fp32 ones in memory.
@@ -264,12 +265,13 @@ def main(argv: list[str] | None = None) -> None:
         "feature_dim": model.feature_dim,
         "num_classes": NUM_CLASSES,
         "class_names": list(PRODUCT_CLASSES),
-        "command": "python -m training.classifier " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": shlex.join(["python", "-m", "training.classifier", *args]),
         "data": data_desc,
         "epochs": opt.epochs,
         "batch_size": opt.batch_size,
         "augmentation": f"horizontal flip, translation up to {opt.max_shift} px (edge padded)",
         "wall_time_s": round(wall, 1),
+        "cpu_time_s": round(cpu, 1),  # differs from wall time on a shared machine
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "history": history,

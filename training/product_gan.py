@@ -353,7 +353,9 @@ def main(argv: list[str] | None = None) -> None:
         "ndf": opt.ndf,
         "num_classes": NUM_CLASSES,
         "class_names": list(PRODUCT_GAN.class_names),
-        "command": "python -m training.product_gan " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": (
+            "python -m training.product_gan " + shlex.join(sys.argv[1:] if argv is None else argv)
+        ).strip(),
         "resumed_from": str(opt.resume) if opt.resume else None,
         "data": f"{opt.data_dir} (train split: {n} images)",
         "iters": opt.iters,

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import _images
 from .client import ProductClient
 from .errors import EcomgenError, InvalidInputError
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cls",
         metavar="CLASS",
         required=True,
-        help=f"class name or id, e.g. {PRODUCT_GAN.class_names[0]!r} or 0",
+        help=f"class name or id, e.g. {PRODUCT_GAN.class_names[0]!r} or 0; 'all' = one grid row per class",
     )
     products.add_argument(
         "--seeds", type=_seeds_arg, default="0-15", help='e.g. "0-15" or "1,5,9" (default %(default)s)'
@@ -89,6 +91,12 @@ def _slug(name: str) -> str:
 
 def _products(client: ProductClient, args: argparse.Namespace) -> None:
     seeds: list[int] = args.seeds
+    if args.cls == "all":
+        rows = [client.generate_products(i, seeds) for i in range(len(client.spec.class_names))]
+        grid = _images.make_grid(np.concatenate(rows), cols=len(seeds))
+        path = _images.save_png(grid, args.out)
+        print(f"wrote {path} ({len(rows)} classes x {len(seeds)} seeds, one row per class)")
+        return
     images = client.generate_products(args.cls, seeds)
     if args.each:
         # Valid here: generate_products already resolved the class.

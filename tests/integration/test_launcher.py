@@ -97,3 +97,13 @@ def test_client_cli_writes_a_png_grid(served, tmp_path):
     assert grid.shape[0] >= 64 and grid.shape[1] >= 48 * 2
     bad = subprocess.run([*cmd[:5], "Socks", *cmd[6:]], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Socks" in bad.stderr
+
+
+def test_client_cli_all_classes_grid_has_one_row_per_class(served, tmp_path):
+    out = tmp_path / "all.png"
+    cmd = [sys.executable, "-m", "ecomgen_client", "products", "--class", "all", "--seeds", "0-3"]
+    done = subprocess.run(
+        [*cmd, "--url", served.url, "--out", str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert np.asarray(Image.open(out)).shape == (10 * 66 + 2, 4 * 50 + 2, 3)

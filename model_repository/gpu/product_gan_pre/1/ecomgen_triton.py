@@ -87,6 +87,10 @@ class BatchedPythonModel:
             for i in good:
                 responses[i] = _error(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG)
             return responses
+        except Exception as e:  # answer every request rather than fail the whole execute()
+            for i in good:
+                responses[i] = _error(f"{self.name}: internal error: {e}", pb_utils.TritonError.INTERNAL)
+            return responses
         offsets = np.cumsum([0, *sizes])
         for i, start, stop in zip(good, offsets[:-1], offsets[1:], strict=True):
             tensors = [

@@ -1,0 +1,191 @@
+"""Run perf_analyzer (shipped in the tritonclient 2.41.0 wheel) against a KServe v2 gRPC server.
+
+The wheel installs the binary as a data script (``<venv>/bin/perf_analyzer``,
+listed in tritonclient's RECORD). It links ``libb64.so.0d`` and
+``libcudart.so.12`` (only for CUDA shared memory, unused here); both ship under
+hashed names in ``site-packages/nvidia_pytriton.libs``, so this module links them
+under their sonames in ``build/perf_analyzer_libs`` and puts that dir on
+``LD_LIBRARY_PATH``.
+
+    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001 --concurrency 32 --batch 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.common import REPO_ROOT
+from ecomgen_client.specs import PRODUCT_GAN
+
+LIB_DIR = REPO_ROOT / "build" / "perf_analyzer_libs"
+# soname -> glob of the hashed copy in nvidia_pytriton.libs
+_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+
+
+class PerfAnalyzerError(RuntimeError):
+    pass
+
+
+def binary() -> Path:
+    """perf_analyzer as installed by the tritonclient wheel."""
+    for f in importlib.metadata.files("tritonclient") or ():
+        if f.name == "perf_analyzer":
+            path = Path(str(f.locate())).resolve()
+            if path.exists():
+                return path
+    found = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
+    if not Path(found).exists():
+        raise PerfAnalyzerError("perf_analyzer not found: install tritonclient[all]==2.41.0")
+    return Path(found)
+
+
+def library_dir(dest: Path = LIB_DIR) -> Path:
+    """A directory with the sonames perf_analyzer wants, linked to the wheel's hashed copies."""
+    libs = Path(str(importlib.metadata.distribution("nvidia-pytriton").locate_file("nvidia_pytriton.libs")))
+    dest.mkdir(parents=True, exist_ok=True)
+    for soname, pattern in _LIBS.items():
+        matches = sorted(libs.glob(pattern))
+        if not matches:
+            raise PerfAnalyzerError(f"{pattern} not found in {libs}")
+        link = dest / soname
+        if link.is_symlink() or link.exists():
+            if link.resolve() == matches[0].resolve():
+                continue
+            link.unlink()
+        link.symlink_to(matches[0])
+    return dest
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_dir()), env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+@dataclass
+class PerfResult:
+    concurrency: int
+    batch: int
+    images_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    client_cores: float  # perf_analyzer's own CPU use over its whole run
+    wall_s: float
+    stable: bool
+    command: str
+
+
+def input_data(path: Path, n: int = 64) -> Path:
+    """Valid, varied inputs (random data would put class ids out of range)."""
+    rows = [{"class_id": [i % len(PRODUCT_GAN.class_names)], "seed": [1000 + 7919 * i]} for i in range(n)]
+    path.write_text(json.dumps({"data": rows}))
+    return path
+
+
+def run(
+    url: str,
+    concurrency: int,
+    batch: int = 1,
+    model: str = PRODUCT_GAN.name,
+    measurement_ms: int = 5000,
+    max_trials: int = 5,
+    timeout_s: float = 300.0,
+) -> PerfResult:
+    """One perf_analyzer measurement at a fixed concurrency (closed loop, like the Locust users)."""
+    with tempfile.TemporaryDirectory(prefix="perf_analyzer-") as tmp:
+        out = Path(tmp) / "pa.csv"
+        cmd = [
+            str(binary()),
+            "-m",
+            model,
+            "-i",
+            "grpc",
+            "-u",
+            url,
+            "-b",
+            str(batch),
+            f"--concurrency-range={concurrency}:{concurrency}",
+            f"--measurement-interval={measurement_ms}",
+            f"--max-trials={max_trials}",
+            "--stability-percentage=15",
+            f"--input-data={input_data(Path(tmp) / 'inputs.json')}",
+            "-f",
+            str(out),
+        ]
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        ps = psutil.Process(proc.pid)
+        cpu = 0.0
+        try:
+            while proc.poll() is None:
+                try:  # read while alive: a reaped process has no CPU times left to read
+                    t = ps.cpu_times()
+                    cpu = t.user + t.system
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.2)
+                if time.monotonic() - start > timeout_s:
+                    proc.kill()
+                    raise PerfAnalyzerError(f"perf_analyzer ran past {timeout_s:.0f} s")
+        finally:
+            output = proc.communicate()[0]
+        wall = time.monotonic() - start
+        # Without a stable window perf_analyzer still reports its last trial, and says so.
+        stable = "Failed to obtain stable measurement" not in output
+        if not out.exists():
+            raise PerfAnalyzerError(f"perf_analyzer failed (exit {proc.returncode}):\n{output[-3000:]}")
+        with out.open() as f:
+            row = next(csv.DictReader(f))
+
+    def ms(column: str) -> float:
+        return float(row[column]) / 1000.0
+
+    return PerfResult(
+        concurrency=concurrency,
+        batch=batch,
+        images_per_s=float(row["Inferences/Second"]),
+        p50_ms=ms("p50 latency"),
+        p95_ms=ms("p95 latency"),
+        p99_ms=ms("p99 latency"),
+        avg_ms=float(row.get("Avg latency", "nan")) / 1000.0,
+        client_cores=cpu / wall if wall > 0 else float("nan"),
+        wall_s=wall,
+        stable=stable,
+        command=" ".join(
+            cmd[:1] + [c for c in cmd[1:] if not c.startswith("--input-data") and c != str(out)]
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default="127.0.0.1:8001")
+    p.add_argument("--model", default=PRODUCT_GAN.name)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--measurement-ms", type=int, default=5000)
+    opt = p.parse_args(argv)
+    result = run(opt.url, opt.concurrency, opt.batch, opt.model, opt.measurement_ms)
+    print(json.dumps(asdict(result), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Sweep Triton's knobs for product_gan under load and recommend a configuration for specs.py.
+
+Each variant is ``dataclasses.replace`` on ``PRODUCT_GAN`` rendered into a temporary
+repository by the same builder as ``export/repository.py``; Triton is restarted for
+each and loaded at a fixed concurrency (default 32, one image per request) by
+perf_analyzer (a C++ client, so less of the 2 cores goes to the load generator than
+with Locust) or by Locust.
+
+The search is greedy, one knob family at a time, each stage starting from the best
+so far: (instances x intra-op threads) -> max_queue_delay -> preferred batch sizes.
+At the end the winner and the current spec are re-measured alternately to show the
+noise. Writes ``benchmarks/results/<date>-<machine>-tune.{md,json}``.
+
+    python -m benchmarks.tune
+    python -m benchmarks.tune --load locust --concurrency 32 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from benchmarks import perf_analyzer
+from benchmarks.common import (
+    GPU_LINE,
+    RESULTS_DIR,
+    CpuSampler,
+    build_repository,
+    command_line,
+    export_onnx,
+    load_generator,
+    machine_info,
+    machine_line,
+    resolve_weights,
+    result_stem,
+    today,
+    triton_server,
+    wait_until_quiet,
+    write_json,
+)
+from benchmarks.compare import run_locust, warm_up
+from ecomgen_client.specs import PRODUCT_GAN, DynamicBatching, ModelSpec
+
+# Throughputs within this fraction of the best count as a tie, broken by the lower p99.
+TIE = 0.03
+
+
+@dataclass(frozen=True)
+class Variant:
+    instances: int
+    threads: int
+    delay_us: int
+    preferred: tuple[int, ...]
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> Variant:
+        b = spec.batching
+        return cls(spec.cpu_instances, spec.cpu_threads, b.max_queue_delay_us, b.preferred_batch_sizes)
+
+    def spec(self, base: ModelSpec = PRODUCT_GAN) -> ModelSpec:
+        return dataclasses.replace(
+            base,
+            cpu_instances=self.instances,
+            cpu_threads=self.threads,
+            batching=DynamicBatching(preferred_batch_sizes=self.preferred, max_queue_delay_us=self.delay_us),
+        )
+
+    def __str__(self) -> str:
+        pref = ",".join(map(str, self.preferred)) or "none"
+        return f"{self.instances}x{self.threads}thr delay={self.delay_us}us pref=[{pref}]"
+
+
+@dataclass
+class Measurement:
+    stage: str
+    variant: Variant
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cores: float
+    client_cores: float
+    failures: int = 0
+    foreign_cores: float = math.nan  # other jobs on the (shared) machine
+    note: str = ""
+
+
+def measure(
+    variant: Variant, onnx_file: Path, stage: str, opt: argparse.Namespace, workdir: Path
+) -> Measurement:
+    """Start Triton with ``variant``, load it at the configured concurrency, stop it."""
+    root = Path(tempfile.mkdtemp(dir=workdir))
+    repository = build_repository(root, onnx_file, variant.spec())
+    with (
+        triton_server(repository, root / "tritonserver.log") as (url, pid),
+        CpuSampler({"triton": pid}) as cpu,
+    ):
+        warm_up(url)
+        wait_until_quiet()  # the machine is shared: start on a quiet machine
+        t0 = time.time()
+        if opt.load == "perf_analyzer":
+            r = perf_analyzer.run(url, opt.concurrency, opt.batch, measurement_ms=int(opt.seconds * 1000))
+            t1 = time.time()
+            return Measurement(
+                stage,
+                variant,
+                r.images_per_s,
+                r.p50_ms,
+                r.p99_ms,
+                cpu.cores("triton", t0, t1),
+                r.client_cores,
+                foreign_cores=cpu.foreign(t0, t1),
+                note="" if r.stable else "unstable",
+            )
+        scenario = {1: "single", 16: "batch16"}[opt.batch]
+        summary, _code = run_locust(url, scenario, opt.concurrency, opt.seconds, root)
+        total, window = summary["total"], summary["window"]
+        ok = total["requests"] - total["failures"]
+        return Measurement(
+            stage,
+            variant,
+            total["rps"] * (ok / total["requests"] if total["requests"] else 0.0) * opt.batch,
+            total["p50_ms"],
+            total["p99_ms"],
+            cpu.cores("triton", window["start"], window["end"]),
+            window.get("client_cores") or math.nan,
+            failures=total["failures"],
+            foreign_cores=cpu.foreign(window["start"], window["end"]),
+        )
+
+
+def best_of(ms: list[Measurement]) -> Measurement:
+    """Highest images/s; within TIE of it, the lowest p99 (no failures allowed)."""
+    clean = [m for m in ms if not m.failures] or ms
+    top = max(m.images_per_s for m in clean)
+    return min((m for m in clean if m.images_per_s >= top * (1 - TIE)), key=lambda m: m.p99_ms)
+
+
+def stages(opt: argparse.Namespace) -> list[tuple[str, Any]]:
+    return [
+        ("instances x threads", [tuple(map(int, s.split("x"))) for s in opt.instances_threads]),
+        ("max_queue_delay_us", opt.delays),
+        ("preferred_batch_sizes", [tuple(int(x) for x in s.split(",") if x) for s in opt.preferred]),
+    ]
+
+
+def apply(v: Variant, stage: str, value: Any) -> Variant:
+    if stage == "instances x threads":
+        return dataclasses.replace(v, instances=value[0], threads=value[1])
+    if stage == "max_queue_delay_us":
+        return dataclasses.replace(v, delay_us=value)
+    return dataclasses.replace(v, preferred=value)
+
+
+def render(
+    opt: argparse.Namespace,
+    info: dict[str, Any],
+    weights: str,
+    rows: list[Measurement],
+    current: Variant,
+    best: Measurement,
+    confirm: list[Measurement],
+    wall_s: float,
+) -> str:
+    load = (
+        f"{opt.load}, concurrency {opt.concurrency}, {opt.batch} image(s) per request, "
+        f"{opt.seconds:g} s windows"
+    )
+    lines = [
+        f"# product_gan: Triton configuration sweep ({info['model']}, {info['cpus']} CPUs)",
+        "",
+        f"- **Date**: {today()}",
+        f"- **Command**: `{command_line()}` (took {wall_s / 60:.1f} min)",
+        f"- **Machine**: {machine_line(info)}",
+        f"- **Weights**: {weights}",
+        f"- **{GPU_LINE.split(':', 1)[0]}**:{GPU_LINE.split(':', 1)[1]}",
+        f"- **Load**: {load}; Triton restarted per variant.",
+        f"- **Current spec**: {current}",
+        "- **Search**: greedy, one knob family per stage, each stage starting from the best so far; "
+        f"ties (within {TIE:.0%} images/s) go to the lower p99.",
+        "",
+        "| stage | instances | intra-op threads | max_queue_delay µs | preferred | images/s | p50 ms | "
+        "p99 ms | server CPU (cores) | client CPU (cores) | other jobs' CPU | failures | note |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for m in [*rows, *confirm]:
+        v = m.variant
+        pref = ", ".join(map(str, v.preferred)) or "none"
+        mark = " **best**" if m is best else (" (current)" if v == current and m.stage != "confirm" else "")
+        lines.append(
+            f"| {m.stage} | {v.instances} | {v.threads} | {v.delay_us} | [{pref}] | "
+            f"{m.images_per_s:,.1f}{mark} | {m.p50_ms:,.0f} | {m.p99_ms:,.0f} | {m.server_cores:.2f} | "
+            f"{m.client_cores:.2f} | {m.foreign_cores:.2f} | {m.failures} | {m.note} |"
+        )
+    b = best.variant
+    cur = [m.images_per_s for m in confirm if m.variant == current]
+    win = [m.images_per_s for m in confirm if m.variant == b]
+    lines += ["", "## Recommendation", ""]
+    if cur and win and b != current:
+        gain = sum(win) / len(win) / (sum(cur) / len(cur)) - 1
+        lines.append(
+            f"Best: **{b}**; re-measured alternately with the current spec: "
+            f"{', '.join(f'{x:,.1f}' for x in win)} vs {', '.join(f'{x:,.1f}' for x in cur)} images/s "
+            f"({gain:+.0%})."
+        )
+    else:
+        lines.append(f"Best: **{b}** ({'the current spec' if b == current else 'new'}).")
+    lines += [
+        "",
+        "In `client/ecomgen_client/specs.py` (PRODUCT_GAN):",
+        "",
+        "```python",
+        f"    batching=DynamicBatching(preferred_batch_sizes={b.preferred!r}, "
+        f"max_queue_delay_us={b.delay_us}),",
+        f"    cpu_instances={b.instances},",
+        f"    cpu_threads={b.threads},",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--load", choices=["perf_analyzer", "locust"], default="perf_analyzer")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--batch", type=int, choices=[1, 16], default=1, help="images per request")
+    p.add_argument("--seconds", type=float, default=5.0, help="measurement window")
+    p.add_argument("--instances-threads", nargs="+", default=["1x2", "1x1", "2x1", "2x2", "3x1"])
+    p.add_argument("--delays", type=int, nargs="+", default=[0, 500, 2000, 5000, 10000, 20000])
+    p.add_argument(
+        "--preferred", nargs="+", default=["", "8", "16", "32", "16,32,64", "32,64", "64"], help="comma lists"
+    )
+    p.add_argument("--confirm", type=int, default=2, help="alternating re-measurements of best vs current")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    opt = p.parse_args(argv)
+
+    started = time.monotonic()
+    info = machine_info()
+    weights = resolve_weights(opt.checkpoint, random=opt.random_weights)
+    current = Variant.of(PRODUCT_GAN)
+    rows: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="ecomgen-tune-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        onnx_file = export_onnx(load_generator(weights), tmp / "model.onnx")
+        best_variant = current
+        plan = stages(opt)
+        bar = tqdm(total=sum(len(values) for _, values in plan) + 2 * opt.confirm, desc="tune", unit="config")
+        for stage, values in plan:
+            stage_rows = []
+            for value in values:
+                v = apply(best_variant, stage, value)
+                # Reuse a measurement of the very same variant from an earlier stage.
+                done = next((m for m in rows if m.variant == v), None)
+                if done is not None:
+                    m = dataclasses.replace(done, stage=stage, note=f"reused from {done.stage}")
+                else:
+                    m = measure(v, onnx_file, stage, opt, tmp)
+                bar.set_postfix_str(f"{v}: {m.images_per_s:,.0f} img/s")
+                bar.update()
+                stage_rows.append(m)
+            rows.extend(stage_rows)
+            best_variant = best_of(stage_rows).variant
+        confirm = []
+        for _ in range(opt.confirm):
+            for v in (best_variant, current):
+                confirm.append(measure(v, onnx_file, "confirm", opt, tmp))
+                bar.update()
+        bar.close()
+    best = next(m for m in rows if m.variant == best_variant)
+    stem = opt.out / result_stem("tune", info)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md = render(opt, info, weights.label, rows, current, best, confirm, time.monotonic() - started)
+    stem.with_suffix(".md").write_text(md)
+    write_json(
+        stem.with_suffix(".json"),
+        {
+            "command": command_line(),
+            "machine": info,
+            "weights": weights.label,
+            "current": asdict(current),
+            "best": asdict(best_variant),
+            "rows": [asdict(m) for m in rows],
+            "confirm": [asdict(m) for m in confirm],
+        },
+    )
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

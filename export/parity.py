@@ -1,0 +1,593 @@
+"""FP16 parity gate: does a reduced-precision runtime serve the same images as FP32?
+
+A *runner* is any callable mapping a feed dict of numpy arrays (named like the
+spec's inputs) to a dict of numpy outputs (named like the spec's outputs). The
+gate feeds fresh random latents with mixed labels at batch sizes 1, the
+profile's opt and max, quantises every image output to uint8 exactly as the
+served model does (``to_uint8_hwc``), and passes only if, for every output and
+batch size:
+
+* PSNR >= 40 dB against the FP32 reference,
+* at most 1% of pixels differ by more than 2 uint8 levels (a pixel counts once
+  however many of its channels differ),
+* the candidate produced no NaN/Inf.
+
+Uint8 is the unit because that is what a client receives: a float difference
+below half a level is invisible, and one above it is a different image.
+
+Runners provided here: ONNX Runtime FP32 (the reference), PyTorch FP32, PyTorch
+``.half()`` on CPU (simulated FP16: torch 2.13 runs Linear, ConvTranspose2d,
+BatchNorm and Tanh in half precision on CPU, and fp16 overflows at 65504 just
+as on the GPU), and TensorRT (GPU only; needs ``tensorrt`` and ``cuda-python``).
+
+    python -m export.parity --model product_gan --candidate torch-fp16 \\
+        --report benchmarks/results/fp16-parity-cpu-simulated.md
+    python -m export.parity --model product_gan --candidate tensorrt \\
+        --engine build/tensorrt/product_gan_generator.plan      # on a GPU host
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import logging
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecomgen_client.specs import SPECS, ModelSpec, NetworkSpec, TensorSpec
+from export.onnx import REPO_ROOT, export_network, load_trained, onnx_path, sample_inputs, strip_spectral_norm
+from export.triton_python.ecomgen_common import to_uint8_hwc
+
+log = logging.getLogger("export.parity")
+
+Feeds = Mapping[str, np.ndarray]
+Outputs = Mapping[str, np.ndarray]
+Runner = Callable[[Feeds], Outputs]
+
+CANDIDATES = ("torch-fp16", "torch-fp32", "onnxruntime-fp32", "tensorrt")
+# Far from the seeds export.onnx.check_parity uses, so the gate sees inputs no earlier check saw.
+DEFAULT_SEED = 20_000
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_psnr_db: float = 40.0
+    max_level_diff: int = 2  # uint8 levels
+    max_frac_pixels: float = 0.01  # fraction of pixels allowed above max_level_diff
+
+    def __str__(self) -> str:
+        return (
+            f"PSNR >= {self.min_psnr_db:g} dB, <= {self.max_frac_pixels:.0%} of pixels differ by "
+            f"> {self.max_level_diff} levels, no NaN/Inf"
+        )
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output at one batch size."""
+
+    output: str
+    batch: int
+    psnr: float  # dB over uint8 values; inf when identical
+    frac_pixels_gt2: float  # fraction of pixels differing by more than Thresholds.max_level_diff
+    max_diff: int  # uint8 levels
+    nan_count: int  # non-finite values in the candidate's float output
+    passed: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GateReport:
+    network: str
+    reference: str
+    candidate: str
+    thresholds: Thresholds
+    checks: tuple[OutputCheck, ...]
+    seed: int = DEFAULT_SEED
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def failed_outputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.output for c in self.checks if not c.passed))
+
+    def table(self) -> str:
+        """Markdown table, one row per output and batch size."""
+        over = f"pixels > {self.thresholds.max_level_diff} levels"
+        rows = [
+            f"| output | batch | PSNR (dB) | {over} | max diff (levels) | NaN/Inf | result |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for c in self.checks:
+            verdict = "pass" if c.passed else f"**FAIL**: {c.reason}"
+            rows.append(
+                f"| {c.output} | {c.batch} | {_fmt_psnr(c.psnr)} | {c.frac_pixels_gt2:.4%} | {c.max_diff} "
+                f"| {c.nan_count} | {verdict} |"
+            )
+        return "\n".join(rows)
+
+    def verdict(self) -> str:
+        if self.passed:
+            return f"PASSED: {self.candidate} matches {self.reference} on every output"
+        names = ", ".join(map(repr, self.failed_outputs))
+        return f"FAILED: output(s) {names} of {self.network} ({self.candidate})"
+
+    def __str__(self) -> str:
+        return (
+            f"parity gate {self.network}: {self.candidate} vs {self.reference} ({self.thresholds})\n"
+            f"{self.table()}\n{self.verdict()}"
+        )
+
+    def assert_passed(self) -> None:
+        if not self.passed:
+            raise ParityGateError(self)
+
+
+class ParityGateError(AssertionError):
+    """The candidate runtime does not reproduce the reference images closely enough."""
+
+    def __init__(self, report: GateReport):
+        super().__init__(str(report))
+        self.report = report
+
+
+def _fmt_psnr(psnr: float) -> str:
+    return "inf" if math.isinf(psnr) else ("nan" if math.isnan(psnr) else f"{psnr:.2f}")
+
+
+# --- metrics on uint8 images (pure numpy) -----------------------------------------
+
+
+def psnr_uint8(ref: np.ndarray, got: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 arrays (inf when identical)."""
+    mse = float(np.mean((ref.astype(np.float64) - got.astype(np.float64)) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def frac_pixels_over(
+    ref: np.ndarray, got: np.ndarray, levels: int = 2, channel_axis: int | None = -1
+) -> float:
+    """Fraction of pixels where any channel differs by more than ``levels``."""
+    over = np.abs(ref.astype(np.int16) - got.astype(np.int16)) > levels
+    if channel_axis is not None:
+        over = over.any(axis=channel_axis)
+    return float(over.mean()) if over.size else 0.0
+
+
+def is_image(t: TensorSpec) -> bool:
+    """NCHW image output in [-1, 1] (what to_uint8_hwc expects)."""
+    return len(t.dims) == 3 and t.dims[0] in (1, 3, 4)
+
+
+def quantise(t: TensorSpec, ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Both outputs as uint8 the way a client sees them, and the channel axis (None: no channels).
+
+    Non-finite values are mapped to finite ones first (they are counted separately),
+    so the cast to uint8 is defined. A non-image output is scaled by the reference's
+    own value range onto 0..255, so "levels" keep a comparable meaning.
+    """
+    got = np.nan_to_num(got.astype(np.float32), nan=0.0, posinf=1e6, neginf=-1e6)
+    if is_image(t):
+        return to_uint8_hwc(ref), to_uint8_hwc(got), -1
+    lo, hi = float(ref.min()), float(ref.max())
+    scale = 255.0 / (hi - lo) if hi > lo else 1.0
+
+    def q(a: np.ndarray) -> np.ndarray:
+        return np.clip((a - lo) * scale + 0.5, 0, 255).astype(np.uint8)
+
+    return q(ref), q(got), None
+
+
+def compare(t: TensorSpec, batch: int, ref: np.ndarray, got: np.ndarray, th: Thresholds) -> OutputCheck:
+    """Score one output against the reference."""
+    if got.shape != ref.shape:
+        reason = f"shape {tuple(got.shape)} != reference {tuple(ref.shape)}"
+        return OutputCheck(t.name, batch, math.nan, 1.0, 255, 0, False, reason)
+    ref_bad = int(np.count_nonzero(~np.isfinite(ref)))
+    nan_count = int(np.count_nonzero(~np.isfinite(got)))
+    r8, g8, channel_axis = quantise(t, ref, got)
+    psnr = psnr_uint8(r8, g8)
+    frac = frac_pixels_over(r8, g8, th.max_level_diff, channel_axis)
+    max_diff = int(np.abs(r8.astype(np.int16) - g8.astype(np.int16)).max()) if r8.size else 0
+    reasons = []
+    if ref_bad:
+        reasons.append(f"reference has {ref_bad} NaN/Inf")
+    if nan_count:
+        reasons.append(f"{nan_count} NaN/Inf")
+    if psnr < th.min_psnr_db:
+        reasons.append(f"PSNR {psnr:.2f} < {th.min_psnr_db:g} dB")
+    if frac > th.max_frac_pixels:
+        reasons.append(f"{frac:.2%} of pixels > {th.max_level_diff} levels")
+    return OutputCheck(t.name, batch, psnr, frac, max_diff, nan_count, not reasons, "; ".join(reasons))
+
+
+# --- the gate ---------------------------------------------------------------------
+
+
+def gate_inputs(net: NetworkSpec, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """``sample_inputs`` with a fresh seed, and labels rotated and shuffled by that seed.
+
+    sample_inputs gives row i class i % C; rotating by a random offset means batch 1
+    is not always class 0, and shuffling rows keeps every batch mixed-label.
+    """
+    feeds = sample_inputs(net, batch, seed=seed)
+    rng = np.random.default_rng(seed)
+    for name, arr in feeds.items():
+        if "onehot" in name:
+            rolled = np.roll(arr, int(rng.integers(arr.shape[1])), axis=1)
+            feeds[name] = np.ascontiguousarray(rolled[rng.permutation(batch)])
+    return feeds
+
+
+def default_batch_sizes(net: NetworkSpec) -> tuple[int, ...]:
+    return tuple(sorted({1, net.profile.opt_batch, net.profile.max_batch}))
+
+
+def run_gate(
+    reference: Runner,
+    candidate: Runner,
+    net: NetworkSpec,
+    *,
+    batch_sizes: Sequence[int] | None = None,
+    seed: int = DEFAULT_SEED,
+    thresholds: Thresholds = Thresholds(),
+) -> GateReport:
+    """Compare ``candidate`` with ``reference`` on fresh mixed-label batches; never raises on a mismatch."""
+    checks: list[OutputCheck] = []
+    for i, b in enumerate(batch_sizes or default_batch_sizes(net)):
+        feeds = gate_inputs(net, b, seed + i)
+        ref_out, got_out = reference(feeds), candidate(feeds)
+        for t in net.outputs:
+            if t.name not in ref_out:
+                raise KeyError(f"reference runner returned no output {t.name!r} (got {sorted(ref_out)})")
+            if t.name not in got_out:
+                checks.append(OutputCheck(t.name, b, math.nan, 1.0, 255, 0, False, "missing from candidate"))
+                continue
+            checks.append(compare(t, b, np.asarray(ref_out[t.name]), np.asarray(got_out[t.name]), thresholds))
+    report = GateReport(
+        net.name, _runner_name(reference), _runner_name(candidate), thresholds, tuple(checks), seed
+    )
+    log.info("%s", report.verdict())
+    return report
+
+
+def _runner_name(runner: Runner) -> str:
+    return str(getattr(runner, "name", None) or getattr(runner, "__name__", type(runner).__name__))
+
+
+# --- runners ------------------------------------------------------------------------
+
+
+class OnnxRuntimeRunner:
+    """FP32 reference: the same ONNX file the CPU target serves and TensorRT is built from."""
+
+    def __init__(self, path: Path, threads: int = 1, name: str = "onnxruntime-fp32"):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.name = name
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, dict(feeds))
+        return dict(zip(self.output_names, outs, strict=True))
+
+
+class TorchRunner:
+    """PyTorch on CPU in ``dtype``; float16 simulates an FP16 engine's storage precision.
+
+    Only the storage format is simulated: oneDNN accumulates in fp32 like TensorRT's
+    fp16 kernels, but TensorRT also fuses layers (fewer roundings) and may keep some in
+    fp32, so a pass here is necessary, not sufficient, for a pass on the GPU.
+    """
+
+    def __init__(
+        self, model: nn.Module, net: NetworkSpec, dtype: torch.dtype = torch.float32, name: str = ""
+    ):
+        # A private copy: .to(dtype) and spectral-norm folding must not touch the caller's model.
+        self.model = strip_spectral_norm(copy.deepcopy(model)).eval().to(dtype)
+        self.net, self.dtype = net, dtype
+        self.name = name or f"torch-{str(dtype).removeprefix('torch.')}-cpu"
+
+    @torch.no_grad()
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self.dtype) for t in self.net.inputs]
+        out = self.model(*args)
+        outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        return {t.name: o.float().numpy() for t, o in zip(self.net.outputs, outs, strict=True)}
+
+
+def torch_fp16_runner(model: nn.Module, net: NetworkSpec) -> TorchRunner:
+    """Simulated FP16 on CPU (``model.half()``); fp16 overflows at 65504 as on the GPU."""
+    return TorchRunner(model, net, torch.float16, name="torch-fp16-cpu (simulated FP16)")
+
+
+def _cudart() -> Any:
+    """cuda-python's runtime API (module path moved in cuda-python 12.6+)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime  # cuda-python < 12.6
+        except ImportError:
+            raise RuntimeError(
+                "the TensorRT runner needs cuda-python: pip install 'cuda-python>=12,<13' "
+                "(12.x matches the CUDA 12.6 of the 24.10 containers)"
+            ) from None
+    return runtime
+
+
+def _cuda_check(result: Any) -> Any:
+    """cuda-python returns (err, *values); raise on error, return the value(s)."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return values[0] if len(values) == 1 else (values or None)
+
+
+class TensorRTRunner:
+    """Runs a serialized TensorRT engine on the GPU (lazy imports: GPU hosts only)."""
+
+    def __init__(self, engine: bytes | Path, net: NetworkSpec, name: str = "tensorrt"):
+        from export.tensorrt import import_tensorrt
+
+        trt = import_tensorrt()
+        self.trt, self.cudart, self.net, self.name = trt, _cudart(), net, name
+        data = engine.read_bytes() if isinstance(engine, Path) else engine
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise RuntimeError(
+                "TensorRT could not deserialize the engine (built with another TensorRT version?)"
+            )
+        self.context = self.engine.create_execution_context()
+        self.stream = _cuda_check(self.cudart.cudaStreamCreate())
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        trt, cudart = self.trt, self.cudart
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        allocations: list[Any] = []
+        outputs: dict[str, np.ndarray] = {}
+        try:
+            for t in self.net.inputs:
+                host = np.ascontiguousarray(
+                    feeds[t.name], dtype=trt.nptype(self.engine.get_tensor_dtype(t.name))
+                )
+                self.context.set_input_shape(t.name, host.shape)
+                ptr = _cuda_check(cudart.cudaMalloc(host.nbytes))
+                allocations.append(ptr)
+                _cuda_check(cudart.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, h2d))
+                self.context.set_tensor_address(t.name, int(ptr))
+            for t in self.net.outputs:
+                shape = tuple(self.context.get_tensor_shape(t.name))
+                host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(t.name)))
+                ptr = _cuda_check(cudart.cudaMalloc(max(host.nbytes, 1)))
+                allocations.append(ptr)
+                self.context.set_tensor_address(t.name, int(ptr))
+                outputs[t.name] = host
+            if not self.context.execute_async_v3(self.stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            _cuda_check(cudart.cudaStreamSynchronize(self.stream))
+            for t, ptr in zip(self.net.outputs, allocations[len(self.net.inputs) :], strict=True):
+                host = outputs[t.name]
+                _cuda_check(cudart.cudaMemcpy(host.ctypes.data, ptr, host.nbytes, d2h))
+        finally:
+            for ptr in allocations:
+                cudart.cudaFree(ptr)
+        return {k: v.astype(np.float32, copy=False) for k, v in outputs.items()}
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA GPUs visible through cuda-python; 0 when it or a driver is missing."""
+    try:
+        count = _cuda_check(_cudart().cudaGetDeviceCount())
+    except Exception:  # no cuda-python, no driver, no device: all mean "no GPU here"
+        return 0
+    return int(count)
+
+
+# --- helpers for the CLI and the report -----------------------------------------------
+
+
+def random_tiny_generator(seed: int = 0) -> nn.Module:
+    """The tests' tiny random product_gan generator (ngf=8, non-trivial BN stats)."""
+    from training.product_gan import Generator
+
+    torch.manual_seed(seed)
+    g = Generator(ngf=8)
+    gen = torch.Generator().manual_seed(seed)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return g.eval()
+
+
+def machine_description() -> str:
+    """CPU model from lscpu (falls back to the platform module), with the core count."""
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), ""
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+    cpu = model or platform.processor() or "unknown CPU"
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()}"
+
+
+@dataclass
+class ReportContext:
+    command: str
+    weights: str
+    onnx: str
+    threads: int
+    notes: list[str] = field(default_factory=list)
+
+
+def markdown_report(report: GateReport, ctx: ReportContext) -> str:
+    import onnxruntime as ort
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# FP16 parity gate: {report.network}, {report.candidate} vs {report.reference}",
+        "",
+        f"**Result: {report.verdict()}**",
+        "",
+        "Reproduce:",
+        "",
+        "```sh",
+        ctx.command,
+        "```",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine_description()} (no GPU; torch threads = {ctx.threads})",
+        f"- Software: Python {platform.python_version()}, torch {torch.__version__}, "
+        f"onnxruntime {ort.__version__}, numpy {np.__version__}",
+        f"- Weights: {ctx.weights}",
+        f"- Reference: {report.reference} on {ctx.onnx}",
+        f"- Candidate: {report.candidate}",
+        f"- Inputs: `export.onnx.sample_inputs` with seeds {report.seed}+i, labels rotated and shuffled "
+        "per batch (every batch mixed-label)",
+        f"- Thresholds: {report.thresholds}, on uint8 images from `to_uint8_hwc`",
+        "",
+        report.table(),
+        "",
+    ]
+    for note in ctx.notes:
+        lines += [note, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _load_model(spec: ModelSpec, weights: str, checkpoint: Path | None) -> tuple[nn.Module, str]:
+    if weights == "random-tiny":
+        if spec.training_module != "training.product_gan":
+            raise SystemExit(f"--weights random-tiny is only defined for product_gan, not {spec.name}")
+        return random_tiny_generator(), "tiny random generator (ngf=8, seed 0), NOT the trained model"
+    path = (checkpoint or REPO_ROOT / spec.checkpoint).resolve()
+    if not path.exists():
+        raise SystemExit(f"{path} not found: train first, pass --checkpoint, or use --weights random-tiny")
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    return load_trained(spec, path), f"trained checkpoint `{shown}`"
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(SPECS), default="product_gan")
+    p.add_argument("--candidate", choices=CANDIDATES, default="torch-fp16")
+    p.add_argument("--engine", type=Path, help="TensorRT plan (for --candidate tensorrt)")
+    p.add_argument(
+        "--onnx",
+        type=Path,
+        help="reference ONNX file (default: the cpu repository's file for tensorrt, "
+        "else a fresh export of the loaded weights)",
+    )
+    p.add_argument("--weights", choices=["trained", "random-tiny"], default="trained")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1, opt and max")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and ONNX Runtime")
+    p.add_argument("--report", type=Path, default=None, help="write a markdown report here")
+    opt = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    torch.set_num_threads(opt.threads)
+    spec = SPECS[opt.model]
+    net = spec.network
+    if opt.candidate == "tensorrt" and opt.engine is None:
+        p.error("--candidate tensorrt needs --engine PLAN")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # The engine is judged against the ONNX file it was built from; torch candidates against
+        # an export of their own weights, so reference and candidate cannot drift apart.
+        model: nn.Module | None = None
+        weights_desc = "those of the reference ONNX file"
+        if opt.candidate != "tensorrt":
+            model, weights_desc = _load_model(spec, opt.weights, opt.checkpoint)
+        if opt.onnx is not None:
+            onnx_file, onnx_desc = opt.onnx, f"`{_shown(opt.onnx)}`"
+        elif model is not None:
+            onnx_file, onnx_desc = Path(tmp) / "reference.onnx", "a fresh export of the same weights"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_network(model, net, onnx_file)
+        else:
+            onnx_file = onnx_path(spec)
+            onnx_desc = f"`{_shown(onnx_file)}`"
+        if not onnx_file.exists():
+            raise SystemExit(f"{onnx_file} not found: run `python -m export.onnx --model {spec.name}` first")
+
+        reference = OnnxRuntimeRunner(onnx_file, threads=opt.threads)
+        candidate: Runner
+        if opt.candidate == "tensorrt":
+            candidate = TensorRTRunner(opt.engine, net)
+        elif opt.candidate == "onnxruntime-fp32":
+            candidate = OnnxRuntimeRunner(
+                onnx_file, threads=opt.threads, name="onnxruntime-fp32 (self-check)"
+            )
+        elif opt.candidate == "torch-fp32":
+            assert model is not None
+            candidate = TorchRunner(model, net)
+        else:
+            assert model is not None
+            candidate = torch_fp16_runner(model, net)
+        report = run_gate(reference, candidate, net, batch_sizes=opt.batch_sizes, seed=opt.seed)
+
+    print(report)
+    if opt.report:
+        ctx = ReportContext(
+            command="python -m export.parity " + shlex.join(sys.argv[1:] if argv is None else argv),
+            weights=weights_desc,
+            onnx=onnx_desc,
+            threads=opt.threads,
+        )
+        if opt.weights == "random-tiny" and opt.candidate != "tensorrt":
+            ctx.notes.append(
+                "These are random weights: the tiny generator's images vary little from input to input, "
+                "so this run shows the gate and its command working, not that the trained model fits "
+                "fp16. Once `checkpoints/product_gan.safetensors` exists, rerun without "
+                "`--weights random-tiny`."
+            )
+        if opt.candidate == "torch-fp16":
+            ctx.notes.append(
+                "Simulated FP16: weights and activations are stored as float16 by PyTorch on CPU. This "
+                "checks that the network's values fit fp16 (max 65504) and that rounding stays under the "
+                "thresholds; it does not exercise TensorRT's kernels, tactic choice or layer fusion. Run "
+                "the same gate with `--candidate tensorrt --engine ...` on the GPU host (the builder "
+                "`python -m export.tensorrt` does so before it writes `model.plan`)."
+            )
+        opt.report.parent.mkdir(parents=True, exist_ok=True)
+        opt.report.write_text(markdown_report(report, ctx))
+        print(f"wrote {opt.report}")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
