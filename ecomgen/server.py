@@ -122,7 +122,11 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             [*map(str, library_dirs()), *filter(None, [env.get("LD_LIBRARY_PATH")])]
         )
-        # The stub runs the base interpreter: give it this environment's packages.
+        # The stub embeds libpython and ignores PYTHONPATH; it derives sys.prefix from the first
+        # `python3` on PATH, so putting this interpreter's bin/ first gives it this venv's packages.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        if sys.prefix != sys.base_prefix:
+            env["VIRTUAL_ENV"] = sys.prefix
         paths = [*site.getsitepackages(), *filter(None, [env.get("PYTHONPATH")])]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         return env
