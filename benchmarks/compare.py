@@ -83,6 +83,7 @@ class Point:
     foreign_cores: float = math.nan  # other jobs on the (shared) machine
     exit_code: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    windows: list[float] = field(default_factory=list)  # perf_analyzer's per-window images/s
 
 
 def run_locust(
@@ -536,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                             server_cores=cpu.cores(server, t0, t1),
                             idle_server_cores=cpu.cores(other, t0, t1),
                             foreign_cores=cpu.foreign(t0, t1),
-                            exit_code=0 if r.stable else 3,
+                            windows=r.window_images_per_s,
                         )
                     )
 

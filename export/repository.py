@@ -126,7 +126,12 @@ def cpu_models(spec: ModelSpec) -> list[RepoModel]:
     _instances(config, spec.cpu_instances, "KIND_CPU")
     _params(
         config,
-        {**_public_params(spec), "onnx_file": "model.onnx", "intra_op_threads": str(spec.cpu_threads)},
+        {
+            **_public_params(spec),
+            "onnx_file": "model.onnx",
+            "intra_op_threads": str(spec.cpu_threads),
+            "runtime": spec.cpu_runtime,
+        },
     )
     _warmup(config, spec.inputs)
     return [RepoModel(config, _python_model(spec.name, f"{spec.name}.py", (f"{spec.name}_pre.py",)))]

@@ -131,7 +131,9 @@ class ModelSpec:
     queue: QueuePolicy
     network: NetworkSpec
     cpu_instances: int = 1
-    cpu_threads: int = 2  # ONNX Runtime intra-op threads per instance
+    cpu_threads: int = 2  # intra-op threads per instance
+    # "openvino" or "onnxruntime", on the same model.onnx (benchmarks/roofline.py decides).
+    cpu_runtime: str = "openvino"
     class_names: tuple[str, ...] = ()
     latent_dim: int = 0
     checkpoint: str = ""
@@ -144,6 +146,8 @@ class ModelSpec:
             self.max_batch_size
         ):
             raise ValueError(f"{self.name}: preferred batch size above max_batch_size")
+        if self.cpu_runtime not in ("openvino", "onnxruntime"):
+            raise ValueError(f"{self.name}: unknown cpu_runtime {self.cpu_runtime!r}")
 
     def input(self, name: str) -> TensorSpec:
         return _by_name(self.inputs, name, self.name)
