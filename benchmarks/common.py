@@ -27,12 +27,13 @@ import psutil
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ecomgen_client.specs import PRODUCT_GAN, ModelSpec
+from ecomgen_client.specs import PRODUCT_GAN, EnsembleSpec, ModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
 LOCUSTFILE = BENCH_DIR / "locustfile.py"
+VITON_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "viton"
 DEFAULT_CHECKPOINT = REPO_ROOT / PRODUCT_GAN.checkpoint
 RANDOM_NGF = 48  # the architecture training/product_gan.py trains by default
 
@@ -443,3 +444,25 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+# --- try-on inputs -----------------------------------------------------------------
+
+
+def tryon_pairs(spec: EnsembleSpec) -> list[dict[str, np.ndarray]]:
+    """The VITON fixture pairs (tests/fixtures/viton, unpaired protocol) as ``tryon`` inputs."""
+    from PIL import Image
+
+    pairs = []
+    for line in (VITON_FIXTURES / "test_pairs.txt").read_text().splitlines():
+        person, cloth = line.split()
+        feeds = {}
+        for t, path in zip(
+            spec.inputs,
+            (VITON_FIXTURES / "test" / "image" / person, VITON_FIXTURES / "test" / "cloth" / cloth),
+            strict=True,
+        ):
+            with Image.open(path) as im:
+                feeds[t.name] = np.asarray(im.convert("RGB"), dtype=np.uint8)[None]
+        pairs.append(feeds)
+    return pairs

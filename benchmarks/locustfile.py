@@ -41,13 +41,13 @@ from locust.env import Environment
 from locust.exception import StopUser
 from tritonclient.utils import InferenceServerException
 
-from ecomgen_client.specs import PRODUCT_GAN, SPECS, ModelSpec, TensorSpec
+from benchmarks.common import tryon_pairs
+from ecomgen_client.specs import ENSEMBLES, PRODUCT_GAN
 
 # After gevent's monkey-patching (done by importing locust), before any gRPC channel exists.
 grpc_gevent.init_gevent()
 
 log = logging.getLogger("ecomgen.locust")
-FIXTURE_IMAGES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "fashion-products" / "images"
 TRYON_MODEL = "tryon"
 BATCH = {"single": 1, "batch16": 16}
 
@@ -136,36 +136,6 @@ def _write_summary(environment: Environment, **_kwargs: Any) -> None:
 
 class GrpcCallError(Exception):
     """A failed call, named by status and message (InferenceServerException's repr is empty)."""
-
-
-def _fixture_images() -> list[Path]:
-    return sorted(FIXTURE_IMAGES.glob("*.jpg"))
-
-
-def _image_tensor(t: TensorSpec, path: Path) -> np.ndarray:
-    """A fixture photo resized to an (H, W, 3) uint8 input of the spec."""
-    from PIL import Image
-
-    h, w = (d if d > 0 else 256 for d in t.dims[:2])
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((w, h)), dtype=np.uint8)
-
-
-def tryon_pairs(spec: ModelSpec) -> list[dict[str, np.ndarray]]:
-    """(person, garment)-style pairs from the fixture photos, shaped by the try-on spec's inputs."""
-    images = _fixture_images()
-    pairs = []
-    for i in range(0, len(images) - 1, 2):
-        sources = iter((images[i], images[i + 1]))
-        feeds: dict[str, np.ndarray] = {}
-        for t in spec.inputs:
-            if t.dtype == "UINT8" and len(t.dims) == 3 and t.dims[-1] == 3:
-                feeds[t.name] = _image_tensor(t, next(sources, images[i]))[None]
-            else:
-                shape = [1, *(d if d > 0 else 1 for d in t.dims)]
-                feeds[t.name] = np.zeros(shape, t.numpy_dtype)
-        pairs.append(feeds)
-    return pairs
 
 
 class TritonGrpcUser(User):
@@ -287,10 +257,10 @@ class TritonGrpcUser(User):
             reason = (
                 f"model '{TRYON_MODEL}' is not in the repository index of {self.url} (has {sorted(served)})"
             )
-        elif TRYON_MODEL not in SPECS:
+        elif TRYON_MODEL not in ENSEMBLES:
             reason = f"ecomgen_client.specs has no '{TRYON_MODEL}' spec to build its inputs from"
         else:
-            return tryon_pairs(SPECS[TRYON_MODEL])
+            return tryon_pairs(ENSEMBLES[TRYON_MODEL])
         log.warning("tryon scenario skipped: %s", reason)
         return None
 

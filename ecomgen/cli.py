@@ -16,14 +16,21 @@ from pathlib import Path
 from types import FrameType
 
 from ecomgen.server import REPO_ROOT, ServerConfig, ServerError, TritonServer
-from ecomgen_client.specs import SPECS
+from ecomgen_client.specs import ENSEMBLES, SPECS
 
 log = logging.getLogger("ecomgen")
 
 
 def build(repository: Path, force: bool = False) -> None:
     """Export every model's ONNX file (when stale) and write the cpu and gpu configs."""
-    from export.onnx import check_parity, export_network, load_trained, onnx_path
+    from export.onnx import (
+        check_parity,
+        ensemble_checkpoints,
+        export_ensemble,
+        export_network,
+        load_trained,
+        onnx_path,
+    )
     from export.repository import write_repository
 
     for target in ("cpu", "gpu"):
@@ -37,6 +44,14 @@ def build(repository: Path, force: bool = False) -> None:
         model = load_trained(spec, checkpoint)
         export_network(model, spec.network, out)
         log.info("%s: %s", spec.name, check_parity(model, spec.network, out))
+    for ensemble in ENSEMBLES.values():
+        outs = [onnx_path(net, repository) for net in ensemble.networks]
+        newest = max(p.stat().st_mtime for p in ensemble_checkpoints(ensemble))
+        if not force and all(o.exists() and o.stat().st_mtime >= newest for o in outs):
+            log.info("%s: ONNX files are up to date", ensemble.name)
+            continue
+        for name, report in export_ensemble(ensemble, repository).items():
+            log.info("%s: %s", name, report)
 
 
 def serve(opt: argparse.Namespace) -> int:
@@ -65,7 +80,8 @@ def serve(opt: argparse.Namespace) -> int:
         print(
             f"ecomgen: ready. gRPC {server.grpc_url}  HTTP {server.http_url}  "
             f"metrics http://{server.grpc_url.split(':')[0]}:{config.metrics_port}/metrics  "
-            f"models: {', '.join(SPECS)}  (Ctrl-C to stop)",
+            f"models: {', '.join([*SPECS, *ENSEMBLES, *(e.bytes_model for e in ENSEMBLES.values())])}  "
+            "(Ctrl-C to stop)",
             flush=True,
         )
         while not stop.wait(0.5):

@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ecomgen_client.specs import SPECS, ModelSpec, NetworkSpec
+from ecomgen_client.specs import ENSEMBLES, SPECS, EnsembleSpec, ModelSpec, NetworkSpec
 from export.triton_python.ecomgen_common import to_uint8_hwc
 
 log = logging.getLogger("export.onnx")
@@ -150,20 +150,56 @@ def load_trained(spec: ModelSpec, checkpoint: Path | None = None) -> nn.Module:
     raise KeyError(f"no exporter for {spec.name}")
 
 
-def onnx_path(spec: ModelSpec, repository: Path = REPO_ROOT / "model_repository") -> Path:
+def onnx_path(spec: ModelSpec | NetworkSpec, repository: Path = REPO_ROOT / "model_repository") -> Path:
     """Where the cpu target keeps the network's ONNX file (the gpu engine is built from it)."""
     return repository / "cpu" / spec.name / "1" / "model.onnx"
 
 
+def ensemble_checkpoints(spec: EnsembleSpec) -> list[Path]:
+    directory = REPO_ROOT / spec.checkpoint_dir
+    return [directory / f"{spec.name}.json"] + [
+        directory / f"{net.name}.safetensors" for net in spec.networks
+    ]
+
+
+def load_ensemble_modules(spec: EnsembleSpec, checkpoint_dir: Path | None = None) -> dict[str, nn.Module]:
+    """Network name -> the trained module exported for that step."""
+    if spec.name == "tryon":
+        from training.tryon import export_modules, pipeline_from_checkpoints
+
+        return export_modules(pipeline_from_checkpoints(checkpoint_dir or REPO_ROOT / spec.checkpoint_dir))
+    raise KeyError(f"no exporter for {spec.name}")
+
+
+def export_ensemble(
+    spec: EnsembleSpec,
+    repository: Path = REPO_ROOT / "model_repository",
+    modules: dict[str, nn.Module] | None = None,
+    atol: float = 1e-3,
+) -> dict[str, ParityReport]:
+    """Export every network of ``spec`` into the cpu repository and check each one's parity."""
+    modules = modules if modules is not None else load_ensemble_modules(spec)
+    reports = {}
+    for net in spec.networks:
+        out = onnx_path(net, repository)
+        export_network(modules[net.name], net, out)
+        reports[net.name] = check_parity(modules[net.name], net, out, atol=atol)
+    return reports
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(SPECS), default="product_gan")
+    p.add_argument("--model", choices=sorted([*SPECS, *ENSEMBLES]), default="product_gan")
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     p.add_argument("--out", type=Path, default=None, help="ONNX path (default: inside the cpu repository)")
     p.add_argument("--atol", type=float, default=1e-3)
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if opt.model in ENSEMBLES:
+        for name, report in export_ensemble(ENSEMBLES[opt.model], opt.repository, atol=opt.atol).items():
+            print(f"{name}: {report}")
+        return
     spec = SPECS[opt.model]
     model = load_trained(spec, opt.checkpoint)
     out = opt.out or onnx_path(spec, opt.repository)

@@ -4,10 +4,13 @@ Every ``config.pbtxt`` is built as a ``model_config_pb2.ModelConfig`` message an
 printed with ``text_format``, so a config that does not fit Triton's schema fails
 here rather than at server start. Two targets share the public contract:
 
-* ``cpu``: Python-backend models running the ONNX file with ONNX Runtime (the
-  embedded tritonserver from nvidia-pytriton);
-* ``gpu``: an ensemble of Python pre/post steps around a ``tensorrt_plan``
-  engine, for NVIDIA's Triton container.
+* ``cpu``: Python-backend models running the ONNX file on OpenVINO or ONNX Runtime
+  (the embedded tritonserver from nvidia-pytriton);
+* ``gpu``: ensembles of Python pre/post steps around ``tensorrt_plan`` engines, for
+  NVIDIA's Triton container.
+
+``tryon`` (and its bytes twin ``tryon_bytes``) is an ensemble on both targets; on cpu
+its network steps are Python models running each ONNX file.
 
     python -m export.repository                  # write model_repository/{cpu,gpu}
     python -m export.repository --check          # fail if the committed files are stale
@@ -28,7 +31,16 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ecomgen_client.specs import SPECS, ModelSpec, NetworkSpec, TensorSpec
+from ecomgen_client.specs import (
+    ENSEMBLES,
+    SPECS,
+    TRYON_BYTES_INPUTS,
+    TRYON_BYTES_OUTPUTS,
+    EnsembleSpec,
+    ModelSpec,
+    NetworkSpec,
+    TensorSpec,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO_ROOT / "model_repository"
@@ -63,7 +75,7 @@ def _io(config: mc.ModelConfig, inputs: Iterable[TensorSpec], outputs: Iterable[
     config.output.extend(_tensor(t, mc.ModelOutput) for t in outputs)
 
 
-def _batching(config: mc.ModelConfig, spec: ModelSpec | NetworkSpec) -> None:
+def _batching(config: mc.ModelConfig, spec: ModelSpec | NetworkSpec | EnsembleSpec) -> None:
     b, q = spec.batching, spec.queue
     config.dynamic_batching.CopyFrom(
         mc.ModelDynamicBatching(
@@ -192,11 +204,131 @@ def gpu_models(spec: ModelSpec) -> list[RepoModel]:
     ]
 
 
-def repository_models(target: str, specs: Iterable[ModelSpec] = SPECS.values()) -> list[RepoModel]:
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> object:
+    return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
+
+
+def _internal(tensors: Iterable[TensorSpec]) -> dict[str, str]:
+    """Ensemble-internal tensors are named ``_<tensor>``."""
+    return {t.name: f"_{t.name}" for t in tensors}
+
+
+def _python_step(
+    spec: EnsembleSpec, name: str, script: str, inputs: Iterable[TensorSpec], outputs: Iterable[TensorSpec]
+) -> RepoModel:
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=spec.max_batch_size)
+    _io(config, inputs, outputs)
+    _batching(config, spec)
+    _instances(config, spec.cpu_instances, "KIND_CPU")
+    return RepoModel(config, _python_model(name, script, ("tryon_common.py", "tryon_pre.py")))
+
+
+def network_model(spec: EnsembleSpec, net: NetworkSpec, target: str) -> RepoModel:
+    """A network step: a Python model running its ONNX file (cpu) or a TensorRT plan (gpu)."""
+    if target == "gpu":
+        config = mc.ModelConfig(name=net.name, platform="tensorrt_plan", max_batch_size=net.max_batch_size)
+        _io(config, net.inputs, net.outputs)
+        _batching(config, net)
+        _instances(config, net.gpu_instances, "KIND_GPU")
+        return RepoModel(config)
+    config = mc.ModelConfig(name=net.name, backend="python", max_batch_size=net.max_batch_size)
+    _io(config, net.inputs, net.outputs)
+    _batching(config, net)
+    _instances(config, spec.cpu_instances, "KIND_CPU")
+    _params(
+        config,
+        {"onnx_file": "model.onnx", "intra_op_threads": str(spec.cpu_threads), "runtime": spec.cpu_runtime},
+    )
+    return RepoModel(config, _python_model(net.name, "tryon_network.py"))
+
+
+def _used(net: NetworkSpec, later: tuple[NetworkSpec, ...], last_inputs: tuple[str, ...]) -> list[TensorSpec]:
+    """The outputs of ``net`` that a later step reads (Triton rejects unused ensemble tensors)."""
+    read = set(last_inputs) | {t.name for n in later for t in n.inputs}
+    return [t for t in net.outputs if t.name in read]
+
+
+def _ensemble(
+    spec: EnsembleSpec,
+    name: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    first: str,
+    last: str,
+    last_inputs: tuple[str, ...],
+) -> RepoModel:
+    """``first`` (Python) -> every network in order -> ``last`` (Python)."""
+    parser, warp, _synthesis = spec.networks
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=spec.max_batch_size)
+    _io(config, inputs, outputs)
+    _params(config, {"description": spec.description})
+    # max_inflight_requests (spec.max_inflight_requests) exists only from Triton 2.63 (25.11);
+    # both targets pin 2.51, whose schema rejects it. Memory is bounded by every step's
+    # max_queue_size instead (see README, "Try-on").
+    config.ensemble_scheduling.step.extend(
+        [
+            _step(first, {t.name: t.name for t in inputs}, _internal(parser.inputs + warp.inputs[:2])),
+            *(
+                _step(
+                    net.name,
+                    _internal(net.inputs),
+                    _internal(_used(net, spec.networks[i + 1 :], last_inputs)),
+                )
+                for i, net in enumerate(spec.networks)
+            ),
+            _step(last, {n: f"_{n}" for n in last_inputs}, {t.name: t.name for t in outputs}),
+        ]
+    )
+    return RepoModel(config)
+
+
+def tryon_models(spec: EnsembleSpec, target: str) -> list[RepoModel]:
+    parser, warp, synthesis = spec.networks
+    pre_outputs = (*parser.inputs, *warp.inputs[:2])  # person, garment, garment_mask
+    post_inputs = (synthesis.outputs[0], synthesis.inputs[2], synthesis.outputs[1])  # image, warped, mask
+    byte_in, byte_out = TRYON_BYTES_INPUTS, TRYON_BYTES_OUTPUTS
+    models = [
+        _ensemble(
+            spec,
+            spec.name,
+            spec.inputs,
+            spec.outputs,
+            f"{spec.name}_pre",
+            f"{spec.name}_post",
+            tuple(t.name for t in post_inputs),
+        ),
+        _python_step(spec, f"{spec.name}_pre", "tryon_pre.py", spec.inputs, pre_outputs),
+        *(network_model(spec, net, target) for net in spec.networks),
+        _python_step(spec, f"{spec.name}_post", "tryon_post.py", post_inputs, spec.outputs),
+    ]
+    if spec.bytes_model:
+        models += [
+            _ensemble(
+                spec,
+                spec.bytes_model,
+                byte_in,
+                byte_out,
+                f"{spec.name}_decode",
+                f"{spec.name}_encode",
+                ("image",),
+            ),
+            _python_step(spec, f"{spec.name}_decode", "tryon_decode.py", byte_in, pre_outputs),
+            _python_step(spec, f"{spec.name}_encode", "tryon_encode.py", synthesis.outputs[:1], byte_out),
+        ]
+    return models
+
+
+def repository_models(
+    target: str,
+    specs: Iterable[ModelSpec] = SPECS.values(),
+    ensembles: Iterable[EnsembleSpec] = ENSEMBLES.values(),
+) -> list[RepoModel]:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     build = cpu_models if target == "cpu" else gpu_models
-    return [m for spec in specs for m in build(spec)]
+    return [m for spec in specs for m in build(spec)] + [
+        m for e in ensembles for m in tryon_models(e, target)
+    ]
 
 
 def render_config(config: mc.ModelConfig) -> str:

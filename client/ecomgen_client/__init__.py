@@ -1,5 +1,6 @@
 """Thin, typed gRPC client for ecomgen models served by Triton."""
 
+from ._common import TryOnResult
 from .aio import AsyncProductClient
 from .client import ProductClient
 from .errors import (
@@ -10,15 +11,18 @@ from .errors import (
     ServerUnavailableError,
     from_triton_error,
 )
-from .specs import PRODUCT_GAN, SPECS, ModelSpec, TensorSpec
+from .specs import ENSEMBLES, PRODUCT_GAN, SPECS, TRYON, EnsembleSpec, ModelSpec, TensorSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ENSEMBLES",
     "PRODUCT_GAN",
     "SPECS",
+    "TRYON",
     "AsyncProductClient",
     "EcomgenError",
+    "EnsembleSpec",
     "InvalidInputError",
     "ModelSpec",
     "ProductClient",
@@ -26,6 +30,7 @@ __all__ = [
     "ServerError",
     "ServerUnavailableError",
     "TensorSpec",
+    "TryOnResult",
     "__version__",
     "from_triton_error",
 ]

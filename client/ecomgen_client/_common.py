@@ -13,7 +13,10 @@ import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 
 from .errors import EcomgenError, InvalidInputError, ServerError, ServerUnavailableError
-from .specs import SPECS, ModelSpec, TensorSpec
+from .specs import ENSEMBLES, SPECS, EnsembleSpec, ModelSpec, TensorSpec
+
+# Anything with a public contract: a single model or an ensemble.
+ServedSpec = ModelSpec | EnsembleSpec
 
 Array = npt.NDArray[Any]
 Seeds = Sequence[int] | Array
@@ -30,13 +33,14 @@ class InferResultLike(Protocol):
     def as_numpy(self, name: str) -> Array | None: ...
 
 
-def resolve_spec(spec: str | ModelSpec) -> ModelSpec:
-    if isinstance(spec, ModelSpec):
+def resolve_spec(spec: str | ServedSpec) -> ServedSpec:
+    if isinstance(spec, ModelSpec | EnsembleSpec):
         return spec
+    known: dict[str, ServedSpec] = {**SPECS, **ENSEMBLES}
     try:
-        return SPECS[spec]
+        return known[spec]
     except KeyError:
-        raise InvalidInputError(f"unknown model {spec!r}; known models: {sorted(SPECS)}") from None
+        raise InvalidInputError(f"unknown model {spec!r}; known models: {sorted(known)}") from None
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def _dtype_ok(tensor: TensorSpec, arr: Array) -> bool:
     return arr.dtype == tensor.numpy_dtype
 
 
-def _check_range(spec: ModelSpec, tensor: TensorSpec, arr: Array) -> None:
+def _check_range(spec: ServedSpec, tensor: TensorSpec, arr: Array) -> None:
     if tensor.value_range is None or arr.size == 0 or arr.dtype.kind not in "iu":
         return
     lo, hi = tensor.value_range
@@ -97,7 +101,7 @@ def _check_range(spec: ModelSpec, tensor: TensorSpec, arr: Array) -> None:
         raise InvalidInputError(f"{spec.name}: input {tensor.name!r} value {bad} out of range [{lo}, {hi}]")
 
 
-def validate_inputs(spec: ModelSpec, inputs: Mapping[str, Array]) -> int:
+def validate_inputs(spec: ServedSpec, inputs: Mapping[str, Array]) -> int:
     """Check names, dtypes, shapes and value ranges against the spec; return the batch size.
 
     Dtypes must match exactly: silently casting (e.g. float seeds) would hide caller bugs.
@@ -194,7 +198,7 @@ class PreparedRequest:
     batch: int
 
 
-def plan_chunks(spec: ModelSpec, inputs: Mapping[str, Array]) -> list[slice | None]:
+def plan_chunks(spec: ServedSpec, inputs: Mapping[str, Array]) -> list[slice | None]:
     """Validate ``inputs`` and return the row ranges to send (None: a model without batching)."""
     batch = validate_inputs(spec, inputs)
     if spec.max_batch_size <= 0:
@@ -202,8 +206,16 @@ def plan_chunks(spec: ModelSpec, inputs: Mapping[str, Array]) -> list[slice | No
     return list(chunk_slices(batch, spec.max_batch_size))
 
 
-def build_request(spec: ModelSpec, inputs: Mapping[str, Array], rows: slice | None) -> PreparedRequest:
-    """Serialize rows ``rows`` of every given input; built per chunk so big batches aren't copied twice."""
+def build_request(
+    spec: ServedSpec,
+    inputs: Mapping[str, Array],
+    rows: slice | None,
+    requested: Sequence[str] | None = None,
+) -> PreparedRequest:
+    """Serialize rows ``rows`` of every given input; built per chunk so big batches aren't copied twice.
+
+    ``requested``: the outputs to ask for (default: all of the spec's).
+    """
     infer_inputs = []
     batch = 1
     for tensor in spec.inputs:
@@ -217,15 +229,23 @@ def build_request(spec: ModelSpec, inputs: Mapping[str, Array], rows: slice | No
         infer_input = grpcclient.InferInput(tensor.name, list(arr.shape), tensor.dtype)
         infer_input.set_data_from_numpy(arr)
         infer_inputs.append(infer_input)
-    outputs = [grpcclient.InferRequestedOutput(t.name) for t in spec.outputs]
+    names = [t.name for t in spec.outputs] if requested is None else list(requested)
+    unknown = sorted(set(names) - {t.name for t in spec.outputs})
+    if unknown:
+        raise InvalidInputError(f"{spec.name}: unknown outputs {unknown}")
+    outputs = [grpcclient.InferRequestedOutput(n) for n in names]
     return PreparedRequest(infer_inputs, outputs, batch)
 
 
-def read_outputs(spec: ModelSpec, result: InferResultLike, batch: int) -> dict[str, Array]:
-    """Extract every spec output and check it against the spec, so contract drift fails loudly."""
+def read_outputs(
+    spec: ServedSpec, result: InferResultLike, batch: int, requested: Sequence[str] | None = None
+) -> dict[str, Array]:
+    """Extract every requested output and check it against the spec, so contract drift fails loudly."""
     out: dict[str, Array] = {}
     batched = spec.max_batch_size > 0
     for tensor in spec.outputs:
+        if requested is not None and tensor.name not in requested:
+            continue
         arr = result.as_numpy(tensor.name)
         if arr is None:
             if tensor.optional:
@@ -266,3 +286,47 @@ def parse_class_names(config: Mapping[str, Any], fallback: Sequence[str]) -> tup
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         return tuple(names)
     return tuple(fallback)
+
+
+# --- try-on ------------------------------------------------------------------------
+
+ImageLike = Any  # a PIL.Image.Image or an [H, W, 3] uint8 array
+
+
+def is_pil(image: object) -> bool:
+    return hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, np.ndarray)
+
+
+def image_array(spec: EnsembleSpec, name: str, image: ImageLike) -> Array:
+    """A PIL image or [H, W, 3] uint8 array -> [1, H, W, 3] uint8, checked like the server does."""
+    arr = np.asarray(image.convert("RGB")) if is_pil(image) else image
+    if not isinstance(arr, np.ndarray):
+        raise InvalidInputError(f"{spec.name}: {name} must be a PIL image or a numpy array")
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InvalidInputError(
+            f"{spec.name}: {name} has shape {list(arr.shape)}, expected [height, width, 3]"
+        )
+    if arr.dtype != np.uint8:
+        raise InvalidInputError(f"{spec.name}: {name} has dtype {arr.dtype}, expected uint8")
+    h, w = arr.shape[:2]
+    if not (spec.min_side <= h <= spec.max_side and spec.min_side <= w <= spec.max_side):
+        raise InvalidInputError(
+            f"{spec.name}: {name} is {h}x{w} pixels; each side must be in [{spec.min_side}, {spec.max_side}]"
+        )
+    return arr[None]
+
+
+def tryon_inputs(spec: EnsembleSpec, person: ImageLike, garment: ImageLike) -> dict[str, Array]:
+    return {"person": image_array(spec, "person", person), "garment": image_array(spec, "garment", garment)}
+
+
+@dataclass(frozen=True)
+class TryOnResult:
+    """A try-on with its debug outputs: uint8 [H, W, 3] images and the [H, W] composition mask."""
+
+    image: npt.NDArray[np.uint8]
+    warped_garment: npt.NDArray[np.uint8]
+    mask: npt.NDArray[np.uint8]
+
+
+TRYON_DEBUG_OUTPUTS = ("image", "warped_garment", "mask")

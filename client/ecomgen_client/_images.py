@@ -55,3 +55,9 @@ def save_png(image: npt.NDArray[np.uint8], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _pil_image_module().fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
     return path
+
+
+def load_rgb(path: str | Path) -> npt.NDArray[np.uint8]:
+    """Read an image file as [H, W, 3] uint8 RGB."""
+    with _pil_image_module().open(path) as im:
+        return np.asarray(im.convert("RGB"))

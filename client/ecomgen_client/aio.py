@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -17,10 +17,14 @@ from tritonclient.utils import InferenceServerException
 from . import _images
 from ._common import (
     IMAGE_OUTPUT,
+    TRYON_DEBUG_OUTPUTS,
     Array,
+    ImageLike,
     InferResultLike,
     RetryPolicy,
     Seeds,
+    ServedSpec,
+    TryOnResult,
     build_request,
     check_timeout,
     concat_outputs,
@@ -29,9 +33,13 @@ from ._common import (
     product_inputs,
     read_outputs,
     resolve_spec,
+    tryon_inputs,
 )
-from .errors import from_triton_error
-from .specs import PRODUCT_GAN, ModelSpec
+from ._common import (
+    is_pil as _is_pil,
+)
+from .errors import InvalidInputError, from_triton_error
+from .specs import PRODUCT_GAN, TRYON, ModelSpec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -81,7 +89,10 @@ class AsyncProductClient:
         verbose: bool = False,
     ) -> None:
         self.url = url
-        self.spec = resolve_spec(spec)
+        resolved = resolve_spec(spec)
+        if not isinstance(resolved, ModelSpec):
+            raise InvalidInputError(f"{resolved.name} is not a product model; use try_on() for it")
+        self.spec = resolved
         self.timeout_s = check_timeout(timeout_s)
         self.retry = RetryPolicy(retries, backoff_s)
         self._verbose = verbose
@@ -127,17 +138,18 @@ class AsyncProductClient:
 
     async def infer(
         self,
-        spec: ModelSpec | str,
+        spec: ServedSpec | str,
         inputs: Mapping[str, Array],
         *,
         timeout_s: float | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> dict[str, Array]:
         """Validate ``inputs`` against the spec, send them in chunks of max_batch_size, merge outputs."""
         model = resolve_spec(spec)
         timeout = self._timeout(timeout_s)
         parts = []
         for rows in plan_chunks(model, inputs):
-            request = build_request(model, inputs, rows)
+            request = build_request(model, inputs, rows, outputs)
             op = functools.partial(
                 self._get_transport().infer,
                 model.name,
@@ -145,7 +157,7 @@ class AsyncProductClient:
                 outputs=request.outputs,
                 client_timeout=timeout,
             )
-            parts.append(read_outputs(model, await self._call(op), request.batch))
+            parts.append(read_outputs(model, await self._call(op), request.batch, outputs))
         return concat_outputs(parts)
 
     async def generate_products(
@@ -180,3 +192,28 @@ class AsyncProductClient:
             client_timeout=self._timeout(timeout_s),
         )
         return parse_class_names(await self._call(op), self.spec.class_names)
+
+    async def try_on(
+        self,
+        person: ImageLike,
+        garment: ImageLike,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """``person`` wearing ``garment`` (``tryon``, 256x192). PIL or [H, W, 3] uint8 in, any size
+        from 64 to 2048 px per side; returns the same kind: a PIL image or a uint8 [256, 192, 3] array.
+        """
+        out = await self.infer(
+            TRYON, tryon_inputs(TRYON, person, garment), timeout_s=timeout_s, outputs=("image",)
+        )
+        image = out["image"][0]
+        return _images.to_pil(image[None])[0] if _is_pil(person) else image
+
+    async def try_on_debug(
+        self, person: ImageLike, garment: ImageLike, *, timeout_s: float | None = None
+    ) -> TryOnResult:
+        """The try-on plus the warped garment and the composition mask, as uint8 arrays."""
+        out = await self.infer(
+            TRYON, tryon_inputs(TRYON, person, garment), timeout_s=timeout_s, outputs=TRYON_DEBUG_OUTPUTS
+        )
+        return TryOnResult(out["image"][0], out["warped_garment"][0], out["mask"][0])

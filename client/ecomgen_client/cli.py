@@ -1,4 +1,4 @@
-"""``ecomgen-client`` command line: generate product images, list classes."""
+"""``ecomgen-client`` command line: generate product images, list classes, try garments on."""
 
 from __future__ import annotations
 
@@ -82,6 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     products.add_argument("--cols", type=int, default=None, help="grid columns (default ~sqrt(N))")
 
     sub.add_parser("classes", parents=[common], help="print the class names the server reports")
+
+    tryon = sub.add_parser(
+        "tryon",
+        parents=[common],
+        help="dress a person photo in a garment photo; writes a side-by-side strip next to the person",
+    )
+    tryon.add_argument("person", type=Path, help="person photo (JPEG/PNG, 64-2048 px per side)")
+    tryon.add_argument("garment", type=Path, help="catalogue garment photo on a plain background")
+    tryon.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="PNG path (default: <person>_tryon_<garment>.png beside the person)",
+    )
+    tryon.add_argument("--debug", action="store_true", help="add the warped garment and mask to the strip")
     return parser
 
 
@@ -109,6 +124,30 @@ def _products(client: ProductClient, args: argparse.Namespace) -> None:
         print(f"wrote {path} ({len(images)} images)")
 
 
+def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale into height x width keeping the aspect ratio, padded white (for the strip only)."""
+    pil = _images.to_pil(image[None])[0]
+    pil.thumbnail((width, height))
+    out = np.full((height, width, 3), 255, dtype=np.uint8)
+    arr = np.asarray(pil.convert("RGB"))
+    top, left = (height - arr.shape[0]) // 2, (width - arr.shape[1]) // 2
+    out[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
+    return out
+
+
+def _tryon(client: ProductClient, args: argparse.Namespace) -> None:
+    person, garment = _images.load_rgb(args.person), _images.load_rgb(args.garment)
+    result = client.try_on_debug(person, garment)
+    h, w = result.image.shape[:2]
+    panels = [_fit(person, h, w), _fit(garment, h, w)]
+    if args.debug:
+        panels += [result.warped_garment, np.repeat(result.mask[..., None], 3, axis=2)]
+    panels.append(result.image)
+    out = args.out or args.person.with_name(f"{args.person.stem}_tryon_{args.garment.stem}.png")
+    path = _images.save_png(_images.make_grid(np.stack(panels), cols=len(panels)), out)
+    print(f"wrote {path} (person | garment{' | warped | mask' if args.debug else ''} | try-on)")
+
+
 def _classes(client: ProductClient) -> None:
     for i, name in enumerate(client.class_names()):
         print(f"{i}\t{name}")
@@ -120,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProductClient(args.url, timeout_s=args.timeout, retries=args.retries) as client:
             if args.command == "products":
                 _products(client, args)
+            elif args.command == "tryon":
+                _tryon(client, args)
             else:
                 _classes(client)
     except InvalidInputError as exc:

@@ -219,7 +219,11 @@ PRODUCT_GAN = ModelSpec(
     ),
     outputs=(TensorSpec("image", "UINT8", (*PRODUCT_IMAGE_HW, 3)),),
     max_batch_size=64,
-    batching=DynamicBatching(preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=2000),
+    # From benchmarks.tune (results/2026-11-26-amd-epyc-2c-tune.md): 1 instance x 2 threads is
+    # clearly best (2 cores); 2 ms delay gave the most images/s at c=32 without hurting c=1
+    # (0 and 0.5 ms cost 10-20%; 5+ ms add latency at low load); preferred [64] won the last
+    # stage and its confirmation by +3%, inside the +-8% noise, so it is a tie with [16, 32, 64].
+    batching=DynamicBatching(preferred_batch_sizes=(64,), max_queue_delay_us=2000),
     queue=QueuePolicy(max_queue_size=512, default_timeout_us=5_000_000),
     network=PRODUCT_GAN_GENERATOR,
     cpu_instances=1,
@@ -231,3 +235,116 @@ PRODUCT_GAN = ModelSpec(
 )
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (PRODUCT_GAN,)}
+
+
+# --- tryon -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """A public model served as a Triton ensemble of Python steps and exported networks.
+
+    ``networks`` run in order between the ``<name>_pre`` and ``<name>_post`` Python steps;
+    each is an ONNX model (cpu target: OpenVINO/ONNX Runtime in the Python backend) or a
+    TensorRT plan (gpu target), with its own dynamic batcher.
+    """
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    batching: DynamicBatching  # the Python pre/post steps
+    queue: QueuePolicy
+    networks: tuple[NetworkSpec, ...]
+    # Bound on requests inside the ensemble (Triton >= 2.63 / 25.11 only, see README).
+    max_inflight_requests: int = 0
+    cpu_instances: int = 1
+    cpu_threads: int = 2
+    cpu_runtime: str = "openvino"
+    min_side: int = 64
+    max_side: int = 2048
+    checkpoint_dir: str = "checkpoints"
+    training_module: str = ""
+    description: str = ""
+    # The encoded-image twin: same pipeline, JPEG/PNG bytes in and PNG bytes out.
+    bytes_model: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cpu_runtime not in ("openvino", "onnxruntime"):
+            raise ValueError(f"{self.name}: unknown cpu_runtime {self.cpu_runtime!r}")
+        for net in self.networks:
+            if net.max_batch_size > self.max_batch_size:
+                raise ValueError(f"{self.name}: {net.name} batches more than the ensemble")
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name, self.name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name, self.name)
+
+    def network(self, name: str) -> NetworkSpec:
+        for net in self.networks:
+            if net.name == name:
+                return net
+        raise KeyError(f"{self.name} has no network {name!r}")
+
+
+TRYON_HW = (256, 192)
+TRYON_REGIONS = 5  # background, head, upper clothes, arms, lower body
+_TRYON_BATCHING = DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=2000)
+_TRYON_QUEUE = QueuePolicy(max_queue_size=64, default_timeout_us=10_000_000)
+
+
+def _tryon_net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> NetworkSpec:
+    return NetworkSpec(
+        name=name,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=8,
+        profile=OptimizationProfile(min_batch=1, opt_batch=4, max_batch=8),
+        batching=_TRYON_BATCHING,
+        queue=_TRYON_QUEUE,
+        gpu_instances=1,
+    )
+
+
+_PERSON = TensorSpec("person", "FP32", (3, *TRYON_HW))
+_GARMENT = TensorSpec("garment", "FP32", (3, *TRYON_HW))
+_GARMENT_MASK = TensorSpec("garment_mask", "FP32", (1, *TRYON_HW))
+_PARSE = TensorSpec("parse", "FP32", (TRYON_REGIONS, *TRYON_HW))
+_WARPED = TensorSpec("warped_garment", "FP32", (3, *TRYON_HW))
+_WARPED_MASK = TensorSpec("warped_mask", "FP32", (1, *TRYON_HW))
+
+TRYON_PARSER = _tryon_net("tryon_parser", (_PERSON,), (_PARSE,))
+TRYON_WARP = _tryon_net("tryon_warp", (_GARMENT, _GARMENT_MASK, _PERSON, _PARSE), (_WARPED, _WARPED_MASK))
+TRYON_SYNTHESIS = _tryon_net(
+    "tryon_synthesis",
+    (_PERSON, _PARSE, _WARPED, _WARPED_MASK),
+    (TensorSpec("image", "FP32", (3, *TRYON_HW)), TensorSpec("mask", "FP32", (1, *TRYON_HW))),
+)
+
+TRYON = EnsembleSpec(
+    name="tryon",
+    description=(
+        "Virtual try-on at 256x192: person photo + garment photo -> the person wearing it "
+        "(parser -> appearance-flow warp -> synthesis). Research weights trained on VITON."
+    ),
+    inputs=(TensorSpec("person", "UINT8", (-1, -1, 3)), TensorSpec("garment", "UINT8", (-1, -1, 3))),
+    outputs=(
+        TensorSpec("image", "UINT8", (*TRYON_HW, 3)),
+        TensorSpec("warped_garment", "UINT8", (*TRYON_HW, 3), optional=True),
+        TensorSpec("mask", "UINT8", TRYON_HW, optional=True),
+    ),
+    max_batch_size=8,
+    batching=_TRYON_BATCHING,
+    queue=_TRYON_QUEUE,
+    networks=(TRYON_PARSER, TRYON_WARP, TRYON_SYNTHESIS),
+    max_inflight_requests=16,
+    training_module="training.tryon",
+    bytes_model="tryon_bytes",
+)
+
+TRYON_BYTES_INPUTS = (TensorSpec("person", "BYTES", (1,)), TensorSpec("garment", "BYTES", (1,)))
+TRYON_BYTES_OUTPUTS = (TensorSpec("image", "BYTES", (1,)),)
+
+ENSEMBLES: dict[str, EnsembleSpec] = {s.name: s for s in (TRYON,)}

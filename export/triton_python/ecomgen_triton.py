@@ -49,6 +49,11 @@ class BatchedPythonModel:
     def validate(self, arrays: dict[str, np.ndarray]) -> None:
         """Raise RequestError for a bad request; shapes and dtypes are already checked."""
 
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-request transform after ``validate`` (e.g. resize variable-size images), so the
+        requests of one batch can be concatenated."""
+        return arrays
+
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -62,7 +67,7 @@ class BatchedPythonModel:
             check_batched(name, array, dims, dtype)
             arrays[name] = array
         self.validate(arrays)
-        return arrays
+        return self.prepare(arrays)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -77,6 +82,8 @@ class BatchedPythonModel:
                 good.append(i)
             except RequestError as e:
                 responses[i] = _error(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG)
+            except Exception as e:  # a bug in one request's preparation must not fail its neighbours
+                responses[i] = _error(f"{self.name}: internal error: {e}", pb_utils.TritonError.INTERNAL)
         if not good:
             return responses
         sizes = [next(iter(p.values())).shape[0] for p in parsed]

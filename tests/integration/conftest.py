@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ecomgen.server import ServerConfig, TritonServer
-from ecomgen_client.specs import PRODUCT_GAN
-from export.onnx import export_network, onnx_path
+from ecomgen_client.specs import PRODUCT_GAN, TRYON
+from export.onnx import ensemble_checkpoints, export_ensemble, export_network, onnx_path
 from export.repository import write_repository
 from tests.conftest import REPO_ROOT, free_port, randomize_batchnorm
 
@@ -24,6 +24,8 @@ class Served:
     repository: Path
     generator: torch.nn.Module  # the exact PyTorch weights behind the served ONNX file
     trained: bool
+    tryon: torch.nn.Module  # the PyTorch try-on pipeline behind the served tryon steps
+    tryon_trained: bool
 
     @property
     def url(self) -> str:
@@ -42,12 +44,29 @@ def served_generator() -> tuple[torch.nn.Module, bool]:
     return randomize_batchnorm(Generator(ngf=8)).eval(), False
 
 
+def served_tryon() -> tuple[torch.nn.Module, bool]:
+    """The shipped try-on checkpoints, or a tiny random pipeline (with a non-zero flow)."""
+    from training.tryon import build, pipeline_from_checkpoints
+
+    if all(p.exists() for p in ensemble_checkpoints(TRYON)):
+        return pipeline_from_checkpoints(), True
+    torch.manual_seed(0)
+    pipe = build({"parser": 8, "warp": 8, "synthesis": 8})
+    for head in pipe.warp.heads:  # the flow heads start at zero; make the warp do something
+        torch.nn.init.normal_(head.weight, std=0.05)
+    return randomize_batchnorm(pipe).eval(), False
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("model_repository")
     write_repository(root, "cpu")
     generator, trained = served_generator()
     export_network(generator, PRODUCT_GAN.network, onnx_path(PRODUCT_GAN, root))
+    from training.tryon import export_modules
+
+    tryon, tryon_trained = served_tryon()
+    export_ensemble(TRYON, root, export_modules(tryon))
     config = ServerConfig(
         repository=root / "cpu",
         grpc_port=free_port(),
@@ -57,4 +76,4 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     )
     server = TritonServer(config, log=root / "tritonserver.log")
     with server:
-        yield Served(server, root, generator, trained)
+        yield Served(server, root, generator, trained, tryon, tryon_trained)

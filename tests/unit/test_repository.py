@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ecomgen_client.specs import SPECS
+from ecomgen_client.specs import ENSEMBLES, SPECS, TRYON
 from export.repository import DEFAULT_ROOT, TARGETS, check_repository, repository_models, write_repository
 
 
@@ -89,3 +89,68 @@ def test_gpu_engine_config_matches_the_tensorrt_profile():
         assert engine.max_batch_size == spec.network.profile.max_batch
         assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in engine.instance_group)
         assert engine.dynamic_batching.default_queue_policy.max_queue_size > 0
+
+
+def _wired(configs: dict, name: str) -> None:
+    ens = configs[name]
+    assert ens.platform == "ensemble"
+    produced = {i.name for i in ens.input}
+    for step in ens.ensemble_scheduling.step:
+        step_cfg = configs[step.model_name]
+        assert set(step.input_map) == {i.name for i in step_cfg.input}
+        assert set(step.output_map) <= {o.name for o in step_cfg.output}
+        assert set(step.input_map.values()) <= produced, (
+            f"{name}: {step.model_name} reads an unproduced tensor"
+        )
+        produced |= set(step.output_map.values())
+    assert {o.name for o in ens.output} <= produced
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_tryon_ensembles_wire_existing_tensors_on_every_target(target):
+    configs = {m.name: m.config for m in repository_models(target)}
+    for spec in ENSEMBLES.values():
+        _wired(configs, spec.name)
+        _wired(configs, spec.bytes_model)
+        steps = [s.model_name for s in configs[spec.name].ensemble_scheduling.step]
+        assert steps == [f"{spec.name}_pre", *(n.name for n in spec.networks), f"{spec.name}_post"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_tryon_contract_and_batching(target):
+    configs = {m.name: m.config for m in repository_models(target)}
+    ens = configs[TRYON.name]
+    assert [(i.name, mc.DataType.Name(i.data_type), tuple(i.dims)) for i in ens.input] == [
+        ("person", "TYPE_UINT8", (-1, -1, 3)),
+        ("garment", "TYPE_UINT8", (-1, -1, 3)),
+    ]
+    assert [(o.name, tuple(o.dims)) for o in ens.output] == [
+        ("image", (256, 192, 3)),
+        ("warped_garment", (256, 192, 3)),
+        ("mask", (256, 192)),
+    ]
+    assert [mc.DataType.Name(i.data_type) for i in configs[TRYON.bytes_model].input] == ["TYPE_STRING"] * 2
+    # Every step batches dynamically behind a bounded queue.
+    for step in ens.ensemble_scheduling.step:
+        cfg = configs[step.model_name]
+        assert cfg.max_batch_size > 0
+        assert cfg.HasField("dynamic_batching")
+        assert cfg.dynamic_batching.default_queue_policy.max_queue_size > 0
+    for net in TRYON.networks:
+        cfg = configs[net.name]
+        if target == "gpu":
+            assert cfg.platform == "tensorrt_plan"
+            assert cfg.max_batch_size == net.profile.max_batch
+        else:
+            assert cfg.backend == "python"
+            assert cfg.parameters["runtime"].string_value == TRYON.cpu_runtime
+            assert (DEFAULT_ROOT / "cpu" / net.name / "1" / "model.py").is_file()
+
+
+def test_max_inflight_requests_is_not_in_the_pinned_schema():
+    """Both targets pin Triton 2.51, which predates ``max_inflight_requests`` (2.63 / 25.11).
+
+    When this starts failing, the tritonclient schema has the field: set it from the spec.
+    """
+    assert "max_inflight_requests" not in mc.ModelEnsembling.DESCRIPTOR.fields_by_name
+    assert TRYON.max_inflight_requests > 0

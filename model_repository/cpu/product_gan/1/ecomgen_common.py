@@ -41,13 +41,15 @@ def to_uint8_hwc(images: np.ndarray) -> np.ndarray:
 
 
 def check_batched(name: str, array: np.ndarray, dims: tuple[int, ...], dtype: np.dtype) -> None:
-    """Validate one request tensor: [batch, *dims] with batch >= 1 and the exact dtype."""
+    """Validate one request tensor: [batch, *dims] with batch >= 1 and the exact dtype (-1: any size)."""
     # Triton hands a batch-size-0 request to the backend with the batch axis dropped.
-    if array.size == 0 or array.ndim == len(dims):
+    if array.ndim == len(dims) or (array.ndim > 0 and array.shape[0] == 0):
         raise RequestError(f"input '{name}' is an empty batch (batch size 0)")
     if array.dtype != dtype:
         raise RequestError(f"input '{name}' has dtype {array.dtype}, expected {np.dtype(dtype)}")
-    if array.ndim != len(dims) + 1 or tuple(array.shape[1:]) != tuple(dims):
+    if array.ndim != len(dims) + 1 or any(
+        d >= 0 and a != d for a, d in zip(array.shape[1:], dims, strict=False)
+    ):
         raise RequestError(
             f"input '{name}' has shape {list(array.shape)}, expected [batch, {', '.join(map(str, dims))}]"
         )
