@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup serve build test test-unit test-integration lint format typecheck check-repository train-product-gan eval-product-gan clean
+.PHONY: setup serve build test test-unit test-integration lint format typecheck check-repository train-product-gan eval-product-gan train-tryon eval-tryon bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,19 @@ train-product-gan:
 
 eval-product-gan:
 	$(BIN)/python -m training.metrics
+
+train-tryon:
+	$(BIN)/python -m training.tryon
+
+eval-tryon:
+	$(BIN)/python -m training.tryon_eval
+
+# The committed benchmark results, in order (~1 h on 2 cores; keep the machine quiet).
+bench: setup
+	$(BIN)/python -m benchmarks.roofline
+	$(BIN)/python -m benchmarks.tune
+	$(BIN)/python -m benchmarks.compare
+	$(BIN)/python -m benchmarks.tryon
 
 clean:
 	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

@@ -119,6 +119,9 @@ def build_repository(root: Path, onnx_file: Path, spec: ModelSpec = PRODUCT_GAN)
     from export.repository import cpu_models, render_config, write_repository
 
     write_repository(root, "cpu")
+    for other in (root / "cpu").iterdir():  # only the benchmarked model: the others need weights
+        if other.name != spec.name:
+            shutil.rmtree(other)
     (model,) = cpu_models(spec)
     (root / "cpu" / spec.name / "config.pbtxt").write_text(render_config(model.config))
     target = onnx_path(spec, root)

@@ -284,7 +284,8 @@ def efficiency_section(points: list[Point], roofline: dict[str, Any] | None, pat
         "## Distance to the limit",
         "",
         f"From [{path.name if path else 'roofline'}]({path.with_suffix('.md').name if path else ''}): "
-        f"offline ONNX Runtime ceiling {_f(ceiling)} images/s (batch {roofline['ceiling']['batch']}, "
+        f"offline ceiling of {roofline['ceiling'].get('runtime', 'the served runtime')} "
+        f"{_f(ceiling)} images/s (batch {roofline['ceiling']['batch']}, "
         f"{roofline['ceiling']['threads']} threads), {flops / 1e6:,.1f} MFLOP per image, "
         f"measured peak fp32 GEMM {roofline['peak_fp32_gflops']:,.1f} GFLOP/s.",
         "",
@@ -335,7 +336,8 @@ def report(
         f"- **Machine**: {machine_line(info)}",
         f"- **Weights**: {weights_label}",
         f"- **{GPU_LINE.split(':', 1)[0]}**:{GPU_LINE.split(':', 1)[1]}",
-        f"- **Triton** 2.51 (nvidia-pytriton 0.5.0), cpu target: Python backend + ONNX Runtime, "
+        f"- **Triton** 2.51 (nvidia-pytriton 0.5.0), cpu target: Python backend + {spec.cpu_runtime} "
+        "(static power-of-two shapes), "
         f"{spec.cpu_instances} instance(s) x {spec.cpu_threads} intra-op threads, dynamic batching "
         f"preferred {list(b.preferred_batch_sizes)}, max_queue_delay {b.max_queue_delay_us} µs, "
         f"max_batch_size {spec.max_batch_size}.",

@@ -3,7 +3,8 @@
 * peak fp32 GEMM (torch.mm) at the served thread budget, and with one thread;
   bf16 only where the CPU has bf16 hardware (avx512_bf16 / AMX), else recorded as absent;
 * FLOPs per image of the generator (torch.utils.flop_counter on the PyTorch module);
-* offline ONNX Runtime throughput per batch size with the served thread count:
+* offline throughput of the served CPU runtime (the spec's ``cpu_runtime``, run by the
+  same runner class as the Triton model) per batch size with the served thread count:
   the best is the ceiling that served throughput is compared against;
 * the same ONNX model on ONNX Runtime, OpenVINO and PyTorch (fp32 eager, bf16
   autocast), with PSNR of the uint8 images against PyTorch fp32, and a decision:
@@ -125,6 +126,23 @@ def make_feeds(batch: int, offset: int = 0) -> Feeds:
     }
 
 
+def served_runner(onnx_file: Path, threads: int, precision: str = "f32") -> Callable[[Feeds], np.ndarray]:
+    """The runner class the Triton model uses (export/triton_python/ecomgen_triton.cpu_runner)."""
+    import importlib
+    import types
+
+    # ecomgen_triton imports triton_python_backend_utils, which only execute() needs.
+    sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export" / "triton_python"))
+    cpu_runner = importlib.import_module("ecomgen_triton").cpu_runner
+    params = {"runtime": PRODUCT_GAN.cpu_runtime, "intra_op_threads": str(threads), "precision": precision}
+    runner = cpu_runner(str(onnx_file), params, max_batch=PRODUCT_GAN.max_batch_size)
+    return lambda feeds: runner.run(feeds)["image"]
+
+
+SERVED = f"{PRODUCT_GAN.cpu_runtime} fp32 (served runner)"
+
+
 def ort_runner(onnx_file: Path, threads: int) -> Callable[[Feeds], np.ndarray]:
     """ONNX Runtime configured exactly like export/triton_python/ecomgen_triton.onnx_session."""
     import onnxruntime as ort
@@ -228,9 +246,11 @@ def compare_runtimes(
     reference_feeds = make_feeds(64, offset=10_000)
     reference = to_uint8_hwc(torch_runner(generator, threads, bf16=False)(reference_feeds))
     factories: dict[str, Callable[[], Callable[[Feeds], np.ndarray]]] = {
-        "onnxruntime fp32 (served)": lambda: ort_runner(onnx_file, threads),
+        SERVED: lambda: served_runner(onnx_file, threads),
+        "onnxruntime fp32": lambda: ort_runner(onnx_file, threads),
         "openvino fp32 (dynamic batch)": lambda: openvino_runner(onnx_file, threads),
         "openvino fp32 (static shape per batch)": lambda: openvino_runner(onnx_file, threads, static=True),
+        "openvino bf16 (served runner, bf16 hint)": lambda: served_runner(onnx_file, threads, "bf16"),
         "pytorch fp32 eager (baseline)": lambda: torch_runner(generator, threads, bf16=False),
         "pytorch bf16 autocast": lambda: torch_runner(generator, threads, bf16=True),
     }
@@ -260,11 +280,11 @@ def compare_runtimes(
     return results + failed
 
 
-def ort_sweep(
+def served_sweep(
     onnx_file: Path, threads: int, batches: list[int], seconds: float, rounds: int
 ) -> dict[int, dict[str, float]]:
-    """ORT images/s per batch: the model run alone, and with the served pre/post (seed -> uint8)."""
-    run = ort_runner(onnx_file, threads)
+    """Served-runtime images/s per batch: the model run alone, and with the served pre/post."""
+    run = served_runner(onnx_file, threads)
 
     def end_to_end(seeds: np.ndarray, classes: np.ndarray) -> np.ndarray:
         z = latents_from_seeds(seeds, PRODUCT_GAN.latent_dim)
@@ -276,7 +296,7 @@ def ort_sweep(
         cases[(b, "run")] = functools.partial(run, make_feeds(b))
         seeds, classes = np.arange(b, dtype=np.int64), np.arange(b) % len(PRODUCT_GAN.class_names)
         cases[(b, "e2e")] = functools.partial(end_to_end, seeds, classes)
-    times = interleaved(cases, seconds, rounds, f"onnxruntime x{threads} threads")
+    times = interleaved(cases, seconds, rounds, f"{PRODUCT_GAN.cpu_runtime} x{threads} threads")
     out = {}
     for b in batches:
         speed = [b / t for t in times[(b, "run")]]
@@ -299,7 +319,7 @@ def decide(results: list[RuntimeResult]) -> tuple[RuntimeResult, str]:
     Clearly better = more than SWITCH_GAIN more images/s at its best batch (capacity under load)
     while giving up no more than SWITCH_GAIN at batch 1 (what a lone request waits for).
     """
-    served = next(r for r in results if r.runtime.startswith("onnxruntime"))
+    served = next(r for r in results if r.runtime == SERVED)
     notes, winners = [], []
     for r in results:
         if r is served or r.error:
@@ -315,14 +335,15 @@ def decide(results: list[RuntimeResult]) -> tuple[RuntimeResult, str]:
             notes.append(f"{r.runtime}: {gain:+.0%} at best batch {r.best[0]}, {b1:+.0%} at batch 1")
     if not winners:
         return served, (
-            "keep ONNX Runtime; no other runtime is clearly better ("
+            f"keep {SERVED}; no other runtime is clearly better ("
             + "; ".join(notes)
             + f"). Clearly better = > {SWITCH_GAIN:.0%} more images/s at its best batch without losing "
             f"> {SWITCH_GAIN:.0%} at batch 1."
         )
     gain, best = max(winners, key=lambda w: w[0])
     return best, (
-        f"switch to {best.runtime} ({'; '.join(notes)}); wire it into export/triton_python/product_gan.py."
+        f"switch to {best.runtime} ({'; '.join(notes)}); set it in the spec (cpu_runtime) and "
+        "export/triton_python/ecomgen_triton.py."
     )
 
 
@@ -342,7 +363,7 @@ def render(payload: dict[str, Any], results: list[RuntimeResult], decision: str)
         f"- **Other jobs' load** during the timings (the machine is shared; each timing waits for "
         f"quiet first and takes the median of 5 windows): median {payload['foreign_cores']['median']:.2f}, "
         f"max {payload['foreign_cores']['max']:.2f} cores.",
-        f"- **Thread budget**: {threads} (= the served instance's ONNX Runtime intra-op threads); "
+        f"- **Thread budget**: {threads} (= the served instance's intra-op threads); "
         f"torch {torch.__version__}.",
         "",
         "## Peak compute",
@@ -365,13 +386,13 @@ def render(payload: dict[str, Any], results: list[RuntimeResult], decision: str)
         "",
         f"At the measured peak ({peak:,.1f} GFLOP/s) the compute roof is {peak * 1e9 / flops:,.0f} images/s.",
         "",
-        f"## Offline ONNX Runtime ({threads} intra-op threads, as served)",
+        f"## Offline {SERVED} ({threads} intra-op threads, as served)",
         "",
         "| batch | ms / batch | images/s (run) | min–max over rounds | images/s (+ seed->latent, uint8) | "
         "compute efficiency |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    for b, row in payload["ort_sweep"].items():
+    for b, row in payload["served_sweep"].items():
         eff = row["images_per_s"] * flops / (peak * 1e9)
         lines.append(
             f"| {b} | {row['ms']:.2f} | {row['images_per_s']:,.1f} | {row['min']:,.0f}–{row['max']:,.0f} | "
@@ -447,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ecomgen-roofline-") as tmp:
         onnx_file = export_onnx(load_generator(weights), Path(tmp) / "model.onnx")
-        sweep = ort_sweep(onnx_file, opt.threads, opt.batches, opt.seconds, opt.rounds)
+        sweep = served_sweep(onnx_file, opt.threads, opt.batches, opt.seconds, opt.rounds)
         results = compare_runtimes(
             onnx_file, generator, opt.threads, opt.runtime_batches, opt.seconds, opt.rounds
         )
@@ -464,11 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         "peak_fp32_gflops": peak,
         "flops_per_image": flops,
         "flops_by_op": by_op,
-        "ort_sweep": sweep,
+        "served_sweep": sweep,
         "ceiling": {
             "images_per_s": sweep[best_batch]["images_per_s"],
             "batch": best_batch,
             "threads": opt.threads,
+            "runtime": SERVED,
         },
         "runtime_batches": opt.runtime_batches,
         "rounds": opt.rounds,

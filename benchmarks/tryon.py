@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def per_request_ms(before: dict[str, Any], after: dict[str, Any], model: str, ke
     return ns / c / 1e6 if c else float("nan")
 
 
-def overhead(url: str, requests: int) -> dict[str, Any]:
+def overhead(url: str, requests: int, quiet: Callable[[], float]) -> dict[str, Any]:
     pairs = tryon_pairs(TRYON)
     with grpcclient.InferenceServerClient(url) as client:
 
@@ -93,7 +94,7 @@ def overhead(url: str, requests: int) -> dict[str, Any]:
 
         for i in range(5):  # warm-up, not counted
             call(i)
-        wait_until_quiet()
+        quiet()
         before = model_stats(client)
         client_ms = []
         for i in range(requests):
@@ -136,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     p.add_argument("--seconds", type=float, default=20.0, help="Locust window per concurrency")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument(
+        "--wait-quiet",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for other jobs' CPU to settle before each measurement",
+    )
     opt = p.parse_args(argv)
+    quiet = wait_until_quiet if opt.wait_quiet else (lambda: 0.0)
     started = time.monotonic()
     info = machine_info()
     loads = []
@@ -147,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             triton_server(repository, tmp / "tritonserver.log") as (url, pid),
             CpuSampler({"triton": pid}) as cpu,
         ):
-            result = overhead(url, opt.requests)
+            result = overhead(url, opt.requests, quiet)
             for c in opt.concurrency:
-                wait_until_quiet()
+                quiet()
                 summary, code = run_locust(url, "tryon", c, opt.seconds, tmp)
                 total, window = summary["total"], summary["window"]
                 ok = total["requests"] - total["failures"]

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ecomgen_client.specs import SPECS, ModelSpec, NetworkSpec
+from ecomgen_client.specs import ENSEMBLES, SPECS, ModelSpec, NetworkSpec
 from export.onnx import REPO_ROOT, onnx_path
-from export.repository import DEFAULT_ROOT, gpu_models
+from export.repository import DEFAULT_ROOT, repository_models
 
 if TYPE_CHECKING:
     import onnx
@@ -108,20 +108,36 @@ def profile_shapes(net: NetworkSpec) -> dict[str, tuple[Shape, Shape, Shape]]:
     return {t.name: net.profile.shapes(t) for t in net.inputs}
 
 
-def engine_path(spec: ModelSpec, repository: Path = DEFAULT_ROOT) -> Path:
+@dataclass(frozen=True)
+class EnsembleNetwork:
+    """A network step of an ensemble (e.g. ``tryon_warp``), built like a model's generator."""
+
+    name: str
+    network: NetworkSpec
+
+
+EngineTarget = ModelSpec | EnsembleNetwork
+# --model choices: public single-network models, and every network of every ensemble.
+ENGINE_TARGETS: dict[str, EngineTarget] = {
+    **SPECS,
+    **{net.name: EnsembleNetwork(net.name, net) for e in ENSEMBLES.values() for net in e.networks},
+}
+
+
+def engine_path(spec: EngineTarget, repository: Path = DEFAULT_ROOT) -> Path:
     """Where Triton's gpu repository expects the plan (default_model_filename: model.plan)."""
     return repository / "gpu" / spec.network.name / "1" / "model.plan"
 
 
-def engine_config(spec: ModelSpec) -> mc.ModelConfig:
+def engine_config(spec: EngineTarget) -> mc.ModelConfig:
     """The generated ``config.pbtxt`` of the engine's model in the gpu repository."""
-    for model in gpu_models(spec):
+    for model in repository_models("gpu"):
         if model.name == spec.network.name:
             return model.config
     raise KeyError(f"the gpu repository has no model {spec.network.name!r}")
 
 
-def check_profile_matches_config(spec: ModelSpec) -> None:
+def check_profile_matches_config(spec: EngineTarget) -> None:
     """Triton rejects a plan whose profile cannot serve the config's max_batch_size."""
     config, net = engine_config(spec), spec.network
     if config.platform != "tensorrt_plan":
@@ -188,7 +204,7 @@ def _shown(path: Path) -> str:
 
 
 def trtexec_command(
-    spec: ModelSpec,
+    spec: EngineTarget,
     onnx_file: Path,
     save_engine: Path,
     options: BuildOptions = BuildOptions(),
@@ -365,7 +381,7 @@ class EngineBuilder:
 
 
 def build_and_gate(
-    spec: ModelSpec,
+    spec: EngineTarget,
     onnx_file: Path,
     out: Path,
     options: BuildOptions = BuildOptions(),
@@ -397,7 +413,12 @@ def build_and_gate(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(SPECS), default="product_gan")
+    p.add_argument(
+        "--model",
+        choices=sorted([*ENGINE_TARGETS, *ENSEMBLES]),
+        default="product_gan",
+        help="a model or network; an ensemble name (tryon) builds each of its networks",
+    )
     p.add_argument("--onnx", type=Path, default=None, help="default: the cpu repository's model.onnx")
     p.add_argument(
         "--out", type=Path, default=None, help="default: model_repository/gpu/<network>/1/model.plan"
@@ -427,8 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    spec = SPECS[opt.model]
-    onnx_file = opt.onnx or onnx_path(spec)
     options = BuildOptions(
         fp16=not opt.fp32,
         workspace_gib=opt.workspace_gib,
@@ -437,6 +456,20 @@ def main(argv: list[str] | None = None) -> int:
         fp32_final_activation=opt.fp32_final_activation,
         extra_fp32_layers=tuple(opt.keep_fp32),
     )
+    if opt.model in ENSEMBLES:
+        if opt.onnx or opt.out or opt.save_engine:
+            p.error("--onnx/--out/--save-engine name one file: pass a single network, e.g. tryon_warp")
+        names = [net.name for net in ENSEMBLES[opt.model].networks]
+    else:
+        names = [opt.model]
+    code = 0
+    for name in names:
+        code = max(code, _build_one(ENGINE_TARGETS[name], opt, options))
+    return code
+
+
+def _build_one(spec: EngineTarget, opt: argparse.Namespace, options: BuildOptions) -> int:
+    onnx_file = opt.onnx or onnx_path(spec if isinstance(spec, ModelSpec) else spec.network)
     try:
         check_profile_matches_config(spec)
         if opt.print_trtexec:
@@ -456,9 +489,9 @@ def main(argv: list[str] | None = None) -> int:
             spec, onnx_file, opt.out or engine_path(spec), options, opt.verbose, opt.allow_version_mismatch
         )
     except (TensorRTUnavailable, EngineBuildError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {spec.name}: {e}", file=sys.stderr)
         return 2
-    print(report)
+    print(f"{spec.name}: {report}")
     return 0 if report.passed else 1
 
 

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from ecomgen_client.specs import PRODUCT_GAN
+from ecomgen_client.specs import PRODUCT_GAN, TRYON
 from export.onnx import export_network
 from export.parity import OnnxRuntimeRunner, TensorRTRunner, run_gate
-from export.tensorrt import BuildOptions, build_and_gate, check_tensorrt_version, profile_shapes
+from export.tensorrt import (
+    ENGINE_TARGETS,
+    BuildOptions,
+    build_and_gate,
+    check_tensorrt_version,
+    profile_shapes,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("cuda_gpu")]
 NET = PRODUCT_GAN.network
@@ -45,3 +51,23 @@ def test_engine_builds_passes_the_gate_and_is_installed(onnx_file, tmp_path, fp3
     # Mixed-label batches of every size up to the profile max give the reference images.
     runner = TensorRTRunner(out, NET)
     assert run_gate(OnnxRuntimeRunner(onnx_file), runner, NET, batch_sizes=(3, 17, 64)).passed
+
+
+@pytest.mark.parametrize("net", TRYON.networks, ids=lambda n: n.name)
+def test_tryon_network_engines_pass_the_gate(net, tmp_path, trt, torch_threads):
+    """Each try-on step (GridSample included in tryon_warp) builds and matches ONNX Runtime."""
+    import torch
+
+    from training.tryon import build, export_modules
+
+    torch.manual_seed(0)
+    pipe = build({"parser": 8, "warp": 8, "synthesis": 8}).eval()
+    for head in pipe.warp.heads:
+        torch.nn.init.normal_(head.weight, std=0.05)
+    onnx_file = export_network(export_modules(pipe)[net.name], net, tmp_path / f"{net.name}.onnx")
+    target = ENGINE_TARGETS[net.name]
+    out = tmp_path / "gpu" / net.name / "1" / "model.plan"
+    report = build_and_gate(
+        target, onnx_file, out, BuildOptions(timing_cache=None), allow_version_mismatch=True
+    )
+    assert report.passed, str(report)

@@ -72,3 +72,36 @@ def test_compare_smoke_writes_report(tmp_path: Path) -> None:
     assert "images/s ratio" in text
     assert "GPU" in text and "Weights" in text and "python -m benchmarks.compare --smoke" in text
     assert len(list(tmp_path.glob("*-smoke-*.png"))) == 2
+
+
+def test_tryon_benchmark_smoke_reports_ensemble_overhead(tmp_path: Path) -> None:
+    if not (REPO_ROOT / "checkpoints" / "tryon.json").exists():
+        pytest.skip("no trained try-on checkpoints")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.tryon",
+            "--requests",
+            "8",
+            "--concurrency",
+            "2",
+            "--seconds",
+            "3",
+            "--no-wait-quiet",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = tmp_path.glob("*-tryon.md")
+    text = report.read_text()
+    assert "Ratio ensemble / sum of steps" in text and "tryon_warp" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+    assert float(row.split("|")[2]) > 0  # pairs/s under load
+    assert row.split("|")[6].strip() == "0"  # no failures

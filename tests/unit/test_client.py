@@ -559,3 +559,67 @@ def test_import_pulls_in_neither_torch_nor_pillow() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"heavy modules imported: {proc.stdout} {proc.stderr}"
     assert ecomgen_client.ProductClient is ProductClient
+
+
+# --- try-on --------------------------------------------------------------------------------
+
+
+def fake_tryon(inputs: list[grpcclient.InferInput]) -> dict[str, np.ndarray]:
+    n = inputs[0].shape()[0]
+    return {
+        "image": np.full((n, 256, 192, 3), 7, np.uint8),
+        "warped_garment": np.full((n, 256, 192, 3), 8, np.uint8),
+        "mask": np.full((n, 256, 192), 9, np.uint8),
+    }
+
+
+def test_try_on_sends_uint8_images_and_asks_only_for_the_image():
+    transport = FakeTransport(respond=fake_tryon)
+    with ProductClient(transport=transport) as client:
+        out = client.try_on(np.zeros((300, 200, 3), np.uint8), np.zeros((64, 2048, 3), np.uint8))
+    assert out.shape == (256, 192, 3) and (out == 7).all()
+    call = transport.calls[-1]
+    assert call["model"] == "tryon" and call["outputs"] == ["image"]
+    assert call["shapes"] == {"person": [1, 300, 200, 3], "garment": [1, 64, 2048, 3]}
+    assert call["dtypes"] == {"person": "UINT8", "garment": "UINT8"}
+
+
+def test_try_on_pil_in_pil_out_and_debug_outputs():
+    from PIL import Image
+
+    transport = FakeTransport(respond=fake_tryon)
+    with ProductClient(transport=transport) as client:
+        out = client.try_on(Image.new("RGBA", (100, 120)), Image.new("L", (90, 90)))
+        debug = client.try_on_debug(np.zeros((100, 100, 3), np.uint8), np.zeros((100, 100, 3), np.uint8))
+    assert isinstance(out, Image.Image) and out.size == (192, 256)
+    assert transport.calls[0]["shapes"]["person"] == [1, 120, 100, 3]  # RGBA/L converted to RGB
+    assert (debug.warped_garment == 8).all() and debug.mask.shape == (256, 192)
+    assert transport.calls[-1]["outputs"] == ["image", "warped_garment", "mask"]
+
+
+@pytest.mark.parametrize(
+    ("person", "message"),
+    [
+        (np.zeros((100, 100), np.uint8), "shape"),
+        (np.zeros((100, 100, 4), np.uint8), "shape"),
+        (np.zeros((100, 100, 3), np.float32), "dtype float32"),
+        (np.zeros((63, 100, 3), np.uint8), "63x100 pixels"),
+        (np.zeros((100, 2049, 3), np.uint8), "100x2049 pixels"),
+        ("person.jpg", "PIL image or a numpy array"),
+    ],
+)
+def test_try_on_rejects_bad_images_before_sending(person, message):
+    transport = FakeTransport(respond=fake_tryon)
+    with ProductClient(transport=transport) as client, pytest.raises(InvalidInputError, match=message):
+        client.try_on(person, np.zeros((100, 100, 3), np.uint8))
+    assert transport.calls == []
+
+
+def test_async_try_on():
+    transport = FakeTransport(respond=fake_tryon)
+
+    async def go() -> np.ndarray:
+        async with AsyncProductClient(transport=AsyncFakeTransport(transport)) as client:
+            return await client.try_on(np.zeros((80, 80, 3), np.uint8), np.zeros((80, 80, 3), np.uint8))
+
+    assert asyncio.run(go()).shape == (256, 192, 3)

@@ -18,13 +18,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import export.parity
-from ecomgen_client.specs import PRODUCT_GAN, SPECS
+from ecomgen_client.specs import PRODUCT_GAN
 from export import tensorrt as T
 from export.onnx import export_network
 from export.repository import DEFAULT_ROOT
 
 NET = PRODUCT_GAN.network
-ALL_SPECS = pytest.mark.parametrize("spec", list(SPECS.values()), ids=list(SPECS))
+# Every engine the gpu repository needs: product_gan's generator and each try-on network.
+ALL_SPECS = pytest.mark.parametrize("spec", list(T.ENGINE_TARGETS.values()), ids=list(T.ENGINE_TARGETS))
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_profile_covers_every_input_on_the_batch_axis(spec):
         lo, opt, hi = shapes[t.name]
         assert (lo[0], opt[0], hi[0]) == (net.profile.min_batch, net.profile.opt_batch, net.profile.max_batch)
         assert lo[1:] == opt[1:] == hi[1:] == t.dims
-        assert hi[0] == net.max_batch_size == spec.max_batch_size
+        assert hi[0] == net.max_batch_size == getattr(spec, "max_batch_size", net.max_batch_size)
 
 
 def test_product_gan_profile_values():
@@ -165,6 +166,20 @@ def test_print_trtexec_cli(onnx_file, capsys):
     )
 
 
+def test_print_trtexec_for_every_tryon_network(capsys):
+    assert T.main(["--model", "tryon", "--print-trtexec"]) == 0
+    lines = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    assert [next(a for a in line if a.startswith("--saveEngine=")) for line in lines] == [
+        f"--saveEngine=build/tensorrt/{name}.plan"
+        for name in ("tryon_parser", "tryon_warp", "tryon_synthesis")
+    ]
+    warp = next(line for line in lines if "tryon_warp" in " ".join(line))
+    assert (
+        "--minShapes=garment:1x3x256x192,garment_mask:1x1x256x192,person:1x3x256x192,parse:1x5x256x192"
+        in warp
+    )
+
+
 # --- without TensorRT -----------------------------------------------------------------------
 
 
@@ -188,7 +203,7 @@ def test_cli_fails_cleanly_without_tensorrt(no_tensorrt, onnx_file, tmp_path, ca
     out = tmp_path / "model.plan"
     assert T.main(["--onnx", str(onnx_file), "--out", str(out), "--no-timing-cache"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: TensorRT is not available") and "Traceback" not in err
+    assert err.startswith("error: product_gan: TensorRT is not available") and "Traceback" not in err
     assert not out.exists()
 
 
