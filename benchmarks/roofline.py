@@ -126,7 +126,9 @@ def make_feeds(batch: int, offset: int = 0) -> Feeds:
     }
 
 
-def served_runner(onnx_file: Path, threads: int, precision: str = "f32") -> Callable[[Feeds], np.ndarray]:
+def served_runner(
+    onnx_file: Path, threads: int, precision: str = PRODUCT_GAN.cpu_precision
+) -> Callable[[Feeds], np.ndarray]:
     """The runner class the Triton model uses (export/triton_python/ecomgen_triton.cpu_runner)."""
     import importlib
     import types
@@ -140,7 +142,14 @@ def served_runner(onnx_file: Path, threads: int, precision: str = "f32") -> Call
     return lambda feeds: runner.run(feeds)["image"]
 
 
-SERVED = f"{PRODUCT_GAN.cpu_runtime} fp32 (served runner)"
+def served_label(precision: str = PRODUCT_GAN.cpu_precision) -> str:
+    """The runtimes-table row of the served runner at ``precision`` (f32 or bf16)."""
+    if precision == "bf16":
+        return f"{PRODUCT_GAN.cpu_runtime} bf16 (served runner, bf16 hint)"
+    return f"{PRODUCT_GAN.cpu_runtime} fp32 (served runner)"
+
+
+SERVED = served_label()
 
 
 def ort_runner(onnx_file: Path, threads: int) -> Callable[[Feeds], np.ndarray]:
@@ -246,11 +255,11 @@ def compare_runtimes(
     reference_feeds = make_feeds(64, offset=10_000)
     reference = to_uint8_hwc(torch_runner(generator, threads, bf16=False)(reference_feeds))
     factories: dict[str, Callable[[], Callable[[Feeds], np.ndarray]]] = {
-        SERVED: lambda: served_runner(onnx_file, threads),
+        served_label("f32"): lambda: served_runner(onnx_file, threads, "f32"),
         "onnxruntime fp32": lambda: ort_runner(onnx_file, threads),
         "openvino fp32 (dynamic batch)": lambda: openvino_runner(onnx_file, threads),
         "openvino fp32 (static shape per batch)": lambda: openvino_runner(onnx_file, threads, static=True),
-        "openvino bf16 (served runner, bf16 hint)": lambda: served_runner(onnx_file, threads, "bf16"),
+        served_label("bf16"): lambda: served_runner(onnx_file, threads, "bf16"),
         "pytorch fp32 eager (baseline)": lambda: torch_runner(generator, threads, bf16=False),
         "pytorch bf16 autocast": lambda: torch_runner(generator, threads, bf16=True),
     }

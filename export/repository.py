@@ -143,6 +143,7 @@ def cpu_models(spec: ModelSpec) -> list[RepoModel]:
             "onnx_file": "model.onnx",
             "intra_op_threads": str(spec.cpu_threads),
             "runtime": spec.cpu_runtime,
+            "precision": spec.cpu_precision,
         },
     )
     _warmup(config, spec.inputs)

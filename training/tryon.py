@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -65,6 +66,8 @@ GS_MODE, GS_PADDING, GS_ALIGN_CORNERS = "bilinear", "zeros", False
 GRID_SAMPLE = {"mode": GS_MODE, "padding_mode": GS_PADDING, "align_corners": GS_ALIGN_CORNERS}
 # Coarse body shape: the replaced region pooled over this many pixels.
 SHAPE_POOL = 16
+# The replaced region is grown by this many pixels before the person photo is masked.
+GROW = 2
 
 
 # --- models ----------------------------------------------------------------------
@@ -126,18 +129,34 @@ class Parser(nn.Module):
         return torch.softmax(self.logits(person), dim=1)
 
 
+def keep_mask(parse: torch.Tensor) -> torch.Tensor:
+    """1 where the person photo is kept (background, head, lower body), else 0: a hard mask.
+
+    Hard, not the soft probabilities: a soft keep of 0.05 over the worn garment passes an
+    attenuated copy of it, which the networks learn to amplify (paired training rewards
+    copying), and the garment never changes in unpaired try-on.
+    """
+    keep = parse[:, BACKGROUND : BACKGROUND + 1] + parse[:, HEAD : HEAD + 1] + parse[:, LOWER : LOWER + 1]
+    return (keep > 0.5).to(parse.dtype)
+
+
 def person_representation(person: torch.Tensor, parse: torch.Tensor) -> torch.Tensor:
     """What warp and synthesis see of the person: 3 + 4 channels.
 
-    The kept pixels (head, lower body, background) with the replaced region greyed out,
-    the keep-region probabilities, and a blurred blob of the replaced region.
+    The kept pixels (head, lower body, background) with the replaced region, grown by
+    ``GROW`` pixels, greyed out; the head and lower-body probabilities; the kept region;
+    and a blurred blob of the replaced region (body shape, not the old garment's outline).
     """
-    keep = parse[:, BACKGROUND : BACKGROUND + 1] + parse[:, HEAD : HEAD + 1] + parse[:, LOWER : LOWER + 1]
+    keep = keep_mask(parse)
+    # Grown so parser edge errors do not leak a ring of the worn garment's colour.
+    visible = 1 - F.max_pool2d(1 - keep, 2 * GROW + 1, stride=1, padding=GROW)
     replace = parse[:, UPPER : UPPER + 1] + parse[:, ARMS : ARMS + 1]
     shape = F.interpolate(
         F.avg_pool2d(replace, SHAPE_POOL), size=person.shape[2:], mode="bilinear", align_corners=False
     )
-    return torch.cat([person * keep, parse[:, HEAD : HEAD + 1], parse[:, LOWER : LOWER + 1], keep, shape], 1)
+    return torch.cat(
+        [person * visible, parse[:, HEAD : HEAD + 1], parse[:, LOWER : LOWER + 1], keep, shape], 1
+    )
 
 
 REPR_CHANNELS = 7
@@ -218,7 +237,7 @@ class Synthesis(nn.Module):
         y = y + self.refine(torch.cat([y, x], 1))
         render, m = torch.tanh(y[:, :3]), torch.sigmoid(y[:, 3:])
         composed = warped * m + render * (1 - m)
-        keep = parse[:, BACKGROUND : BACKGROUND + 1] + parse[:, HEAD : HEAD + 1] + parse[:, LOWER : LOWER + 1]
+        keep = keep_mask(parse)
         return person * keep + composed * (1 - keep), m, render
 
 
@@ -406,9 +425,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "tryon")
     p.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     p.add_argument("--sample-every", type=int, default=400)
+    p.add_argument(
+        "--parser-from",
+        type=Path,
+        default=None,
+        help="reuse the parser of a checkpoint directory (its tryon.json records how it was trained); "
+        "skips phase 1",
+    )
     p.add_argument("--dry-run", action="store_true", help="a few steps, no checkpoint")
     opt = p.parse_args(argv)
     print(opt)
+    parser_record = None
+    if opt.parser_from is not None:
+        parser_record = json.loads((opt.parser_from / "tryon.json").read_text())
+        opt.parser_width = parser_record["widths"]["parser"]
+        parser_state = load_file(str(opt.parser_from / "tryon_parser.safetensors"))
     if opt.dry_run:
         opt.parser_iters, opt.tryon_iters, opt.sample_every = 2, 2, 2
     if opt.threads:
@@ -426,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{n} training pairs at {data.person.shape[1]}x{data.person.shape[2]}")
     widths = {"parser": opt.parser_width, "warp": opt.warp_width, "synthesis": opt.synthesis_width}
     pipe = build(widths)
+    if parser_record is not None:
+        pipe.parser.load_state_dict({k: v.float() for k, v in parser_state.items()}, strict=False)
+        opt.parser_iters = 0
     for name in NETWORKS:
         print(f"{name}: {sum(q.numel() for q in getattr(pipe, name).parameters()) / 1e6:.2f}M params")
 
@@ -508,6 +542,11 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     tail1 = [r["ce"] for r in log if r["phase"] == 1][-100:]
+    if parser_record is not None:  # the parser comes from an earlier run: keep its record
+        parser_wall = parser_record.get("parser_wall_time_s", float("nan"))
+        wall += parser_wall
+        opt.parser_iters = parser_record.get("parser_iters")
+        tail1 = [parser_record.get("final_parser_ce_mean_last100") or float("nan")]
     tail2 = [r for r in log if r["phase"] == 2][-100:]
     meta = {
         "model": "tryon",
@@ -517,8 +556,13 @@ def main(argv: list[str] | None = None) -> None:
         "regions": list(REGIONS),
         "grid_sample": GRID_SAMPLE,
         "command": ("python -m training.tryon " + shlex.join(sys.argv[1:] if argv is None else argv)).strip(),
-        "data": f"{opt.data_dir} (train split: {n} pairs)",
+        "data": f"{os.path.relpath(opt.data_dir.resolve(), REPO_ROOT)} (train split: {n} pairs)",
         "parser_iters": opt.parser_iters,
+        "parser_from": (
+            None
+            if parser_record is None
+            else {"command": parser_record.get("command"), "dir": str(opt.parser_from)}
+        ),
         "tryon_iters": opt.tryon_iters,
         "batch_size": opt.batch_size,
         "wall_time_s": round(wall, 1),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -58,6 +59,10 @@ ANCHORS = (
     ("CP-VTON+ (Minar et al., CVPRW 2020)", 0.8163, "Minar et al., CVPRW 2020, Table 1"),
     ("ACGPN (Yang et al., CVPR 2020)", 0.845, "Yang et al., CVPR 2020, arXiv:2003.05863, Table 1"),
 )
+
+
+def _rel(path: Path) -> str:
+    return os.path.relpath(path.resolve(), REPO_ROOT)
 
 
 def u8_to_unit(x: np.ndarray) -> torch.Tensor:
@@ -228,9 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         f"- **Command**: `{command.strip()}` ({wall / 60:.1f} min on {platform.processor() or 'CPU'}, "
         f"{torch.get_num_threads()} threads, PyTorch fp32 reference pipeline; the served ONNX steps "
         "match it within the parity tolerance of `tests/unit/test_tryon_export.py`)",
-        f"- **Data**: {opt.data_dir}/test: {n} paired persons (own garment, ground truth = the photo); "
+        f"- **Data**: {_rel(opt.data_dir)}/test: {n} paired persons (own garment, ground truth = the photo); "
         f"{m} unpaired pairs from test_pairs.txt",
-        f"- **Weights**: {opt.checkpoint_dir}/tryon_*.safetensors, trained by `{meta.get('command', '?')}` "
+        f"- **Weights**: {_rel(opt.checkpoint_dir)}/tryon_*.safetensors, trained by "
+        f"`{meta.get('command', '?')}` "
         f"in {meta.get('wall_time_s', float('nan')) / 60:.0f} min on this 2-CPU machine",
         "- **SSIM**: Gaussian 11x11, sigma 1.5, on [0, 1] RGB, same-size padding (pytorch-ssim, as "
         "CP-VTON+ and ACGPN report it); PSNR on uint8.",

@@ -30,6 +30,20 @@ def max_level_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
+def assert_matches_reference(got: np.ndarray, ref: np.ndarray) -> None:
+    """The served precision's tolerance against PyTorch fp32 (the parity gate's thresholds).
+
+    fp32 serving stays within 1 level; bf16 (PRODUCT_GAN.cpu_precision on a bf16 CPU) within
+    the gate: PSNR >= 40 dB and at most 1% of pixels more than 2 levels off.
+    """
+    d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    if PRODUCT_GAN.cpu_precision == "f32":
+        assert d.max() <= 1
+        return
+    psnr = 10 * np.log10(255.0**2 / max(float(np.mean(d**2)), 1e-12))
+    assert psnr >= 40 and (d > 2).mean() <= 0.01, f"PSNR {psnr:.1f} dB, max {d.max():.0f}"
+
+
 def raw_inputs(classes, seeds, class_dtype="INT32", seed_dtype="INT64", class_shape=None):
     c = np.asarray(classes, dtype=np.int32 if class_dtype == "INT32" else np.float32)
     c = c.reshape(class_shape or (-1, 1))
@@ -69,7 +83,7 @@ def test_mixed_labels_in_one_request_match_pytorch(served):
     classes, seeds = np.arange(10).repeat(2), np.arange(500, 520)
     with grpcclient.InferenceServerClient(served.url) as c:
         got = c.infer(MODEL, raw_inputs(classes, seeds)).as_numpy("image")
-    assert max_level_diff(got, reference(served, classes, seeds)) <= 1
+    assert_matches_reference(got, reference(served, classes, seeds))
 
 
 def test_same_image_alone_and_inside_a_concurrent_burst(served):
@@ -91,7 +105,7 @@ def test_same_image_alone_and_inside_a_concurrent_burst(served):
     assert inferences == len(pairs)
     assert executions < inferences, f"dynamic batcher did not batch: {executions} executions"
     ref = reference(served, [c for c, _ in pairs], [s for _, s in pairs])
-    assert max_level_diff(np.stack(together), ref) <= 1
+    assert_matches_reference(np.stack(together), ref)
 
 
 def expect_invalid(served, inputs, *fragments: str) -> str:
@@ -155,7 +169,7 @@ def test_bad_requests_do_not_fail_their_batch_neighbours(served):
             assert "out of range" in r.message()
         else:
             assert isinstance(r, np.ndarray), f"good request ({c}, {s}) failed: {r}"
-            assert max_level_diff(r, reference(served, [c], [s])[0]) <= 1
+            assert_matches_reference(r, reference(served, [c], [s])[0])
     # Bad requests count as failures, not inferences; executions show they were batched.
     assert after[0] - before[0] == len(good)
     assert after[1] - before[1] < len(mixed)

@@ -149,16 +149,17 @@ class OpenVinoRunner:
     waste, no compile stall on the serving path.
     """
 
-    def __init__(self, path: str, threads: int, max_batch: int) -> None:
+    def __init__(self, path: str, threads: int, max_batch: int, precision: str = "f32") -> None:
         import openvino as ov
 
         self.core = ov.Core()
-        # fp32 pinned: on CPUs with AMX/avx512_bf16 OpenVINO would otherwise pick bf16.
+        # Precision pinned (default f32): on CPUs with AMX/avx512_bf16 OpenVINO would
+        # otherwise pick bf16 by itself.
         self.config = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": precision,
         }
         model = self.core.read_model(path)
         self.output_names = [o.get_any_name() for o in model.outputs]
@@ -197,7 +198,7 @@ def cpu_runner(path: str, params: dict[str, str], max_batch: int) -> Any:
     runtime = params.get("runtime", "onnxruntime")
     threads = int(params["intra_op_threads"])
     if runtime == "openvino":
-        return OpenVinoRunner(path, threads, max_batch)
+        return OpenVinoRunner(path, threads, max_batch, params.get("precision", "f32"))
     if runtime == "onnxruntime":
         return OnnxRuntimeRunner(path, threads)
     raise ValueError(f"unknown runtime {runtime!r} (expected openvino or onnxruntime)")
