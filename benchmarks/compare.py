@@ -292,7 +292,12 @@ def efficiency_section(points: list[Point], roofline: dict[str, Any] | None, pat
     roofline = {**roofline, "ceiling": ceiling_row}
     ceiling = ceiling_row["images_per_s"]
     flops = roofline["flops_per_image"]
-    peak = roofline["peak_fp32_gflops"] * 1e9
+    # The roof of the served precision: bf16 serving is measured against the bf16 GEMM peak.
+    precision, peak_gflops = "fp32", roofline["peak_fp32_gflops"]
+    bf16 = [g["gflops"] for g in roofline.get("gemm", []) if g["what"].startswith("bf16")]
+    if "bf16" in SERVED and bf16:
+        precision, peak_gflops = "bf16", max(bf16)
+    peak = peak_gflops * 1e9
     lines = [
         "",
         "## Distance to the limit",
@@ -301,7 +306,7 @@ def efficiency_section(points: list[Point], roofline: dict[str, Any] | None, pat
         f"offline ceiling of {roofline['ceiling'].get('runtime', 'the served runtime')} "
         f"{_f(ceiling)} images/s (batch {roofline['ceiling']['batch']}, "
         f"{roofline['ceiling']['threads']} threads), {flops / 1e6:,.1f} MFLOP per image, "
-        f"measured peak fp32 GEMM {roofline['peak_fp32_gflops']:,.1f} GFLOP/s.",
+        f"measured peak {precision} GEMM {peak_gflops:,.1f} GFLOP/s (the served precision's roof).",
         "",
         "| scenario | concurrency | Triton images/s | serving efficiency (served / ceiling) | "
         "compute efficiency (achieved FLOP/s / peak) |",

@@ -22,6 +22,7 @@ latency is above ``--p99-budget-ms``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -101,6 +102,34 @@ def _window_end(**_kwargs: Any) -> None:
         _window.update(end=time.time(), cpu_end=time.process_time())
 
 
+class _Client(grpcclient.InferenceServerClient):
+    """tritonclient's ``__del__`` closes the channel (again) during interpreter shutdown, where
+    under gevent ``channel.close()`` can block forever (seen with the tryon and batch16
+    scenarios: Locust printed its stats, then never exited). Clients are closed once, at
+    test_stop, while the gevent hub still runs; ``__del__`` does nothing."""
+
+    _closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            super().close()
+
+    def __del__(self) -> None:
+        pass
+
+
+# Every user's gRPC client; users killed at the time limit skip on_stop.
+_clients: list[_Client] = []
+
+
+@events.test_stop.add_listener
+def _close_clients(**_kwargs: Any) -> None:
+    while _clients:
+        with contextlib.suppress(Exception):
+            _clients.pop().close()
+
+
 def _entry(stats: Any) -> dict[str, float]:
     pct = {f"p{int(q * 100)}_ms": stats.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)}
     return {
@@ -149,7 +178,8 @@ class TritonGrpcUser(User):
 
     def on_start(self) -> None:
         self.url = self.host.removeprefix("grpc://")
-        self.client = grpcclient.InferenceServerClient(url=self.url)
+        self.client = _Client(url=self.url)
+        _clients.append(self.client)
         self.timeout_s = float(getattr(self.environment.parsed_options, "request_timeout_s", 120.0))
         self.rng = random.Random(os.getpid() ^ id(self))
 

@@ -302,7 +302,10 @@ class EnsembleSpec:
 
 TRYON_HW = (256, 192)
 TRYON_REGIONS = 5  # background, head, upper clothes, arms, lower body
-_TRYON_BATCHING = DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=2000)
+# No queue delay: with five steps in a chain, a 2 ms delay cost 5 x 2.1 ms per request at low
+# load (ensemble 1.34x the sum of its steps, benchmarks/results/*-tryon.md), while under load a
+# ~40 ms pipeline batches whatever queued during the previous execution anyway.
+_TRYON_BATCHING = DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=0)
 _TRYON_QUEUE = QueuePolicy(max_queue_size=64, default_timeout_us=10_000_000)
 
 
