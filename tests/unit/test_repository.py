@@ -69,16 +69,7 @@ def test_cpu_models_batch_with_bounded_queues():
 def test_gpu_ensemble_wires_existing_tensors():
     configs = {m.name: m.config for m in repository_models("gpu")}
     for spec in SPECS.values():
-        ens = configs[spec.name]
-        assert ens.platform == "ensemble"
-        produced = {i.name for i in ens.input}
-        for step in ens.ensemble_scheduling.step:
-            step_cfg = configs[step.model_name]
-            assert set(step.input_map) == {i.name for i in step_cfg.input}
-            assert set(step.output_map) <= {o.name for o in step_cfg.output}
-            assert set(step.input_map.values()) <= produced, f"{step.model_name} reads an unproduced tensor"
-            produced |= set(step.output_map.values())
-        assert {o.name for o in ens.output} <= produced
+        _wired(configs, spec.name)
 
 
 def test_gpu_engine_config_matches_the_tensorrt_profile():
