@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
-from ecomgen.server import REPO_ROOT, ServerConfig, ServerError, TritonServer
+from ecomgen.server import REPO_ROOT, add_serve_arguments, serve
 from ecomgen_client.specs import ENSEMBLES, SPECS
 
 log = logging.getLogger("ecomgen")
@@ -54,49 +51,6 @@ def build(repository: Path, force: bool = False) -> None:
             log.info("%s: %s", name, report)
 
 
-def serve(opt: argparse.Namespace) -> int:
-    if not opt.no_build:
-        build(opt.repository)
-    config = ServerConfig(
-        repository=opt.repository / "cpu",
-        grpc_port=opt.grpc_port,
-        http_port=opt.http_port,
-        metrics_port=opt.metrics_port,
-        address=opt.address,
-        log_verbose=opt.log_verbose,
-    )
-    server = TritonServer(config)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s, stopping tritonserver", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    server.start()
-    try:
-        server.wait_ready(opt.ready_timeout)
-        print(
-            f"ecomgen: ready. gRPC {server.grpc_url}  HTTP {server.http_url}  "
-            f"metrics http://{server.grpc_url.split(':')[0]}:{config.metrics_port}/metrics  "
-            f"models: {', '.join([*SPECS, *ENSEMBLES, *(e.bytes_model for e in ENSEMBLES.values())])}  "
-            "(Ctrl-C to stop)",
-            flush=True,
-        )
-        while not stop.wait(0.5):
-            if server.process is None or server.process.poll() is not None:
-                log.error("tritonserver exited unexpectedly")
-                return 1
-        return 0
-    except ServerError as e:
-        log.error("%s", e)
-        return 1
-    finally:
-        code = server.stop()
-        log.info("tritonserver stopped (exit code %s)", code)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="ecomgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,13 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the cpu repository on the embedded tritonserver")
     s.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
-    s.add_argument("--grpc-port", type=int, default=8001)
-    s.add_argument("--http-port", type=int, default=8000)
-    s.add_argument("--metrics-port", type=int, default=8002)
-    s.add_argument("--address", default="0.0.0.0", help="address to bind the three endpoints to")
-    s.add_argument("--log-verbose", type=int, default=0)
-    s.add_argument("--ready-timeout", type=float, default=180.0)
     s.add_argument("--no-build", action="store_true", help="serve the repository as it is")
+    add_serve_arguments(s)
     b = sub.add_parser("build", help="export ONNX files and write the cpu and gpu repositories")
     b.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     b.add_argument("--force", action="store_true", help="re-export even when up to date")
@@ -119,4 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     if opt.command == "build":
         build(opt.repository, force=opt.force)
         return 0
-    return serve(opt)
+    if not opt.no_build:
+        build(opt.repository)
+    return serve(opt, opt.repository / "cpu")

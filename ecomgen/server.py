@@ -9,6 +9,8 @@ SIGTERM (SIGKILL only after a grace period).
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import shutil
 import signal
@@ -16,15 +18,18 @@ import site
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = REPO_ROOT / "build" / "triton"
+log = logging.getLogger("ecomgen")
 
 
 class ServerError(RuntimeError):
@@ -211,3 +216,55 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The launcher's flags (``ecomgen serve``)."""
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--address", default="0.0.0.0", help="address to bind the three endpoints to")
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--ready-timeout", type=float, default=180.0)
+
+
+def serve(opt: argparse.Namespace, repository: Path) -> int:
+    """Run Triton on ``repository`` until SIGINT/SIGTERM; the exit code of ``ecomgen serve``."""
+    config = ServerConfig(
+        repository=repository,
+        grpc_port=opt.grpc_port,
+        http_port=opt.http_port,
+        metrics_port=opt.metrics_port,
+        address=opt.address,
+        log_verbose=opt.log_verbose,
+    )
+    server = TritonServer(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping tritonserver", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.start()
+    try:
+        server.wait_ready(opt.ready_timeout)
+        print(
+            f"ecomgen: ready. gRPC {server.grpc_url}  HTTP {server.http_url}  "
+            f"metrics http://{server.grpc_url.split(':')[0]}:{config.metrics_port}/metrics  "
+            f"models: {', '.join(sorted(p.name for p in repository.iterdir() if p.is_dir()))}  "
+            "(Ctrl-C to stop)",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if server.process is None or server.process.poll() is not None:
+                log.error("tritonserver exited unexpectedly")
+                return 1
+        return 0
+    except ServerError as e:
+        log.error("%s", e)
+        return 1
+    finally:
+        code = server.stop()
+        log.info("tritonserver stopped (exit code %s)", code)
