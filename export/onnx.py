@@ -1,33 +1,46 @@
-"""Export a trained network to ONNX and check it against PyTorch.
+"""Export every network of a served model to ONNX and check it against PyTorch.
 
-The batch axis is dynamic, BatchNorm runs in eval mode (so a request's output
-never depends on its batch neighbours) and spectral norm is folded into plain
-weights. The parity check feeds batches with a different class in every row,
-because batched class conditioning is where exporters and TensorRT went wrong
-before (TensorRT#3004).
+Generic over the registry: a served model's ``module`` provides its trained networks
+(``load_networks``) keyed by step name, and the network specs give tensor names,
+dynamic axes and the opset. BatchNorm runs in eval mode (a request's output never
+depends on its batch neighbours) and spectral norm is folded into plain weights. The
+parity check feeds batches with a different class in every row, because batched class
+conditioning is where exporters and TensorRT went wrong before (TensorRT#3004).
+
+ONNX files are written once to ``build/onnx/<network>.onnx`` (the TensorRT builder's
+input) and placed in the version directory of every cpu model that runs them.
 
     python -m export.onnx --model product_gan
+    python -m export.onnx --model all
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
+import shutil
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from ecomgen_client.specs import ENSEMBLES, SPECS, EnsembleSpec, ModelSpec, NetworkSpec
-from export.triton_python.ecomgen_common import to_uint8_hwc
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.runners import OnnxRuntimeRunner
+from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen.spec import NetworkSpec, ServedModel
+from export.repository import DEFAULT_ROOT, repository_models
 
 log = logging.getLogger("export.onnx")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ONNX_DIR = REPO_ROOT / "build" / "onnx"
+CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 
 
 class ParityError(AssertionError):
@@ -61,150 +74,176 @@ def strip_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def sample_inputs(net: NetworkSpec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs matching the network spec; one-hot inputs get distinct classes per row."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for t in net.inputs:
-        shape = t.batched_shape(batch)
-        if "onehot" in t.name:
-            arr = np.zeros(shape, t.numpy_dtype)
-            arr[np.arange(batch), np.arange(batch) % shape[1]] = 1
-            out[t.name] = arr
-        else:
-            out[t.name] = rng.standard_normal(shape).astype(t.numpy_dtype)
-    return out
+def sample_inputs(net: NetworkSpec, batch: int, seed: int = 0, size: str = "opt") -> dict[str, np.ndarray]:
+    """Random inputs matching the network spec (see ``NetworkSpec.sample_inputs``)."""
+    return net.sample_inputs(batch, seed, size)
 
 
-def export_network(model: nn.Module, net: NetworkSpec, path: Path) -> Path:
-    """Write ``model`` as ONNX with the spec's tensor names and a dynamic batch axis."""
-    model = strip_spectral_norm(model).eval()
+def export_network(module: nn.Module, net: NetworkSpec, path: Path) -> Path:
+    """Write ``module`` as ONNX with the spec's tensor names; the batch and every -1 dim are dynamic."""
+    module = strip_spectral_norm(module).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     example = tuple(torch.from_numpy(a) for a in sample_inputs(net, 2).values())
-    names_in = [t.name for t in net.inputs]
-    names_out = [t.name for t in net.outputs]
+    dynamic: dict[str, dict[int, str]] = {}
+    for t in (*net.inputs, *net.outputs):
+        axes = {0: "batch"}
+        axes.update({i + 1: f"{t.name}_d{i}" for i, d in enumerate(t.dims) if d < 0})
+        dynamic[t.name] = axes
+    tmp = path.with_suffix(".onnx.tmp")
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore")
         torch.onnx.export(
-            model,
+            module,
             example,
-            str(path),
-            input_names=names_in,
-            output_names=names_out,
-            dynamic_axes={n: {0: "batch"} for n in names_in + names_out},
+            str(tmp),
+            input_names=[t.name for t in net.inputs],
+            output_names=[t.name for t in net.outputs],
+            dynamic_axes=dynamic,
             opset_version=net.onnx_opset,
             do_constant_folding=True,
             dynamo=False,
         )
-    onnx.checker.check_model(onnx.load(str(path)))
+    onnx.checker.check_model(onnx.load(str(tmp)))
+    os.replace(tmp, path)  # readers never see a half-written file
     log.info("wrote %s", path)
     return path
 
 
+def _outputs(module: nn.Module, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    with torch.no_grad():
+        ref = module(*(torch.from_numpy(a) for a in feeds.values()))
+    return [ref.numpy()] if isinstance(ref, torch.Tensor) else [r.numpy() for r in ref]
+
+
 def check_parity(
-    model: nn.Module,
+    module: nn.Module,
     net: NetworkSpec,
     path: Path,
     batch_sizes: tuple[int, ...] | None = None,
     atol: float = 1e-3,
 ) -> ParityReport:
     """Compare ONNX Runtime with PyTorch on mixed-label batches; raise ParityError above ``atol``."""
-    model = model.eval()
+    module = module.eval()
     if batch_sizes is None:
         batch_sizes = tuple(sorted({1, net.profile.opt_batch, net.max_batch_size}))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runner = OnnxRuntimeRunner(path, threads=1)
     worst, worst_u8 = 0.0, 0
+    sizes = ("min", "opt") if any(t.variable for t in net.inputs) else ("opt",)
     for i, b in enumerate(batch_sizes):
-        feeds = sample_inputs(net, b, seed=100 + i)
-        with torch.no_grad():
-            ref = model(*(torch.from_numpy(a) for a in feeds.values()))
-        ref_np = [ref.numpy()] if isinstance(ref, torch.Tensor) else [r.numpy() for r in ref]
-        got = sess.run([t.name for t in net.outputs], feeds)
-        for t, r, g in zip(net.outputs, ref_np, got, strict=True):
-            if g.shape != r.shape:
-                raise ParityError(
-                    f"{net.name}.{t.name}: ONNX shape {g.shape} != PyTorch {r.shape} at batch {b}"
-                )
-            if not np.isfinite(g).all():
-                raise ParityError(f"{net.name}.{t.name}: ONNX output has NaN/Inf at batch {b}")
-            diff = float(np.abs(g - r).max())
-            worst = max(worst, diff)
-            if r.ndim == 4 and r.shape[1] == 3:
-                u8 = np.abs(to_uint8_hwc(g).astype(int) - to_uint8_hwc(r).astype(int)).max()
-                worst_u8 = max(worst_u8, int(u8))
-            if diff > atol:
-                raise ParityError(
-                    f"{net.name}.{t.name}: ONNX vs PyTorch max |diff| {diff:.3e} > {atol:.1e} at batch {b}"
-                )
+        for size in sizes:
+            feeds = sample_inputs(net, b, seed=100 + i, size=size)
+            got = runner.run(feeds)
+            for t, r in zip(net.outputs, _outputs(module, feeds), strict=True):
+                g = got[t.name]
+                if g.shape != r.shape:
+                    raise ParityError(
+                        f"{net.name}.{t.name}: ONNX shape {g.shape} != PyTorch {r.shape} at batch {b}"
+                    )
+                if not np.isfinite(g).all():
+                    raise ParityError(f"{net.name}.{t.name}: ONNX output has NaN/Inf at batch {b}")
+                diff = float(np.abs(g - r).max())
+                worst = max(worst, diff)
+                if t.kind == "image":
+                    u8 = np.abs(to_uint8_hwc(g).astype(int) - to_uint8_hwc(r).astype(int)).max()
+                    worst_u8 = max(worst_u8, int(u8))
+                if diff > atol:
+                    raise ParityError(
+                        f"{net.name}.{t.name}: ONNX vs PyTorch max |diff| {diff:.3e} > {atol:.1e} at batch {b}"
+                    )
     report = ParityReport(tuple(batch_sizes), worst, worst_u8)
     log.info("%s: %s", net.name, report)
     return report
 
 
-def load_trained(spec: ModelSpec, checkpoint: Path | None = None) -> nn.Module:
-    """The trained PyTorch network behind a public model."""
-    if spec.name == "product_gan":
-        from training.product_gan import generator_from_checkpoint
-
-        return generator_from_checkpoint(checkpoint or REPO_ROOT / spec.checkpoint)
-    raise KeyError(f"no exporter for {spec.name}")
-
-
-def onnx_path(spec: ModelSpec | NetworkSpec, repository: Path = REPO_ROOT / "model_repository") -> Path:
-    """Where the cpu target keeps the network's ONNX file (the gpu engine is built from it)."""
-    return repository / "cpu" / spec.name / "1" / "model.onnx"
+def load_modules(model: ServedModel, checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]:
+    """The trained networks behind a served model, by step name (its spec's ``module``)."""
+    if not model.networks:
+        return {}
+    module = importlib.import_module(model.module)
+    return dict(module.load_networks(checkpoint_dir))
 
 
-def ensemble_checkpoints(spec: EnsembleSpec) -> list[Path]:
-    directory = REPO_ROOT / spec.checkpoint_dir
-    return [directory / f"{spec.name}.json"] + [
-        directory / f"{net.name}.safetensors" for net in spec.networks
-    ]
+def tiny_modules(model: ServedModel, seed: int = 0) -> dict[str, nn.Module]:
+    """Tiny random-weight networks with the same structure (for fast tests)."""
+    if not model.networks:
+        return {}
+    return dict(importlib.import_module(model.module).tiny_networks(seed))
 
 
-def load_ensemble_modules(spec: EnsembleSpec, checkpoint_dir: Path | None = None) -> dict[str, nn.Module]:
-    """Network name -> the trained module exported for that step."""
-    if spec.name == "tryon":
-        from training.tryon import export_modules, pipeline_from_checkpoints
-
-        return export_modules(pipeline_from_checkpoints(checkpoint_dir or REPO_ROOT / spec.checkpoint_dir))
-    raise KeyError(f"no exporter for {spec.name}")
+def onnx_path(network: str | NetworkSpec, onnx_dir: Path = ONNX_DIR) -> Path:
+    """The canonical ONNX file of a network (the TensorRT builder's input)."""
+    name = network if isinstance(network, str) else network.name
+    return onnx_dir / f"{name}.onnx"
 
 
-def export_ensemble(
-    spec: EnsembleSpec,
-    repository: Path = REPO_ROOT / "model_repository",
-    modules: dict[str, nn.Module] | None = None,
+def is_stale(model: ServedModel, onnx_dir: Path = ONNX_DIR, checkpoint_dir: Path = CHECKPOINT_DIR) -> bool:
+    outs = [onnx_path(n, onnx_dir) for n in model.networks]
+    if not all(o.exists() for o in outs):
+        return True
+    sources = [checkpoint_dir / c for c in model.checkpoints if (checkpoint_dir / c).exists()]
+    newest = max((p.stat().st_mtime for p in sources), default=0.0)
+    return any(o.stat().st_mtime < newest for o in outs)
+
+
+def export_model(
+    model: ServedModel,
+    onnx_dir: Path = ONNX_DIR,
+    modules: Mapping[str, nn.Module] | None = None,
     atol: float = 1e-3,
 ) -> dict[str, ParityReport]:
-    """Export every network of ``spec`` into the cpu repository and check each one's parity."""
-    modules = modules if modules is not None else load_ensemble_modules(spec)
+    """Export and parity-check every network of ``model`` into ``onnx_dir``."""
+    modules = modules if modules is not None else load_modules(model)
     reports = {}
-    for net in spec.networks:
-        out = onnx_path(net, repository)
-        export_network(modules[net.name], net, out)
+    for net in model.networks:
+        out = export_network(modules[net.name], net, onnx_path(net, onnx_dir))
         reports[net.name] = check_parity(modules[net.name], net, out, atol=atol)
     return reports
 
 
+def install_onnx(
+    repository: Path = DEFAULT_ROOT, onnx_dir: Path = ONNX_DIR, models: Iterable[ServedModel] = REGISTRY
+) -> list[Path]:
+    """Place each network's ONNX file in the version directory of every cpu model that runs it."""
+    placed = []
+    for repo_model in repository_models("cpu", models):
+        for net in repo_model.networks:
+            src, dest = onnx_path(net, onnx_dir), repository / "cpu" / repo_model.name / "1" / f"{net}.onnx"
+            if not src.exists():
+                raise FileNotFoundError(f"{src} missing: export {repo_model.name}'s networks first")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if (
+                dest.exists()
+                and dest.stat().st_mtime >= src.stat().st_mtime
+                and dest.stat().st_size == src.stat().st_size
+            ):
+                continue
+            tmp = dest.with_suffix(".onnx.tmp")
+            try:
+                if tmp.exists():
+                    tmp.unlink()
+                os.link(src, tmp)  # no copy where the file system allows it
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+            placed.append(dest)
+    return placed
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted([*SPECS, *ENSEMBLES]), default="product_gan")
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
-    p.add_argument("--out", type=Path, default=None, help="ONNX path (default: inside the cpu repository)")
+    p.add_argument("--model", choices=["all", *REGISTRY.names()], default="all")
+    p.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    p.add_argument("--onnx-dir", type=Path, default=ONNX_DIR)
+    p.add_argument("--repository", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--atol", type=float, default=1e-3)
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    if opt.model in ENSEMBLES:
-        for name, report in export_ensemble(ENSEMBLES[opt.model], opt.repository, atol=opt.atol).items():
+    models = list(REGISTRY) if opt.model == "all" else [REGISTRY[opt.model]]
+    for model in models:
+        modules = load_modules(model, opt.checkpoint_dir)
+        for name, report in export_model(model, opt.onnx_dir, modules, opt.atol).items():
             print(f"{name}: {report}")
-        return
-    spec = SPECS[opt.model]
-    model = load_trained(spec, opt.checkpoint)
-    out = opt.out or onnx_path(spec, opt.repository)
-    export_network(model, spec.network, out)
-    print(check_parity(model, spec.network, out, atol=opt.atol))
+    install_onnx(opt.repository, opt.onnx_dir)
 
 
 if __name__ == "__main__":

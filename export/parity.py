@@ -33,25 +33,35 @@ import copy
 import datetime
 import logging
 import math
-import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ecomgen_client.specs import SPECS, ModelSpec, NetworkSpec, TensorSpec
-from export.onnx import REPO_ROOT, export_network, load_trained, onnx_path, sample_inputs, strip_spectral_norm
-from export.triton_python.ecomgen_common import to_uint8_hwc
+from ecomgen.hostinfo import machine_description
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.quality import PARITY_MIN_PSNR_DB, psnr_uint8
+from ecomgen.serving.runners import OnnxRuntimeRunner as _OrtRunner
+from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen.spec import NetworkSpec
+from ecomgen_client.contracts import TensorSpec
+from export.onnx import (
+    REPO_ROOT,
+    export_network,
+    load_modules,
+    onnx_path,
+    sample_inputs,
+    strip_spectral_norm,
+    tiny_modules,
+)
 
 log = logging.getLogger("export.parity")
 
@@ -66,7 +76,7 @@ DEFAULT_SEED = 20_000
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_psnr_db: float = 40.0
+    min_psnr_db: float = PARITY_MIN_PSNR_DB
     max_level_diff: int = 2  # uint8 levels
     max_frac_pixels: float = 0.01  # fraction of pixels allowed above max_level_diff
 
@@ -155,12 +165,6 @@ def _fmt_psnr(psnr: float) -> str:
 # --- metrics on uint8 images (pure numpy) -----------------------------------------
 
 
-def psnr_uint8(ref: np.ndarray, got: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two uint8 arrays (inf when identical)."""
-    mse = float(np.mean((ref.astype(np.float64) - got.astype(np.float64)) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
-
-
 def frac_pixels_over(
     ref: np.ndarray, got: np.ndarray, levels: int = 2, channel_axis: int | None = -1
 ) -> float:
@@ -173,7 +177,7 @@ def frac_pixels_over(
 
 def is_image(t: TensorSpec) -> bool:
     """NCHW image output in [-1, 1] (what to_uint8_hwc expects)."""
-    return len(t.dims) == 3 and t.dims[0] in (1, 3, 4)
+    return t.kind == "image"
 
 
 def quantise(t: TensorSpec, ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -230,7 +234,7 @@ def gate_inputs(net: NetworkSpec, batch: int, seed: int) -> dict[str, np.ndarray
     feeds = sample_inputs(net, batch, seed=seed)
     rng = np.random.default_rng(seed)
     for name, arr in feeds.items():
-        if "onehot" in name:
+        if any(t.name == name and t.kind == "onehot" for t in net.inputs):
             rolled = np.roll(arr, int(rng.integers(arr.shape[1])), axis=1)
             feeds[name] = np.ascontiguousarray(rolled[rng.permutation(batch)])
     return feeds
@@ -275,22 +279,12 @@ def _runner_name(runner: Runner) -> str:
 # --- runners ------------------------------------------------------------------------
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(_OrtRunner):
     """FP32 reference: the same ONNX file the CPU target serves and TensorRT is built from."""
 
     def __init__(self, path: Path, threads: int = 1, name: str = "onnxruntime-fp32"):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        super().__init__(path, threads)
         self.name = name
-
-    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, dict(feeds))
-        return dict(zip(self.output_names, outs, strict=True))
 
 
 class TorchRunner:
@@ -322,121 +316,7 @@ def torch_fp16_runner(model: nn.Module, net: NetworkSpec) -> TorchRunner:
     return TorchRunner(model, net, torch.float16, name="torch-fp16-cpu (simulated FP16)")
 
 
-def _cudart() -> Any:
-    """cuda-python's runtime API (module path moved in cuda-python 12.6+)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # cuda-python < 12.6
-        except ImportError:
-            raise RuntimeError(
-                "the TensorRT runner needs cuda-python: pip install 'cuda-python>=12,<13' "
-                "(12.x matches the CUDA 12.6 of the 24.10 containers)"
-            ) from None
-    return runtime
-
-
-def _cuda_check(result: Any) -> Any:
-    """cuda-python returns (err, *values); raise on error, return the value(s)."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return values[0] if len(values) == 1 else (values or None)
-
-
-class TensorRTRunner:
-    """Runs a serialized TensorRT engine on the GPU (lazy imports: GPU hosts only)."""
-
-    def __init__(self, engine: bytes | Path, net: NetworkSpec, name: str = "tensorrt"):
-        from export.tensorrt import import_tensorrt
-
-        trt = import_tensorrt()
-        self.trt, self.cudart, self.net, self.name = trt, _cudart(), net, name
-        data = engine.read_bytes() if isinstance(engine, Path) else engine
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            raise RuntimeError(
-                "TensorRT could not deserialize the engine (built with another TensorRT version?)"
-            )
-        self.context = self.engine.create_execution_context()
-        self.stream = _cuda_check(self.cudart.cudaStreamCreate())
-
-    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        trt, cudart = self.trt, self.cudart
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        allocations: list[Any] = []
-        outputs: dict[str, np.ndarray] = {}
-        try:
-            for t in self.net.inputs:
-                host = np.ascontiguousarray(
-                    feeds[t.name], dtype=trt.nptype(self.engine.get_tensor_dtype(t.name))
-                )
-                self.context.set_input_shape(t.name, host.shape)
-                ptr = _cuda_check(cudart.cudaMalloc(host.nbytes))
-                allocations.append(ptr)
-                _cuda_check(cudart.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, h2d))
-                self.context.set_tensor_address(t.name, int(ptr))
-            for t in self.net.outputs:
-                shape = tuple(self.context.get_tensor_shape(t.name))
-                host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(t.name)))
-                ptr = _cuda_check(cudart.cudaMalloc(max(host.nbytes, 1)))
-                allocations.append(ptr)
-                self.context.set_tensor_address(t.name, int(ptr))
-                outputs[t.name] = host
-            if not self.context.execute_async_v3(self.stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
-            _cuda_check(cudart.cudaStreamSynchronize(self.stream))
-            for t, ptr in zip(self.net.outputs, allocations[len(self.net.inputs) :], strict=True):
-                host = outputs[t.name]
-                _cuda_check(cudart.cudaMemcpy(host.ctypes.data, ptr, host.nbytes, d2h))
-        finally:
-            for ptr in allocations:
-                cudart.cudaFree(ptr)
-        return {k: v.astype(np.float32, copy=False) for k, v in outputs.items()}
-
-
-def cuda_device_count() -> int:
-    """Number of CUDA GPUs visible through cuda-python; 0 when it or a driver is missing."""
-    try:
-        count = _cuda_check(_cudart().cudaGetDeviceCount())
-    except Exception:  # no cuda-python, no driver, no device: all mean "no GPU here"
-        return 0
-    return int(count)
-
-
 # --- helpers for the CLI and the report -----------------------------------------------
-
-
-def random_tiny_generator(seed: int = 0) -> nn.Module:
-    """The tests' tiny random product_gan generator (ngf=8, non-trivial BN stats)."""
-    from training.product_gan import Generator
-
-    torch.manual_seed(seed)
-    g = Generator(ngf=8)
-    gen = torch.Generator().manual_seed(seed)
-    for m in g.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            assert m.running_mean is not None and m.running_var is not None
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-    return g.eval()
-
-
-def machine_description() -> str:
-    """CPU model from lscpu (falls back to the platform module), with the core count."""
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), ""
-        )
-    except (OSError, subprocess.SubprocessError):
-        pass
-    cpu = model or platform.processor() or "unknown CPU"
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()}"
 
 
 @dataclass
@@ -482,16 +362,15 @@ def markdown_report(report: GateReport, ctx: ReportContext) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _load_model(spec: ModelSpec, weights: str, checkpoint: Path | None) -> tuple[nn.Module, str]:
+def _load_model(network: str, weights: str, checkpoint_dir: Path) -> tuple[nn.Module, str]:
+    model, _ = REGISTRY.networks()[network]
     if weights == "random-tiny":
-        if spec.training_module != "training.product_gan":
-            raise SystemExit(f"--weights random-tiny is only defined for product_gan, not {spec.name}")
-        return random_tiny_generator(), "tiny random generator (ngf=8, seed 0), NOT the trained model"
-    path = (checkpoint or REPO_ROOT / spec.checkpoint).resolve()
-    if not path.exists():
-        raise SystemExit(f"{path} not found: train first, pass --checkpoint, or use --weights random-tiny")
-    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-    return load_trained(spec, path), f"trained checkpoint `{shown}`"
+        return tiny_modules(model)[network], "tiny random weights (seed 0), NOT the trained model"
+    try:
+        module = load_modules(model, checkpoint_dir)[network]
+    except FileNotFoundError as e:
+        raise SystemExit(f"{e}: train first, pass --checkpoint-dir, or use --weights random-tiny") from None
+    return module, f"trained checkpoints in `{_shown(checkpoint_dir)}` ({model.name})"
 
 
 def _shown(path: Path) -> str:
@@ -501,17 +380,17 @@ def _shown(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(SPECS), default="product_gan")
+    p.add_argument("--network", choices=sorted(REGISTRY.networks()), default="product_gan_generator")
     p.add_argument("--candidate", choices=CANDIDATES, default="torch-fp16")
     p.add_argument("--engine", type=Path, help="TensorRT plan (for --candidate tensorrt)")
     p.add_argument(
         "--onnx",
         type=Path,
-        help="reference ONNX file (default: the cpu repository's file for tensorrt, "
+        help="reference ONNX file (default: build/onnx/<network>.onnx for tensorrt, "
         "else a fresh export of the loaded weights)",
     )
     p.add_argument("--weights", choices=["trained", "random-tiny"], default="trained")
-    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--checkpoint-dir", type=Path, default=REPO_ROOT / "checkpoints")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1, opt and max")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and ONNX Runtime")
@@ -519,8 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch.set_num_threads(opt.threads)
-    spec = SPECS[opt.model]
-    net = spec.network
+    net = REGISTRY.networks()[opt.network][1]
     if opt.candidate == "tensorrt" and opt.engine is None:
         p.error("--candidate tensorrt needs --engine PLAN")
 
@@ -530,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         model: nn.Module | None = None
         weights_desc = "those of the reference ONNX file"
         if opt.candidate != "tensorrt":
-            model, weights_desc = _load_model(spec, opt.weights, opt.checkpoint)
+            model, weights_desc = _load_model(net.name, opt.weights, opt.checkpoint_dir)
         if opt.onnx is not None:
             onnx_file, onnx_desc = opt.onnx, f"`{_shown(opt.onnx)}`"
         elif model is not None:
@@ -539,14 +417,16 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.simplefilter("ignore")
                 export_network(model, net, onnx_file)
         else:
-            onnx_file = onnx_path(spec)
+            onnx_file = onnx_path(net)
             onnx_desc = f"`{_shown(onnx_file)}`"
         if not onnx_file.exists():
-            raise SystemExit(f"{onnx_file} not found: run `python -m export.onnx --model {spec.name}` first")
+            raise SystemExit(f"{onnx_file} not found: run `python -m export.onnx` first")
 
         reference = OnnxRuntimeRunner(onnx_file, threads=opt.threads)
         candidate: Runner
         if opt.candidate == "tensorrt":
+            from export.trt_runtime import TensorRTRunner
+
             candidate = TensorRTRunner(opt.engine, net)
         elif opt.candidate == "onnxruntime-fp32":
             candidate = OnnxRuntimeRunner(

@@ -20,6 +20,8 @@ machine without it.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shlex
@@ -31,9 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ecomgen_client.specs import ENSEMBLES, SPECS, ModelSpec, NetworkSpec
+from ecomgen.hostinfo import machine_description
+from ecomgen.registry import REGISTRY
+from ecomgen.spec import NetworkSpec
 from export.onnx import REPO_ROOT, onnx_path
 from export.repository import DEFAULT_ROOT, repository_models
+from export.trt_runtime import (
+    TENSORRT_VERSION,
+    TRITON_CONTAINER,
+    TensorRTUnavailable,
+    import_tensorrt,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -41,16 +51,6 @@ if TYPE_CHECKING:
     from export.parity import GateReport
 
 log = logging.getLogger("export.tensorrt")
-
-# The NVIDIA container the gpu repository's configs were written for: Triton 2.51, the
-# same server version as the embedded CPU tritonserver (nvidia-pytriton 0.5.0).
-TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
-TRITON_VERSION = "2.51.0"
-# The TensorRT inside that container (10.5.0.18). A plan deserializes only in the exact
-# TensorRT version that built it, so build with this one (pip: tensorrt-cu12==10.5.0).
-TENSORRT_VERSION = "10.5.0"
-# NVIDIA's TensorRT container of the same release: ships trtexec with the same TensorRT.
-TENSORRT_CONTAINER = "nvcr.io/nvidia/tensorrt:24.10-py3"
 
 DEFAULT_WORKSPACE_GIB = 4.0
 BUILD_DIR = REPO_ROOT / "build" / "tensorrt"
@@ -62,26 +62,8 @@ NORM_OPS = frozenset(
 FINAL_ACTIVATION_OPS = frozenset({"Tanh", "Sigmoid", "Relu", "LeakyRelu", "Softmax", "Clip", "HardSigmoid"})
 
 
-class TensorRTUnavailable(RuntimeError):
-    """The TensorRT Python package is not installed (or not usable) here."""
-
-
 class EngineBuildError(RuntimeError):
     """Parsing, building or checking the engine failed; the message says why."""
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` with an actionable error instead of an ImportError traceback."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not loadable
-        raise TensorRTUnavailable(
-            f"TensorRT is not available ({type(e).__name__}: {e}). Build engines on an NVIDIA GPU host "
-            f"with `pip install tensorrt-cu12=={TENSORRT_VERSION} 'cuda-python>=12,<13'`, or print the "
-            f"equivalent trtexec line with `python -m export.tensorrt --print-trtexec` and run it in "
-            f"{TENSORRT_CONTAINER}."
-        ) from None
-    return tensorrt
 
 
 def check_tensorrt_version(version: str, allow_mismatch: bool = False) -> None:
@@ -108,38 +90,26 @@ def profile_shapes(net: NetworkSpec) -> dict[str, tuple[Shape, Shape, Shape]]:
     return {t.name: net.profile.shapes(t) for t in net.inputs}
 
 
-@dataclass(frozen=True)
-class EnsembleNetwork:
-    """A network step of an ensemble (e.g. ``tryon_warp``), built like a model's generator."""
-
-    name: str
-    network: NetworkSpec
+# --model choices: every network of every registered model (and the models themselves).
+ENGINE_TARGETS: dict[str, NetworkSpec] = {name: net for name, (_, net) in REGISTRY.networks().items()}
 
 
-EngineTarget = ModelSpec | EnsembleNetwork
-# --model choices: public single-network models, and every network of every ensemble.
-ENGINE_TARGETS: dict[str, EngineTarget] = {
-    **SPECS,
-    **{net.name: EnsembleNetwork(net.name, net) for e in ENSEMBLES.values() for net in e.networks},
-}
-
-
-def engine_path(spec: EngineTarget, repository: Path = DEFAULT_ROOT) -> Path:
+def engine_path(net: NetworkSpec, repository: Path = DEFAULT_ROOT) -> Path:
     """Where Triton's gpu repository expects the plan (default_model_filename: model.plan)."""
-    return repository / "gpu" / spec.network.name / "1" / "model.plan"
+    return repository / "gpu" / net.name / "1" / "model.plan"
 
 
-def engine_config(spec: EngineTarget) -> mc.ModelConfig:
+def engine_config(net: NetworkSpec) -> mc.ModelConfig:
     """The generated ``config.pbtxt`` of the engine's model in the gpu repository."""
     for model in repository_models("gpu"):
-        if model.name == spec.network.name:
+        if model.name == net.name:
             return model.config
-    raise KeyError(f"the gpu repository has no model {spec.network.name!r}")
+    raise KeyError(f"the gpu repository has no model {net.name!r}")
 
 
-def check_profile_matches_config(spec: EngineTarget) -> None:
+def check_profile_matches_config(net: NetworkSpec) -> None:
     """Triton rejects a plan whose profile cannot serve the config's max_batch_size."""
-    config, net = engine_config(spec), spec.network
+    config = engine_config(net)
     if config.platform != "tensorrt_plan":
         raise EngineBuildError(f"{config.name}: platform {config.platform!r}, expected 'tensorrt_plan'")
     if net.profile.max_batch != config.max_batch_size:
@@ -204,7 +174,7 @@ def _shown(path: Path) -> str:
 
 
 def trtexec_command(
-    spec: EngineTarget,
+    net: NetworkSpec,
     onnx_file: Path,
     save_engine: Path,
     options: BuildOptions = BuildOptions(),
@@ -216,7 +186,7 @@ def trtexec_command(
     ``fp32_layers`` are exact layer names (trtexec has no substring match): pass
     ``fp32_onnx_nodes(...)`` of the same ONNX file.
     """
-    shapes = profile_shapes(spec.network)
+    shapes = profile_shapes(net)
     cmd = [trtexec, f"--onnx={_shown(onnx_file)}", f"--saveEngine={_shown(save_engine)}"]
     if options.fp16:
         cmd.append("--fp16")
@@ -381,7 +351,7 @@ class EngineBuilder:
 
 
 def build_and_gate(
-    spec: EngineTarget,
+    net: NetworkSpec,
     onnx_file: Path,
     out: Path,
     options: BuildOptions = BuildOptions(),
@@ -389,37 +359,76 @@ def build_and_gate(
     allow_version_mismatch: bool = False,
 ) -> GateReport:
     """Build the engine, run the parity gate, and write ``out`` only if the gate passes."""
-    from export.parity import OnnxRuntimeRunner, TensorRTRunner, run_gate
+    from export.parity import OnnxRuntimeRunner, run_gate
+    from export.trt_runtime import TensorRTRunner
 
-    check_profile_matches_config(spec)
+    check_profile_matches_config(net)
     if not onnx_file.exists():
-        raise EngineBuildError(
-            f"{onnx_file} not found: run `python -m export.onnx --model {spec.name}` first"
-        )
-    builder = EngineBuilder(spec.network, options, verbose, allow_version_mismatch)
+        raise EngineBuildError(f"{onnx_file} not found: run `python -m export.onnx` first")
+    builder = EngineBuilder(net, options, verbose, allow_version_mismatch)
     builder.create_network(onnx_file)
     engine = builder.create_engine()
-    report = run_gate(OnnxRuntimeRunner(onnx_file), TensorRTRunner(engine, spec.network), spec.network)
+    report = run_gate(OnnxRuntimeRunner(onnx_file), TensorRTRunner(engine, net), net)
     if report.passed:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_bytes(engine)
         os.replace(tmp, out)  # Triton polling the repository never sees a half-written plan
+        write_stamp(out, engine, report, tensorrt_version(builder))
         log.info("wrote %s (%.1f MiB)", out, len(engine) / 2**20)
     else:
         log.error("parity gate failed; %s was not written", out)
     return report
 
 
+def stamp_path(plan: Path) -> Path:
+    return plan.with_name(plan.name + ".parity.json")
+
+
+def tensorrt_version(builder: EngineBuilder) -> str:
+    return str(getattr(builder.trt, "__version__", TENSORRT_VERSION))
+
+
+def write_stamp(plan: Path, engine: bytes, report: GateReport, trt_version: str) -> Path:
+    """``model.plan.parity.json``: proof that exactly these bytes passed the gate.
+
+    The Kubernetes GPU overlay's init container refuses to start Triton on a plan whose
+    sha256 does not match a passed stamp (deploy/).
+    """
+    stamp = {
+        "sha256": hashlib.sha256(engine).hexdigest(),
+        "passed": report.passed,
+        "tensorrt": trt_version,
+        "gpu": _gpu_name(),
+        "network": report.network,
+        "report": str(report),
+        "built_on": machine_description(),
+    }
+    path = stamp_path(plan)
+    path.write_text(json.dumps(stamp, indent=2) + "\n")
+    return path
+
+
+def _gpu_name() -> str:
+    try:
+        from export.trt_runtime import _cuda_check, _cudart
+
+        props = _cuda_check(_cudart().cudaGetDeviceProperties(0))
+        name = props.name
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # no GPU query available: the stamp still carries the hash
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--model",
-        choices=sorted([*ENGINE_TARGETS, *ENSEMBLES]),
+        choices=sorted({*ENGINE_TARGETS, *REGISTRY.names()}),
         default="product_gan",
-        help="a model or network; an ensemble name (tryon) builds each of its networks",
+        help="a network, or a model: a model name builds each of its networks",
     )
-    p.add_argument("--onnx", type=Path, default=None, help="default: the cpu repository's model.onnx")
+    p.add_argument("--onnx", type=Path, default=None, help="default: build/onnx/<network>.onnx")
     p.add_argument(
         "--out", type=Path, default=None, help="default: model_repository/gpu/<network>/1/model.plan"
     )
@@ -456,42 +465,42 @@ def main(argv: list[str] | None = None) -> int:
         fp32_final_activation=opt.fp32_final_activation,
         extra_fp32_layers=tuple(opt.keep_fp32),
     )
-    if opt.model in ENSEMBLES:
-        if opt.onnx or opt.out or opt.save_engine:
-            p.error("--onnx/--out/--save-engine name one file: pass a single network, e.g. tryon_warp")
-        names = [net.name for net in ENSEMBLES[opt.model].networks]
-    else:
+    if opt.model in ENGINE_TARGETS:
         names = [opt.model]
+    else:
+        names = [net.name for net in REGISTRY[opt.model].networks]
+        if len(names) > 1 and (opt.onnx or opt.out or opt.save_engine):
+            p.error("--onnx/--out/--save-engine name one file: pass a single network, e.g. tryon_warp")
     code = 0
     for name in names:
         code = max(code, _build_one(ENGINE_TARGETS[name], opt, options))
     return code
 
 
-def _build_one(spec: EngineTarget, opt: argparse.Namespace, options: BuildOptions) -> int:
-    onnx_file = opt.onnx or onnx_path(spec if isinstance(spec, ModelSpec) else spec.network)
+def _build_one(net: NetworkSpec, opt: argparse.Namespace, options: BuildOptions) -> int:
+    onnx_file = opt.onnx or onnx_path(net)
     try:
-        check_profile_matches_config(spec)
+        check_profile_matches_config(net)
         if opt.print_trtexec:
             layers: list[str] = []
-            if options.wants_fp32_layers(spec.network):
+            if options.wants_fp32_layers(net):
                 if not onnx_file.exists():
                     raise EngineBuildError(
                         f"{onnx_file} not found: FP32 layer names are read from the ONNX file"
                     )
                 import onnx
 
-                layers = fp32_onnx_nodes(onnx.load(str(onnx_file)), spec.network, options)
-            save = opt.save_engine or BUILD_DIR / f"{spec.network.name}.plan"
-            print(shlex.join(trtexec_command(spec, onnx_file, save, options, layers, opt.trtexec)))
+                layers = fp32_onnx_nodes(onnx.load(str(onnx_file)), net, options)
+            save = opt.save_engine or BUILD_DIR / f"{net.name}.plan"
+            print(shlex.join(trtexec_command(net, onnx_file, save, options, layers, opt.trtexec)))
             return 0
         report = build_and_gate(
-            spec, onnx_file, opt.out or engine_path(spec), options, opt.verbose, opt.allow_version_mismatch
+            net, onnx_file, opt.out or engine_path(net), options, opt.verbose, opt.allow_version_mismatch
         )
     except (TensorRTUnavailable, EngineBuildError) as e:
-        print(f"error: {spec.name}: {e}", file=sys.stderr)
+        print(f"error: {net.name}: {e}", file=sys.stderr)
         return 2
-    print(f"{spec.name}: {report}")
+    print(f"{net.name}: {report}")
     return 0 if report.passed else 1
 
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from ecomgen_client.specs import PRODUCT_CLASSES
+from ecomgen_client.contracts import PRODUCT_CLASSES
 from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
 
 NUM_CLASSES = len(PRODUCT_CLASSES)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ecomgen_client.specs import PRODUCT_CLASSES, PRODUCT_IMAGE_HW
+from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRODUCTS_DIR = Path(

@@ -14,109 +14,33 @@ to ONNX/TensorRT as a MatMul rather than a batched Gather.
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-from torch.nn.utils import spectral_norm
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ecomgen_client.specs import PRODUCT_GAN
-from export.triton_python.ecomgen_common import latents_from_seeds, one_hot
+from ecomgen.models.product_gan import (
+    CHECKPOINT,
+    NUM_CLASSES,
+    NZ,
+    Discriminator,
+    Generator,
+    generate,
+)
+from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen_client._images import make_grid, save_png
+from ecomgen_client.contracts import PRODUCT_CLASSES
 from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
-
-NUM_CLASSES = len(PRODUCT_GAN.class_names)
-NZ = PRODUCT_GAN.latent_dim
-H, W = PRODUCT_GAN.output("image").dims[:2]
-
-
-# --- models ----------------------------------------------------------------------
-
-
-class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm without affine terms, then a per-class scale and shift."""
-
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gamma = nn.Linear(num_classes, channels, bias=False)
-        self.beta = nn.Linear(num_classes, channels, bias=False)
-        nn.init.ones_(self.gamma.weight)
-        nn.init.zeros_(self.beta.weight)
-
-    def forward(self, x: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
-        g = self.gamma(y_onehot)[:, :, None, None]
-        b = self.beta(y_onehot)[:, :, None, None]
-        return self.bn(x) * g + b
-
-
-class UpBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, num_classes: int):
-        super().__init__()
-        self.norm = ConditionalBatchNorm2d(cin, num_classes)
-        self.conv = nn.ConvTranspose2d(cin, cout, 4, 2, 1)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.relu(self.norm(x, y)))
-
-
-class Generator(nn.Module):
-    """(z [B, nz], class_onehot [B, C]) -> image [B, 3, 64, 48] in [-1, 1]."""
-
-    def __init__(self, nz: int = NZ, ngf: int = 64, num_classes: int = NUM_CLASSES):
-        super().__init__()
-        self.nz, self.ngf, self.num_classes = nz, ngf, num_classes
-        self.bottom = (H // 16, W // 16)
-        self.fc = nn.Linear(nz, 8 * ngf * self.bottom[0] * self.bottom[1])
-        chans = [8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf // 2]
-        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in itertools.pairwise(chans))
-        self.final_norm = nn.BatchNorm2d(chans[-1])
-        self.to_rgb = nn.Conv2d(chans[-1], 3, 3, 1, 1)
-
-    def forward(self, z: torch.Tensor, class_onehot: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(z.shape[0], 8 * self.ngf, *self.bottom)
-        for block in self.blocks:
-            x = block(x, class_onehot)
-        return torch.tanh(self.to_rgb(F.relu(self.final_norm(x))))
-
-
-class Discriminator(nn.Module):
-    """Spectral-norm CNN with a class-projection head: returns one logit per image."""
-
-    def __init__(self, ndf: int = 32, num_classes: int = NUM_CLASSES):
-        super().__init__()
-
-        def sn_conv(a: int, b: int, k: int, s: int) -> nn.Module:
-            return spectral_norm(nn.Conv2d(a, b, k, s, (k - 1) // 2 if s == 1 else 1))
-
-        self.convs = nn.ModuleList(
-            [
-                sn_conv(3, ndf, 3, 1),  # 64x48
-                sn_conv(ndf, 2 * ndf, 4, 2),  # 32x24
-                sn_conv(2 * ndf, 4 * ndf, 4, 2),  # 16x12
-                sn_conv(4 * ndf, 8 * ndf, 4, 2),  # 8x6
-                sn_conv(8 * ndf, 8 * ndf, 3, 1),
-            ]
-        )
-        self.linear = spectral_norm(nn.Linear(8 * ndf, 1))
-        self.embed = spectral_norm(nn.Linear(num_classes, 8 * ndf, bias=False))
-
-    def forward(self, x: torch.Tensor, class_onehot: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-        h = x.sum(dim=(2, 3))
-        return self.linear(h).squeeze(1) + (self.embed(class_onehot) * h).sum(1)
-
 
 # --- DiffAugment (colour, translation, cutout), applied to real and fake alike ----
 
@@ -151,28 +75,6 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
     return x * keep[:, None].to(x.dtype)
 
 
-# --- helpers used by export, evaluation and tests --------------------------------
-
-
-def generator_from_checkpoint(path: str | Path = REPO_ROOT / PRODUCT_GAN.checkpoint) -> Generator:
-    """Load the shipped fp16 safetensors checkpoint into an fp32 eval-mode generator."""
-    state = load_file(str(path))
-    meta = json.loads(Path(path).with_suffix(".json").read_text())
-    g = Generator(nz=meta["nz"], ngf=meta["ngf"], num_classes=meta["num_classes"])
-    missing, unexpected = g.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
-        raise ValueError(f"{path}: checkpoint does not match Generator: {missing=} {unexpected=}")
-    return g.eval()
-
-
-@torch.no_grad()
-def generate(g: Generator, class_ids: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Reference PyTorch path: (class_id, seed) -> NCHW float in [-1, 1]."""
-    z = torch.from_numpy(latents_from_seeds(seeds, g.nz))
-    y = torch.from_numpy(one_hot(class_ids, g.num_classes))
-    return g(z, y).numpy()
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(g: Generator, batches: int = 200, batch_size: int = 64) -> None:
     """Re-estimate BN running stats as an exact average over many random batches.
@@ -194,28 +96,27 @@ def recalibrate_batchnorm(g: Generator, batches: int = 200, batch_size: int = 64
     g.eval()
 
 
-def save_grid(images: np.ndarray, path: Path, ncols: int) -> None:
-    """NCHW float [-1, 1] -> one PNG grid."""
-    x = np.clip((images + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    n, h, w, _ = x.shape
-    nrows = (n + ncols - 1) // ncols
-    grid = np.full((nrows * (h + 2) + 2, ncols * (w + 2) + 2, 3), 255, np.uint8)
-    for i, img in enumerate(x):
-        r, c = divmod(i, ncols)
-        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = img
-    Image.fromarray(grid).save(path)
-
-
 def sample_grid(g: Generator, path: Path, per_class: int = 10) -> None:
+    """One row per class, one column per seed."""
     classes = np.repeat(np.arange(g.num_classes), per_class)
     seeds = np.tile(np.arange(per_class), g.num_classes)
-    save_grid(generate(g, classes, seeds), path, ncols=per_class)
+    save_png(make_grid(to_uint8_hwc(generate(g, classes, seeds)), cols=per_class), path)
+
+
+def ema_avg_fn(decay: float):  # type: ignore[no-untyped-def]
+    """EMA with warm-up: early on the average follows the generator closely (decay (1+n)/(10+n))."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
+        return averaged + (current - averaged) * (1 - d)
+
+    return avg
 
 
 # --- training loop -----------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["products", "fake"], default="products")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_PRODUCTS_DIR)
@@ -230,20 +131,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "product_gan")
-    p.add_argument("--checkpoint", type=Path, default=REPO_ROOT / PRODUCT_GAN.checkpoint)
+    p.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
     p.add_argument("--sample-every", type=int, default=500)
     p.add_argument("--resume", type=Path, default=None, help="continue from a last.pt of an earlier run")
     p.add_argument("--dry-run", action="store_true", help="a few steps, no checkpoint")
     opt = p.parse_args(argv)
-    print(opt)
+    opt.argv = sys.argv[1:] if argv is None else argv
     if opt.dry_run:
         opt.iters, opt.sample_every = 3, 2
+    return opt
+
+
+@dataclass
+class Trained:
+    g_ema: Generator
+    n_images: int
+    wall_s: float
+    log: list[dict[str, float]] = field(default_factory=list)
+
+
+def run(opt: argparse.Namespace) -> Trained:
     if opt.threads:
         torch.set_num_threads(opt.threads)
     torch.manual_seed(opt.seed)
     np.random.seed(opt.seed)
     opt.out.mkdir(parents=True, exist_ok=True)
 
+    # (0) Data: the non-held-out split of the product photos.
     if opt.dataset == "fake":
         images, labels = fake_products(opt.batch_size * 2, opt.seed)
     else:
@@ -251,11 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     n = images.shape[0]
     print(f"{n} training images, {NUM_CLASSES} classes")
 
+    # (1) Networks, optimisers and the EMA generator that gets shipped.
     g = Generator(ngf=opt.ngf)
     d = Discriminator(ndf=opt.ndf)
-    g_ema = copy.deepcopy(g).eval()
-    for q in g_ema.parameters():
-        q.requires_grad_(False)
+    g_ema = AveragedModel(g, avg_fn=ema_avg_fn(opt.ema), use_buffers=True)
     opt_g = torch.optim.Adam(g.parameters(), lr=opt.lr, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), lr=opt.lr, betas=(0.0, 0.9))
     first, prior_wall = 1, 0.0
@@ -290,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     bar = tqdm(range(first, opt.iters + 1), desc="product_gan", dynamic_ncols=True)
     for it in bar:
+        # (2) Update D: hinge loss on DiffAugment-ed real and fake batches.
         for _ in range(opt.n_dis):
             x_real, y_real = real_batch()
             with torch.no_grad(), autocast:
@@ -302,19 +216,14 @@ def main(argv: list[str] | None = None) -> None:
             loss_d.backward()
             opt_d.step()
 
+        # (3) Update G, then its moving average.
         with autocast:
             x_fake, y_fake = fake_batch()
             loss_g = -d(diff_augment(x_fake.float()), y_fake).float().mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-
-        with torch.no_grad():
-            decay = min(opt.ema, (1 + it) / (10 + it))
-            for pe, pg in zip(g_ema.parameters(), g.parameters(), strict=True):
-                pe.lerp_(pg, 1 - decay)
-            for be, bg in zip(g_ema.buffers(), g.buffers(), strict=True):
-                be.copy_(bg)
+        g_ema.update_parameters(g)
 
         rec = {
             "iter": it,
@@ -326,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         log.append(rec)
         bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}")
         if it % opt.sample_every == 0 or it == opt.iters:
-            sample_grid(g_ema, opt.out / f"samples_{it:06d}.png")
+            shipped = g_ema.module
+            sample_grid(shipped, opt.out / f"samples_{it:06d}.png")  # type: ignore[arg-type]
             state = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(), "iter": it}
             state.update(
                 opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), wall_s=prior_wall + time.time() - start
@@ -334,34 +244,37 @@ def main(argv: list[str] | None = None) -> None:
             torch.save(state, opt.out / "last.pt")
 
     wall = prior_wall + time.time() - start
-    recalibrate_batchnorm(g_ema, batches=3 if opt.dry_run else 200)
-    sample_grid(g_ema, opt.out / "samples_final.png")
+    final: Generator = g_ema.module  # type: ignore[assignment]
+    # (4) Exact BatchNorm statistics for eval mode (what the server runs).
+    recalibrate_batchnorm(final, batches=3 if opt.dry_run else 200)
+    sample_grid(final, opt.out / "samples_final.png")
     print(f"trained {opt.iters} iters in {wall / 60:.1f} min")
-    if opt.dry_run:
-        return
+    return Trained(final, n, wall, log)
 
+
+def report(opt: argparse.Namespace, trained: Trained) -> None:
+    """Save the fp16 checkpoint, its JSON record and the sample grid."""
     opt.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    g_ema = trained.g_ema
     save_file(
         {k: v.half().contiguous() for k, v in g_ema.state_dict().items() if v.is_floating_point()},
         str(opt.checkpoint),
     )
-    tail = log[-200:] or [{"loss_d": float("nan"), "loss_g": float("nan")}]
+    tail = trained.log[-200:] or [{"loss_d": float("nan"), "loss_g": float("nan")}]
     meta = {
         "model": "product_gan",
         "nz": NZ,
         "ngf": opt.ngf,
         "ndf": opt.ndf,
         "num_classes": NUM_CLASSES,
-        "class_names": list(PRODUCT_GAN.class_names),
-        "command": (
-            "python -m training.product_gan " + shlex.join(sys.argv[1:] if argv is None else argv)
-        ).strip(),
+        "class_names": list(PRODUCT_CLASSES),
+        "command": ("python -m training.product_gan " + shlex.join(opt.argv)).strip(),
         "resumed_from": str(opt.resume) if opt.resume else None,
-        "data": f"{opt.data_dir} (train split: {n} images)",
+        "data": f"{opt.data_dir} (train split: {trained.n_images} images)",
         "iters": opt.iters,
         "batch_size": opt.batch_size,
         "n_dis": opt.n_dis,
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": round(trained.wall_s, 1),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "final_loss_d_mean_last200": float(np.mean([r["loss_d"] for r in tail])),
@@ -370,8 +283,16 @@ def main(argv: list[str] | None = None) -> None:
     }
     opt.checkpoint.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     sample_grid(g_ema, opt.checkpoint.with_name("product_gan_samples.png"))
-    (opt.out / "log.json").write_text(json.dumps(log))
+    (opt.out / "log.json").write_text(json.dumps(trained.log))
     print(f"wrote {opt.checkpoint}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt = parse(argv)
+    print(opt)
+    trained = run(opt)
+    if not opt.dry_run:
+        report(opt, trained)
 
 
 if __name__ == "__main__":

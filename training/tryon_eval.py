@@ -33,18 +33,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from export.triton_python.tryon_common import garment_mask
+from ecomgen.models.tryon import CHECKPOINT_DIR, pipeline_from_checkpoints
+from ecomgen.serving.handlers.tryon import garment_mask
 from training.classifier import DEFAULT_CHECKPOINT as CLASSIFIER_CHECKPOINT
 from training.classifier import features, load_classifier
+from training.image_metrics import ssim
 from training.metrics import fcd
-from training.tryon import (
-    CHECKPOINT_DIR,
-    batch_tensors,
-    pipeline_from_checkpoints,
-    save_strip,
-    ssim,
-    to_uint8,
-)
+from training.tryon import batch_tensors, save_strip, to_uint8
 from training.viton import DEFAULT_VITON_DIR, REPO_ROOT, UPPER, TryOnData, load_pairs, read_pairs
 
 RESULTS_DIR = REPO_ROOT / "training" / "results"

@@ -22,14 +22,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from export.triton_python.tryon_common import HEIGHT, WIDTH, fit
+from ecomgen.models.tryon import ARMS, HEAD, LOWER, UPPER
+from ecomgen.serving.handlers.tryon import HEIGHT, WIDTH
+from ecomgen.serving.images import fit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VITON_DIR = Path(os.environ.get("ECOMGEN_VITON_DIR", REPO_ROOT.parent / "shared" / "data" / "viton"))
 
 # The try-on networks see five regions, merged from the 20 LIP labels.
-REGIONS = ("background", "head", "upper", "arms", "lower")
-BACKGROUND, HEAD, UPPER, ARMS, LOWER = range(len(REGIONS))
 # LIP: 0 bg, 1 hat, 2 hair, 3 glove, 4 sunglasses, 5 upper-clothes, 6 dress, 7 coat, 8 socks,
 # 9 pants, 10 jumpsuits (VITON-HD: neck), 11 scarf, 12 skirt, 13 face, 14/15 arms, 16/17 legs,
 # 18/19 shoes.

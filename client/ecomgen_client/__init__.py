@@ -1,36 +1,44 @@
 """Thin, typed gRPC client for ecomgen models served by Triton."""
 
-from ._common import TryOnResult
+from . import ops
 from .aio import AsyncProductClient
-from .client import ProductClient
+from .client import ProductClient, TlsConfig
+from .contracts import CONTRACTS, PRODUCT_GAN, TRYON, TRYON_BYTES, Contract, TensorSpec
 from .errors import (
     EcomgenError,
     InvalidInputError,
+    QueueFullError,
+    QueueTimeoutError,
     RequestTimeoutError,
     ServerError,
+    ServerOverloadedError,
     ServerUnavailableError,
     from_triton_error,
 )
-from .specs import ENSEMBLES, PRODUCT_GAN, SPECS, TRYON, EnsembleSpec, ModelSpec, TensorSpec
+from .ops import TryOnResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "ENSEMBLES",
+    "CONTRACTS",
     "PRODUCT_GAN",
-    "SPECS",
     "TRYON",
+    "TRYON_BYTES",
     "AsyncProductClient",
+    "Contract",
     "EcomgenError",
-    "EnsembleSpec",
     "InvalidInputError",
-    "ModelSpec",
     "ProductClient",
+    "QueueFullError",
+    "QueueTimeoutError",
     "RequestTimeoutError",
     "ServerError",
+    "ServerOverloadedError",
     "ServerUnavailableError",
     "TensorSpec",
+    "TlsConfig",
     "TryOnResult",
     "__version__",
     "from_triton_error",
+    "ops",
 ]

@@ -1,30 +1,35 @@
-"""Transport-free logic shared by the sync and async clients: validation, batching, retries."""
+"""Transport-free logic shared by the sync and async clients.
+
+Validation against the contract, request building and chunking, the retry policy with
+its throttle, and the endpoint pool that spreads requests over several servers.
+"""
 
 from __future__ import annotations
 
-import json
+import itertools
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 
-from .errors import EcomgenError, InvalidInputError, ServerError, ServerUnavailableError
-from .specs import ENSEMBLES, SPECS, EnsembleSpec, ModelSpec, TensorSpec
-
-# Anything with a public contract: a single model or an ensemble.
-ServedSpec = ModelSpec | EnsembleSpec
+from .contracts import CONTRACTS, Contract, TensorSpec
+from .errors import (
+    EcomgenError,
+    InvalidInputError,
+    RequestTimeoutError,
+    ServerError,
+    ServerOverloadedError,
+    ServerUnavailableError,
+)
 
 Array = npt.NDArray[Any]
-Seeds = Sequence[int] | Array
-
-CLASS_INPUT = "class_id"
-SEED_INPUT = "seed"
-IMAGE_OUTPUT = "image"
-CLASS_NAMES_PARAMETER = "class_names"
+T = TypeVar("T")
 
 
 class InferResultLike(Protocol):
@@ -33,22 +38,58 @@ class InferResultLike(Protocol):
     def as_numpy(self, name: str) -> Array | None: ...
 
 
-def resolve_spec(spec: str | ServedSpec) -> ServedSpec:
-    if isinstance(spec, ModelSpec | EnsembleSpec):
-        return spec
-    known: dict[str, ServedSpec] = {**SPECS, **ENSEMBLES}
-    try:
-        return known[spec]
-    except KeyError:
-        raise InvalidInputError(f"unknown model {spec!r}; known models: {sorted(known)}") from None
+def known_contract(model: str | Contract) -> Contract | None:
+    if isinstance(model, Contract):
+        return model
+    return CONTRACTS.get(model)
 
 
-@dataclass(frozen=True)
+# --- retries -----------------------------------------------------------------------------
+
+
+class RetryThrottle:
+    """gRPC's retry throttling: a token bucket shared by every call of one client.
+
+    Each failed attempt takes a token, each success gives back ``token_ratio``; retries
+    are allowed only while more than half the tokens are left. When a server is
+    overloaded or down for everyone, retries stop after a few failures instead of
+    multiplying the load (gRPC A6, "Retry Throttling").
+    """
+
+    def __init__(self, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
+        if max_tokens <= 0 or token_ratio <= 0:
+            raise ValueError("max_tokens and token_ratio must be > 0")
+        self.max_tokens, self.token_ratio = max_tokens, token_ratio
+        self.tokens = max_tokens
+        self._lock = threading.Lock()
+
+    def on_success(self) -> None:
+        with self._lock:
+            self.tokens = min(self.max_tokens, self.tokens + self.token_ratio)
+
+    def on_failure(self) -> None:
+        with self._lock:
+            self.tokens = max(0.0, self.tokens - 1.0)
+
+    def allows_retry(self) -> bool:
+        with self._lock:
+            return self.tokens > self.max_tokens / 2
+
+
+@dataclass
 class RetryPolicy:
-    """``retries`` extra attempts after the first, only for UNAVAILABLE (down or overloaded)."""
+    """``retries`` extra attempts after the first, within the call's deadline and the throttle.
+
+    A server that is down or draining (UNAVAILABLE) is retried with exponential backoff
+    and jitter, on another endpoint when there is one. An overloaded server (queue full,
+    queue timeout) is never retried on the same endpoint: that would add load exactly when
+    it is shedding it; with several endpoints the request may move to another one.
+    """
 
     retries: int = 3
     backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    throttle: RetryThrottle = field(default_factory=RetryThrottle)
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -56,26 +97,53 @@ class RetryPolicy:
         if self.backoff_s < 0:
             raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s}")
 
-    def should_retry(self, error: EcomgenError, attempt: int) -> bool:
+    def should_retry(self, error: EcomgenError, attempt: int, endpoints: int = 1) -> bool:
         """``attempt`` counts from 0; other errors would fail the same way again."""
-        return isinstance(error, ServerUnavailableError) and attempt < self.retries
+        if attempt >= self.retries:
+            return False
+        if isinstance(error, ServerOverloadedError):
+            retryable = endpoints > 1
+        else:
+            retryable = isinstance(error, ServerUnavailableError)
+        return retryable and self.throttle.allows_retry()
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Exponential backoff with "equal jitter": in [d/2, d] for d = backoff_s * 2**attempt.
 
         Jitter keeps many clients that failed together from retrying in lockstep.
         """
-        d = self.backoff_s * 2.0**attempt
+        d = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
         uniform = rng.uniform if rng is not None else random.uniform
         return d / 2 + uniform(0.0, d / 2)
 
     def final(self, error: EcomgenError, attempt: int) -> EcomgenError:
-        """The error to raise once we stop; says how often UNAVAILABLE was retried."""
-        if isinstance(error, ServerUnavailableError) and attempt > 0:
-            return ServerUnavailableError(
-                f"{error.message} (gave up after {attempt + 1} attempts)", status=error.status
-            )
+        """The error to raise once we stop; says how often the call was tried."""
+        if attempt > 0:
+            return type(error)(f"{error.message} (gave up after {attempt + 1} attempts)", status=error.status)
         return error
+
+
+class Deadline:
+    """One deadline for a whole call: every attempt and retry gets only what is left."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.end = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def remaining(self) -> float | None:
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise RequestTimeoutError(
+                f"deadline of {self.timeout_s:g} s exceeded", status="DEADLINE_EXCEEDED"
+            )
+        return left
+
+    def server_timeout_us(self) -> int | None:
+        """What is left, as Triton's per-request timeout: the server drops work nobody waits for."""
+        left = self.remaining()
+        return None if left is None else max(1, int(left * 1e6))
 
 
 def check_timeout(timeout_s: float | None) -> float | None:
@@ -84,69 +152,158 @@ def check_timeout(timeout_s: float | None) -> float | None:
     return timeout_s
 
 
+# --- endpoints -------------------------------------------------------------------------
+
+
+def parse_endpoints(url: str | Sequence[str]) -> list[str]:
+    """``"a:8001"``, ``"a:8001,b:8001"``, a list of them, or one ``dns:///svc:8001`` target."""
+    urls = [u.strip() for part in ([url] if isinstance(url, str) else url) for u in part.split(",")]
+    urls = [u for u in urls if u]
+    if not urls:
+        raise ValueError("no endpoint given")
+    if len(set(urls)) != len(urls):
+        raise ValueError(f"duplicate endpoints in {urls}")
+    return urls
+
+
+def channel_args(url: str) -> list[tuple[str, Any]] | None:
+    """A ``dns:///`` target resolves to every pod behind a headless Service; gRPC then
+    balances calls round-robin across them instead of pinning one connection to one pod."""
+    if url.startswith("dns:"):
+        return [("grpc.lb_policy_name", "round_robin"), ("grpc.dns_min_time_between_resolutions_ms", 5000)]
+    return None
+
+
+class EndpointPool(Generic[T]):
+    """Round-robin over several servers; an endpoint that fails is skipped for ``cooldown_s``."""
+
+    def __init__(self, urls: Sequence[str], make: Callable[[str], T], cooldown_s: float = 2.0) -> None:
+        self.urls = list(urls)
+        self._make = make
+        self._transports: dict[str, T] = {}
+        self._down_until: dict[str, float] = {}
+        self._cycle = itertools.cycle(range(len(self.urls)))
+        self._lock = threading.Lock()
+        self.cooldown_s = cooldown_s
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def transport(self, url: str) -> T:
+        with self._lock:
+            if url not in self._transports:
+                self._transports[url] = self._make(url)
+            return self._transports[url]
+
+    def pick(self, avoid: str | None = None) -> str:
+        """The next endpoint in turn that is not cooling down (any, if all are)."""
+        now = time.monotonic()
+        with self._lock:
+            order = [self.urls[next(self._cycle)] for _ in range(len(self.urls))]
+        healthy = [u for u in order if self._down_until.get(u, 0.0) <= now and u != avoid]
+        return (healthy or [u for u in order if u != avoid] or order)[0]
+
+    def mark_down(self, url: str) -> None:
+        self._down_until[url] = time.monotonic() + self.cooldown_s
+
+    def mark_up(self, url: str) -> None:
+        self._down_until.pop(url, None)
+
+    def transports(self) -> list[T]:
+        with self._lock:
+            return list(self._transports.values())
+
+
+# --- validation and requests --------------------------------------------------------------
+
+
 def _dtype_ok(tensor: TensorSpec, arr: Array) -> bool:
     if tensor.dtype == "BYTES":
         return arr.dtype.kind in "OS"
     return arr.dtype == tensor.numpy_dtype
 
 
-def _check_range(spec: ServedSpec, tensor: TensorSpec, arr: Array) -> None:
-    if tensor.value_range is None or arr.size == 0 or arr.dtype.kind not in "iu":
+def _check_values(model: Contract, tensor: TensorSpec, arr: Array) -> None:
+    if arr.size == 0:
         return
-    lo, hi = tensor.value_range
-    # Python ints: comparing int64 and uint64 extremes in numpy can go through float.
-    got_lo, got_hi = int(arr.min()), int(arr.max())
-    if got_lo < lo or got_hi > hi:
-        bad = got_lo if got_lo < lo else got_hi
-        raise InvalidInputError(f"{spec.name}: input {tensor.name!r} value {bad} out of range [{lo}, {hi}]")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInputError(f"{model.name}: input {tensor.name!r} contains NaN or Inf")
+    if tensor.value_range is not None and arr.dtype.kind in "iuf":
+        lo, hi = tensor.value_range
+        # Python numbers: comparing int64 and uint64 extremes in numpy can go through float.
+        got_lo, got_hi = arr.min().item(), arr.max().item()
+        if got_lo < lo or got_hi > hi:
+            bad = got_lo if got_lo < lo else got_hi
+            raise InvalidInputError(
+                f"{model.name}: input {tensor.name!r} value {bad} out of range [{lo:g}, {hi:g}]"
+            )
+    if tensor.dtype == "BYTES" and tensor.max_bytes:
+        for v in arr.reshape(-1):
+            if len(v) > tensor.max_bytes:
+                raise InvalidInputError(
+                    f"{model.name}: input {tensor.name!r} is {len(v)} bytes; the limit is {tensor.max_bytes}"
+                )
 
 
-def validate_inputs(spec: ServedSpec, inputs: Mapping[str, Array]) -> int:
-    """Check names, dtypes, shapes and value ranges against the spec; return the batch size.
+def _check_shape(model: Contract, tensor: TensorSpec, arr: Array) -> None:
+    batched = model.batched
+    expected: tuple[int | str, ...] = ("N", *tensor.dims) if batched else tensor.dims
+    fits = len(arr.shape) == len(expected) and all(
+        e == "N" or (isinstance(e, int) and (e < 0 or e == s))
+        for e, s in zip(expected, arr.shape, strict=True)
+    )
+    if not fits:
+        shown = "[" + ", ".join(str(e) for e in expected) + "]"
+        raise InvalidInputError(
+            f"{model.name}: input {tensor.name!r} shape {list(arr.shape)} does not match {shown}"
+        )
+    inner = arr.shape[1:] if batched else arr.shape
+    for i, (d, s) in enumerate(zip(tensor.dims, inner, strict=True)):
+        lo = tensor.min_dims[i] if tensor.min_dims else 1
+        hi = tensor.max_dims[i] if tensor.max_dims else None
+        if d < 0 and (s < lo or (hi is not None and s > hi)):
+            raise InvalidInputError(
+                f"{model.name}: input {tensor.name!r} shape {list(arr.shape)}: dim {i} is {s}, "
+                f"allowed [{lo}, {hi if hi is not None else 'any'}]"
+            )
+
+
+def validate_inputs(model: Contract, inputs: Mapping[str, Array]) -> int:
+    """Check names, dtypes, shapes, bounds and values against the contract; return the batch size.
 
     Dtypes must match exactly: silently casting (e.g. float seeds) would hide caller bugs.
     """
-    known = {t.name for t in spec.inputs}
+    known = {t.name for t in model.inputs}
     unknown = sorted(set(inputs) - known)
     if unknown:
-        raise InvalidInputError(f"{spec.name}: unknown inputs {unknown}; expected {sorted(known)}")
-    batched = spec.max_batch_size > 0
+        raise InvalidInputError(f"{model.name}: unknown inputs {unknown}; expected {sorted(known)}")
     batch_sizes: dict[str, int] = {}
-    for tensor in spec.inputs:
+    for tensor in model.inputs:
         if tensor.name not in inputs:
             if not tensor.optional:
-                raise InvalidInputError(f"{spec.name}: missing required input {tensor.name!r}")
+                raise InvalidInputError(f"{model.name}: missing required input {tensor.name!r}")
             continue
         arr = inputs[tensor.name]
         if not isinstance(arr, np.ndarray):
             raise InvalidInputError(
-                f"{spec.name}: input {tensor.name!r} must be a numpy array, got {type(arr).__name__}"
+                f"{model.name}: input {tensor.name!r} must be a numpy array, got {type(arr).__name__}"
             )
         if not _dtype_ok(tensor, arr):
             raise InvalidInputError(
-                f"{spec.name}: input {tensor.name!r} has dtype {arr.dtype}, expected {tensor.numpy_dtype}"
+                f"{model.name}: input {tensor.name!r} has dtype {arr.dtype}, expected {tensor.numpy_dtype}"
             )
-        expected = ("N", *tensor.dims) if batched else tensor.dims
-        fits = len(arr.shape) == len(expected) and all(
-            e == "N" or (isinstance(e, int) and (e < 0 or e == s))
-            for e, s in zip(expected, arr.shape, strict=True)
-        )
-        if not fits:
-            shown = "[" + ", ".join("-1" if e == -1 else str(e) for e in expected) + "]"
-            raise InvalidInputError(
-                f"{spec.name}: input {tensor.name!r} shape {list(arr.shape)} does not match {shown}"
-            )
-        if batched:
+        _check_shape(model, tensor, arr)
+        if model.batched:
             batch_sizes[tensor.name] = arr.shape[0]
-        _check_range(spec, tensor, arr)
-    if not batched:
+        _check_values(model, tensor, arr)
+    if not model.batched:
         return 1
     sizes = set(batch_sizes.values())
     if len(sizes) > 1:
-        raise InvalidInputError(f"{spec.name}: inputs disagree on the batch size: {batch_sizes}")
+        raise InvalidInputError(f"{model.name}: inputs disagree on the batch size: {batch_sizes}")
     batch = sizes.pop() if sizes else 0
     if batch == 0:
-        raise InvalidInputError(f"{spec.name}: empty batch")
+        raise InvalidInputError(f"{model.name}: empty batch")
     return batch
 
 
@@ -159,36 +316,6 @@ def chunk_slices(batch: int, max_batch_size: int) -> list[slice]:
     return [slice(i, min(i + max_batch_size, batch)) for i in range(0, batch, max_batch_size)]
 
 
-def product_inputs(spec: ModelSpec, cls: int | str, seeds: Seeds) -> dict[str, Array]:
-    """Turn a class (name or id) and seeds into the batched ``class_id`` / ``seed`` inputs."""
-    if isinstance(cls, bool) or not isinstance(cls, int | str | np.integer):
-        raise InvalidInputError(f"class must be a name or an int id, got {type(cls).__name__}")
-    try:
-        class_id = spec.class_id(cls if isinstance(cls, str) else int(cls))
-    except ValueError as exc:
-        raise InvalidInputError(f"{spec.name}: {exc}") from None
-    seed_spec = spec.input(SEED_INPUT)
-    try:
-        raw = np.asarray(seeds)
-    except (OverflowError, ValueError) as exc:
-        raise InvalidInputError(f"{spec.name}: seeds are not integers: {exc}") from None
-    if raw.ndim != 1:
-        raise InvalidInputError(f"{spec.name}: seeds must be a flat sequence, got shape {list(raw.shape)}")
-    if raw.size == 0:
-        raise InvalidInputError(f"{spec.name}: no seeds given")
-    if raw.dtype.kind not in "iu":
-        # Includes object arrays, which is what numpy makes of ints beyond 64 bits.
-        raise InvalidInputError(f"{spec.name}: seeds must be integers, got dtype {raw.dtype}")
-    # Check the range before the cast: uint64 above INT64_MAX would wrap to negative.
-    _check_range(spec, seed_spec, raw)
-    n = raw.shape[0]
-    class_spec = spec.input(CLASS_INPUT)
-    return {
-        CLASS_INPUT: np.full(class_spec.batched_shape(n), class_id, dtype=class_spec.numpy_dtype),
-        SEED_INPUT: raw.astype(seed_spec.numpy_dtype).reshape(seed_spec.batched_shape(n)),
-    }
-
-
 @dataclass(frozen=True)
 class PreparedRequest:
     """One gRPC request: serialized inputs for ``batch`` rows plus the outputs to return."""
@@ -198,27 +325,27 @@ class PreparedRequest:
     batch: int
 
 
-def plan_chunks(spec: ServedSpec, inputs: Mapping[str, Array]) -> list[slice | None]:
+def plan_chunks(model: Contract, inputs: Mapping[str, Array]) -> list[slice | None]:
     """Validate ``inputs`` and return the row ranges to send (None: a model without batching)."""
-    batch = validate_inputs(spec, inputs)
-    if spec.max_batch_size <= 0:
+    batch = validate_inputs(model, inputs)
+    if not model.batched:
         return [None]
-    return list(chunk_slices(batch, spec.max_batch_size))
+    return list(chunk_slices(batch, model.max_batch_size))
 
 
 def build_request(
-    spec: ServedSpec,
+    model: Contract,
     inputs: Mapping[str, Array],
     rows: slice | None,
     requested: Sequence[str] | None = None,
 ) -> PreparedRequest:
-    """Serialize rows ``rows`` of every given input; built per chunk so big batches aren't copied twice.
+    """Serialize rows ``rows`` of every given input (per chunk, so big batches are not copied twice).
 
-    ``requested``: the outputs to ask for (default: all of the spec's).
+    ``requested``: the outputs to ask for (default: all of the contract's).
     """
     infer_inputs = []
     batch = 1
-    for tensor in spec.inputs:
+    for tensor in model.inputs:
         if tensor.name not in inputs:
             continue
         arr = inputs[tensor.name]
@@ -229,38 +356,37 @@ def build_request(
         infer_input = grpcclient.InferInput(tensor.name, list(arr.shape), tensor.dtype)
         infer_input.set_data_from_numpy(arr)
         infer_inputs.append(infer_input)
-    names = [t.name for t in spec.outputs] if requested is None else list(requested)
-    unknown = sorted(set(names) - {t.name for t in spec.outputs})
+    names = [t.name for t in model.outputs] if requested is None else list(requested)
+    unknown = sorted(set(names) - {t.name for t in model.outputs})
     if unknown:
-        raise InvalidInputError(f"{spec.name}: unknown outputs {unknown}")
+        raise InvalidInputError(f"{model.name}: unknown outputs {unknown}")
     outputs = [grpcclient.InferRequestedOutput(n) for n in names]
     return PreparedRequest(infer_inputs, outputs, batch)
 
 
 def read_outputs(
-    spec: ServedSpec, result: InferResultLike, batch: int, requested: Sequence[str] | None = None
+    model: Contract, result: InferResultLike, batch: int, requested: Sequence[str] | None = None
 ) -> dict[str, Array]:
-    """Extract every requested output and check it against the spec, so contract drift fails loudly."""
+    """Extract every requested output and check it against the contract, so drift fails loudly."""
     out: dict[str, Array] = {}
-    batched = spec.max_batch_size > 0
-    for tensor in spec.outputs:
+    for tensor in model.outputs:
         if requested is not None and tensor.name not in requested:
             continue
         arr = result.as_numpy(tensor.name)
         if arr is None:
-            if tensor.optional:
+            if tensor.optional and requested is None:
                 continue
-            raise ServerError(f"{spec.name}: response has no output {tensor.name!r}")
+            raise ServerError(f"{model.name}: response has no output {tensor.name!r}")
         if tensor.dtype != "BYTES" and arr.dtype != tensor.numpy_dtype:
             raise ServerError(
-                f"{spec.name}: output {tensor.name!r} dtype {arr.dtype} != {tensor.numpy_dtype}"
+                f"{model.name}: output {tensor.name!r} dtype {arr.dtype} != {tensor.numpy_dtype}"
             )
-        expected = tensor.batched_shape(batch) if batched else tensor.dims
+        expected = tensor.batched_shape(batch) if model.batched else tensor.dims
         if len(arr.shape) != len(expected) or any(
             e >= 0 and e != s for e, s in zip(expected, arr.shape, strict=True)
         ):
             raise ServerError(
-                f"{spec.name}: output {tensor.name!r} shape {list(arr.shape)} != expected {list(expected)}"
+                f"{model.name}: output {tensor.name!r} shape {list(arr.shape)} != expected {list(expected)}"
             )
         out[tensor.name] = arr
     return out
@@ -272,61 +398,66 @@ def concat_outputs(parts: Sequence[dict[str, Array]]) -> dict[str, Array]:
     return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
 
 
-def parse_class_names(config: Mapping[str, Any], fallback: Sequence[str]) -> tuple[str, ...]:
-    """Read the JSON list in the model config's ``class_names`` parameter, else ``fallback``.
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """A typed operation: which model, which inputs, and how to turn the outputs into a result.
 
-    ``config`` is ``get_model_config(..., as_json=True)``: ``{"config": {"parameters": ...}}``.
+    The typed helpers (``generate_products``, ``try_on``, ...) build one of these once
+    (``ecomgen_client.ops``); the sync and async clients only differ in how they send it.
     """
-    cfg = config.get("config", config)
-    try:
-        raw = cfg["parameters"][CLASS_NAMES_PARAMETER]["string_value"]
-        names = json.loads(raw)
-    except (KeyError, TypeError, ValueError):
-        return tuple(fallback)
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return tuple(names)
-    return tuple(fallback)
+
+    model: Contract
+    inputs: Mapping[str, Array]
+    finish: Callable[[dict[str, Array]], T]
+    outputs: tuple[str, ...] | None = None
 
 
-# --- try-on ------------------------------------------------------------------------
-
-ImageLike = Any  # a PIL.Image.Image or an [H, W, 3] uint8 array
-
-
-def is_pil(image: object) -> bool:
-    return hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, np.ndarray)
-
-
-def image_array(spec: EnsembleSpec, name: str, image: ImageLike) -> Array:
-    """A PIL image or [H, W, 3] uint8 array -> [1, H, W, 3] uint8, checked like the server does."""
-    arr = np.asarray(image.convert("RGB")) if is_pil(image) else image
-    if not isinstance(arr, np.ndarray):
-        raise InvalidInputError(f"{spec.name}: {name} must be a PIL image or a numpy array")
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise InvalidInputError(
-            f"{spec.name}: {name} has shape {list(arr.shape)}, expected [height, width, 3]"
-        )
-    if arr.dtype != np.uint8:
-        raise InvalidInputError(f"{spec.name}: {name} has dtype {arr.dtype}, expected uint8")
-    h, w = arr.shape[:2]
-    if not (spec.min_side <= h <= spec.max_side and spec.min_side <= w <= spec.max_side):
-        raise InvalidInputError(
-            f"{spec.name}: {name} is {h}x{w} pixels; each side must be in [{spec.min_side}, {spec.max_side}]"
-        )
-    return arr[None]
-
-
-def tryon_inputs(spec: EnsembleSpec, person: ImageLike, garment: ImageLike) -> dict[str, Array]:
-    return {"person": image_array(spec, "person", person), "garment": image_array(spec, "garment", garment)}
+# --- one call, with retries, as a plan both clients drive --------------------------------
 
 
 @dataclass(frozen=True)
-class TryOnResult:
-    """A try-on with its debug outputs: uint8 [H, W, 3] images and the [H, W] composition mask."""
+class Send:
+    """Send the request to ``url`` with these timeouts, then report the result or the exception."""
 
-    image: npt.NDArray[np.uint8]
-    warped_garment: npt.NDArray[np.uint8]
-    mask: npt.NDArray[np.uint8]
+    url: str
+    client_timeout: float | None
+    server_timeout_us: int | None
 
 
-TRYON_DEBUG_OUTPUTS = ("image", "warped_garment", "mask")
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Outcome = Any  # an InferResult, or the InferenceServerException the attempt raised
+
+
+def attempts(
+    pool: EndpointPool[Any], retry: RetryPolicy, model: str, deadline: Deadline
+) -> Any:  # Generator[Send | Sleep, Outcome, InferResultLike]
+    """The retry loop as a generator, so the sync and async clients share every decision.
+
+    Yields :class:`Send` (the driver answers with the result or the exception) and
+    :class:`Sleep`; returns the result, or raises the client error to give up with.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    from .errors import from_triton_error
+
+    attempt, last = 0, None
+    while True:
+        url = pool.pick(avoid=last)
+        outcome = yield Send(url, deadline.remaining(), deadline.server_timeout_us())
+        if not isinstance(outcome, InferenceServerException):
+            retry.throttle.on_success()
+            pool.mark_up(url)
+            return outcome
+        error = from_triton_error(outcome, known_model=model in CONTRACTS)
+        retry.throttle.on_failure()
+        if isinstance(error, ServerUnavailableError):
+            pool.mark_down(url)
+        if not retry.should_retry(error, attempt, len(pool)):
+            raise retry.final(error, attempt) from outcome
+        left = deadline.remaining()
+        yield Sleep(retry.delay(attempt) if left is None else min(retry.delay(attempt), left))
+        attempt, last = attempt + 1, url

@@ -1,48 +1,40 @@
-"""asyncio client over ``tritonclient.grpc.aio``; same API as :class:`ProductClient`, awaited."""
+"""asyncio client over ``tritonclient.grpc.aio``; the same API as :class:`ProductClient`, awaited."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from . import _images
 from ._common import (
-    IMAGE_OUTPUT,
-    TRYON_DEBUG_OUTPUTS,
     Array,
-    ImageLike,
+    Call,
+    Deadline,
+    EndpointPool,
     InferResultLike,
     RetryPolicy,
-    Seeds,
-    ServedSpec,
-    TryOnResult,
+    RetryThrottle,
+    Send,
+    attempts,
     build_request,
+    channel_args,
     check_timeout,
     concat_outputs,
-    parse_class_names,
+    known_contract,
+    parse_endpoints,
     plan_chunks,
-    product_inputs,
     read_outputs,
-    resolve_spec,
-    tryon_inputs,
 )
-from ._common import (
-    is_pil as _is_pil,
-)
-from .errors import InvalidInputError, from_triton_error
-from .specs import PRODUCT_GAN, TRYON, ModelSpec
-
-if TYPE_CHECKING:
-    from PIL import Image
+from ._methods import TypedMethods
+from .client import TlsConfig
+from .contracts import Contract
+from .errors import ServerError, from_triton_error
+from .ops import class_names
 
 __all__ = ["AsyncProductClient", "AsyncTransport"]
 
@@ -59,6 +51,7 @@ class AsyncTransport(Protocol):
         *,
         outputs: list[grpcclient.InferRequestedOutput] | None = None,
         client_timeout: float | None = None,
+        timeout: int | None = None,
     ) -> InferResultLike: ...
 
     async def is_model_ready(self, model_name: str, *, client_timeout: float | None = None) -> bool: ...
@@ -70,150 +63,136 @@ class AsyncTransport(Protocol):
     async def close(self) -> None: ...
 
 
-class AsyncProductClient:
+class AsyncProductClient(TypedMethods):
     """Non-blocking client; see :class:`ecomgen_client.ProductClient` for the semantics.
 
-    The gRPC channel is opened on first use because grpc.aio binds it to the running loop.
+    gRPC channels are opened on first use because grpc.aio binds them to the running loop.
     Chunks of a large batch are sent one after another, leaving concurrency to the caller.
     """
 
     def __init__(
         self,
-        url: str = "localhost:8001",
+        url: str | Sequence[str] = "localhost:8001",
         *,
         timeout_s: float | None = 30.0,
         retries: int = 3,
         backoff_s: float = 0.1,
-        spec: ModelSpec | str = PRODUCT_GAN,
+        tls: TlsConfig | None = None,
         transport: AsyncTransport | None = None,
+        throttle: RetryThrottle | None = None,
         verbose: bool = False,
     ) -> None:
-        self.url = url
-        resolved = resolve_spec(spec)
-        if not isinstance(resolved, ModelSpec):
-            raise InvalidInputError(f"{resolved.name} is not a product model; use try_on() for it")
-        self.spec = resolved
+        self.urls = parse_endpoints(url)
         self.timeout_s = check_timeout(timeout_s)
-        self.retry = RetryPolicy(retries, backoff_s)
-        self._verbose = verbose
-        # A transport passed in belongs to the caller, so close() leaves it open.
+        self.retry = RetryPolicy(retries, backoff_s, throttle=throttle or RetryThrottle())
+        tls_kwargs = tls.kwargs() if tls else {}
+
+        def make(target: str) -> AsyncTransport:
+            if transport is not None:
+                return transport
+            return grpcaio.InferenceServerClient(
+                url=target, verbose=verbose, channel_args=channel_args(target), **tls_kwargs
+            )
+
         self._owns_transport = transport is None
-        self._transport: AsyncTransport | None = transport
+        self.pool: EndpointPool[AsyncTransport] = EndpointPool(self.urls, make)
+        self._contracts: dict[str, Contract] = {}
 
     async def __aenter__(self) -> AsyncProductClient:
         return self
 
     async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
 
     async def close(self) -> None:
-        if self._owns_transport and self._transport is not None:
-            transport, self._transport = self._transport, None
-            await transport.close()
-
-    def _get_transport(self) -> AsyncTransport:
-        if self._transport is None:
-            self._transport = grpcaio.InferenceServerClient(url=self.url, verbose=self._verbose)
-        return self._transport
+        if self._owns_transport:
+            for transport in self.pool.transports():
+                await transport.close()
 
     def _timeout(self, timeout_s: float | None) -> float | None:
         return self.timeout_s if timeout_s is None else check_timeout(timeout_s)
 
-    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
-        attempt = 0
+    async def _send(self, model: str, deadline: Deadline, request: Any) -> InferResultLike:
+        plan = attempts(self.pool, self.retry, model, deadline)
+        step = next(plan)
         while True:
             try:
-                return await op()
-            except InferenceServerException as exc:
-                error = from_triton_error(exc)
-                if not self.retry.should_retry(error, attempt):
-                    raise self.retry.final(error, attempt) from exc
-            await asyncio.sleep(self.retry.delay(attempt))
-            attempt += 1
+                if isinstance(step, Send):
+                    try:
+                        outcome: Any = await self.pool.transport(step.url).infer(
+                            model,
+                            request.inputs,
+                            outputs=request.outputs,
+                            client_timeout=step.client_timeout,
+                            timeout=step.server_timeout_us,
+                        )
+                    except InferenceServerException as exc:
+                        outcome = exc
+                    step = plan.send(outcome)
+                else:
+                    await asyncio.sleep(step.seconds)
+                    step = next(plan)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def contract(self, model: str | Contract, *, timeout_s: float | None = None) -> Contract:
+        found = known_contract(model)
+        if found is not None:
+            return found
+        name = str(model)
+        if name not in self._contracts:
+            self._contracts[name] = Contract.from_config(await self.model_config(name, timeout_s=timeout_s))
+        return self._contracts[name]
 
     async def infer(
         self,
-        spec: ServedSpec | str,
+        model: str | Contract,
         inputs: Mapping[str, Array],
         *,
         timeout_s: float | None = None,
         outputs: Sequence[str] | None = None,
     ) -> dict[str, Array]:
-        """Validate ``inputs`` against the spec, send them in chunks of max_batch_size, merge outputs."""
-        model = resolve_spec(spec)
-        timeout = self._timeout(timeout_s)
+        deadline = Deadline(self._timeout(timeout_s))
+        contract = await self.contract(model, timeout_s=deadline.remaining())
         parts = []
-        for rows in plan_chunks(model, inputs):
-            request = build_request(model, inputs, rows, outputs)
-            op = functools.partial(
-                self._get_transport().infer,
-                model.name,
-                request.inputs,
-                outputs=request.outputs,
-                client_timeout=timeout,
-            )
-            parts.append(read_outputs(model, await self._call(op), request.batch, outputs))
+        for rows in plan_chunks(contract, inputs):
+            request = build_request(contract, inputs, rows, outputs)
+            result = await self._send(contract.name, deadline, request)
+            parts.append(read_outputs(contract, result, request.batch, outputs))
         return concat_outputs(parts)
 
-    async def generate_products(
-        self, cls: int | str, seeds: Seeds, *, timeout_s: float | None = None
-    ) -> npt.NDArray[np.uint8]:
-        """One image per seed of class ``cls`` (name, case-insensitive, or id): uint8 [N, H, W, 3]."""
-        outputs = await self.infer(self.spec, product_inputs(self.spec, cls, seeds), timeout_s=timeout_s)
-        return outputs[IMAGE_OUTPUT]
+    async def call(self, call: Call[T], *, timeout_s: float | None = None) -> T:
+        out = await self.infer(call.model, call.inputs, timeout_s=timeout_s, outputs=call.outputs)
+        return call.finish(out)
 
-    async def generate_products_pil(
-        self, cls: int | str, seeds: Seeds, *, timeout_s: float | None = None
-    ) -> list[Image.Image]:
-        """Like :meth:`generate_products` but as PIL images (needs Pillow)."""
-        return _images.to_pil(await self.generate_products(cls, seeds, timeout_s=timeout_s))
+    _run = call
 
-    async def is_ready(self, *, timeout_s: float | None = None) -> bool:
-        """True if the model is loaded and ready; never raises for an unreachable server."""
+    async def is_ready(self, model: str | None = None, *, timeout_s: float | None = None) -> bool:
+        name = model or self.products_model.name
         try:
-            transport = self._get_transport()
-            return bool(
-                await transport.is_model_ready(self.spec.name, client_timeout=self._timeout(timeout_s))
-            )
+            for u in self.urls:
+                if not await self.pool.transport(u).is_model_ready(
+                    name, client_timeout=self._timeout(timeout_s)
+                ):
+                    return False
+            return True
         except InferenceServerException:
             return False
 
+    async def model_config(self, model: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        url = self.pool.pick()
+        try:
+            config = await self.pool.transport(url).get_model_config(
+                model, as_json=True, client_timeout=self._timeout(timeout_s)
+            )
+        except InferenceServerException as exc:
+            raise from_triton_error(exc) from exc
+        if not isinstance(config, dict):
+            raise ServerError(f"{model}: unexpected model config {type(config).__name__}")
+        return config
+
     async def class_names(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
-        """Class names from the served model config, or the spec's when the config has none."""
-        op = functools.partial(
-            self._get_transport().get_model_config,
-            self.spec.name,
-            as_json=True,
-            client_timeout=self._timeout(timeout_s),
-        )
-        return parse_class_names(await self._call(op), self.spec.class_names)
-
-    async def try_on(
-        self,
-        person: ImageLike,
-        garment: ImageLike,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
-        """``person`` wearing ``garment`` (``tryon``, 256x192). PIL or [H, W, 3] uint8 in, any size
-        from 64 to 2048 px per side; returns the same kind: a PIL image or a uint8 [256, 192, 3] array.
-        """
-        out = await self.infer(
-            TRYON, tryon_inputs(TRYON, person, garment), timeout_s=timeout_s, outputs=("image",)
-        )
-        image = out["image"][0]
-        return _images.to_pil(image[None])[0] if _is_pil(person) else image
-
-    async def try_on_debug(
-        self, person: ImageLike, garment: ImageLike, *, timeout_s: float | None = None
-    ) -> TryOnResult:
-        """The try-on plus the warped garment and the composition mask, as uint8 arrays."""
-        out = await self.infer(
-            TRYON, tryon_inputs(TRYON, person, garment), timeout_s=timeout_s, outputs=TRYON_DEBUG_OUTPUTS
-        )
-        return TryOnResult(out["image"][0], out["warped_garment"][0], out["mask"][0])
+        config = await self.model_config(self.products_model.name, timeout_s=timeout_s)
+        return class_names(config, self.products_model.class_names)

@@ -2,48 +2,41 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from . import _images
 from ._common import (
-    IMAGE_OUTPUT,
-    TRYON_DEBUG_OUTPUTS,
     Array,
-    ImageLike,
+    Call,
+    Deadline,
+    EndpointPool,
     InferResultLike,
     RetryPolicy,
-    Seeds,
-    ServedSpec,
-    TryOnResult,
+    RetryThrottle,
+    Send,
+    attempts,
     build_request,
+    channel_args,
     check_timeout,
     concat_outputs,
-    parse_class_names,
+    known_contract,
+    parse_endpoints,
     plan_chunks,
-    product_inputs,
     read_outputs,
-    resolve_spec,
-    tryon_inputs,
 )
-from ._common import (
-    is_pil as _is_pil,
-)
-from .errors import InvalidInputError, from_triton_error
-from .specs import PRODUCT_GAN, TRYON, ModelSpec
+from ._methods import TypedMethods
+from .contracts import Contract
+from .errors import ServerError
+from .ops import class_names
 
-if TYPE_CHECKING:
-    from PIL import Image
-
-__all__ = ["ProductClient", "SyncTransport"]
+__all__ = ["ProductClient", "SyncTransport", "TlsConfig"]
 
 T = TypeVar("T")
 
@@ -58,6 +51,7 @@ class SyncTransport(Protocol):
         *,
         outputs: list[grpcclient.InferRequestedOutput] | None = None,
         client_timeout: float | None = None,
+        timeout: int | None = None,
     ) -> InferResultLike: ...
 
     def is_model_ready(self, model_name: str, *, client_timeout: float | None = None) -> bool: ...
@@ -69,143 +63,161 @@ class SyncTransport(Protocol):
     def close(self) -> None: ...
 
 
-class ProductClient:
-    """Blocking client for ``product_gan`` (and, via :meth:`infer`, any model in ``SPECS``).
+@dataclass(frozen=True)
+class TlsConfig:
+    """gRPC over TLS: the CA that signed the server, and a client certificate for mutual TLS."""
 
-    Only UNAVAILABLE is retried (server down, or its bounded queue full); every other error
-    would fail the same way again, so it is raised at once. ``timeout_s`` applies to each
-    gRPC request (each chunk of a large batch), not to a whole call.
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "ssl": True,
+            "root_certificates": str(self.root_certificates) if self.root_certificates else None,
+            "private_key": str(self.private_key) if self.private_key else None,
+            "certificate_chain": str(self.certificate_chain) if self.certificate_chain else None,
+        }
+
+
+class ProductClient(TypedMethods):
+    """Blocking client for every ecomgen model (typed helpers plus a generic :meth:`infer`).
+
+    ``url`` is one ``host:port``, several (a list or ``"a:8001,b:8001"``: requests go round
+    robin and fail over when one dies), or one ``dns:///svc:8001`` target for a headless
+    Kubernetes Service, which gRPC balances per call. ``timeout_s`` is one deadline for the
+    whole call, retries included; what is left of it goes to Triton as the request's own
+    timeout, so the server drops work nobody waits for any more.
     """
 
     def __init__(
         self,
-        url: str = "localhost:8001",
+        url: str | Sequence[str] = "localhost:8001",
         *,
         timeout_s: float | None = 30.0,
         retries: int = 3,
         backoff_s: float = 0.1,
-        spec: ModelSpec | str = PRODUCT_GAN,
+        tls: TlsConfig | None = None,
         transport: SyncTransport | None = None,
+        throttle: RetryThrottle | None = None,
         verbose: bool = False,
     ) -> None:
-        self.url = url
-        resolved = resolve_spec(spec)
-        if not isinstance(resolved, ModelSpec):
-            raise InvalidInputError(f"{resolved.name} is not a product model; use try_on() for it")
-        self.spec = resolved
+        self.urls = parse_endpoints(url)
         self.timeout_s = check_timeout(timeout_s)
-        self.retry = RetryPolicy(retries, backoff_s)
+        self.retry = RetryPolicy(retries, backoff_s, throttle=throttle or RetryThrottle())
+        tls_kwargs = tls.kwargs() if tls else {}
+
+        def make(target: str) -> SyncTransport:
+            if transport is not None:
+                return transport
+            return grpcclient.InferenceServerClient(
+                url=target, verbose=verbose, channel_args=channel_args(target), **tls_kwargs
+            )
+
         # A transport passed in belongs to the caller, so close() leaves it open.
         self._owns_transport = transport is None
-        self._transport: SyncTransport = (
-            transport if transport is not None else grpcclient.InferenceServerClient(url=url, verbose=verbose)
-        )
+        self.pool: EndpointPool[SyncTransport] = EndpointPool(self.urls, make)
+        self._contracts: dict[str, Contract] = {}
 
     def __enter__(self) -> ProductClient:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
 
     def close(self) -> None:
         if self._owns_transport:
-            self._transport.close()
+            for transport in self.pool.transports():
+                transport.close()
 
     def _timeout(self, timeout_s: float | None) -> float | None:
         return self.timeout_s if timeout_s is None else check_timeout(timeout_s)
 
-    def _call(self, op: Callable[[], T]) -> T:
-        attempt = 0
+    def _send(self, model: str, deadline: Deadline, request: Any) -> InferResultLike:
+        plan = attempts(self.pool, self.retry, model, deadline)
+        step = next(plan)
         while True:
             try:
-                return op()
-            except InferenceServerException as exc:
-                error = from_triton_error(exc)
-                if not self.retry.should_retry(error, attempt):
-                    raise self.retry.final(error, attempt) from exc
-            time.sleep(self.retry.delay(attempt))
-            attempt += 1
+                if isinstance(step, Send):
+                    try:
+                        outcome: Any = self.pool.transport(step.url).infer(
+                            model,
+                            request.inputs,
+                            outputs=request.outputs,
+                            client_timeout=step.client_timeout,
+                            timeout=step.server_timeout_us,
+                        )
+                    except InferenceServerException as exc:
+                        outcome = exc
+                    step = plan.send(outcome)
+                else:
+                    time.sleep(step.seconds)
+                    step = next(plan)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def contract(self, model: str | Contract, *, timeout_s: float | None = None) -> Contract:
+        """A model's contract: known to this client, or read from the server's config once."""
+        found = known_contract(model)
+        if found is not None:
+            return found
+        name = str(model)
+        if name not in self._contracts:
+            self._contracts[name] = Contract.from_config(self.model_config(name, timeout_s=timeout_s))
+        return self._contracts[name]
 
     def infer(
         self,
-        spec: ServedSpec | str,
+        model: str | Contract,
         inputs: Mapping[str, Array],
         *,
         timeout_s: float | None = None,
         outputs: Sequence[str] | None = None,
     ) -> dict[str, Array]:
-        """Validate ``inputs`` against the spec, send them in chunks of max_batch_size, merge outputs."""
-        model = resolve_spec(spec)
-        timeout = self._timeout(timeout_s)
+        """Validate ``inputs`` against the contract, send them in chunks of max_batch_size, merge outputs."""
+        deadline = Deadline(self._timeout(timeout_s))
+        contract = self.contract(model, timeout_s=deadline.remaining())
         parts = []
-        for rows in plan_chunks(model, inputs):
-            request = build_request(model, inputs, rows, outputs)
-            op = functools.partial(
-                self._transport.infer,
-                model.name,
-                request.inputs,
-                outputs=request.outputs,
-                client_timeout=timeout,
-            )
-            parts.append(read_outputs(model, self._call(op), request.batch, outputs))
+        for rows in plan_chunks(contract, inputs):
+            request = build_request(contract, inputs, rows, outputs)
+            result = self._send(contract.name, deadline, request)
+            parts.append(read_outputs(contract, result, request.batch, outputs))
         return concat_outputs(parts)
 
-    def generate_products(
-        self, cls: int | str, seeds: Seeds, *, timeout_s: float | None = None
-    ) -> npt.NDArray[np.uint8]:
-        """One image per seed of class ``cls`` (name, case-insensitive, or id): uint8 [N, H, W, 3]."""
-        outputs = self.infer(self.spec, product_inputs(self.spec, cls, seeds), timeout_s=timeout_s)
-        return outputs[IMAGE_OUTPUT]
+    def call(self, call: Call[T], *, timeout_s: float | None = None) -> T:
+        """Run a typed operation from :mod:`ecomgen_client.ops`."""
+        return call.finish(self.infer(call.model, call.inputs, timeout_s=timeout_s, outputs=call.outputs))
 
-    def generate_products_pil(
-        self, cls: int | str, seeds: Seeds, *, timeout_s: float | None = None
-    ) -> list[Image.Image]:
-        """Like :meth:`generate_products` but as PIL images (needs Pillow)."""
-        return _images.to_pil(self.generate_products(cls, seeds, timeout_s=timeout_s))
+    _run = call
 
-    def is_ready(self, *, timeout_s: float | None = None) -> bool:
-        """True if the model is loaded and ready; never raises for an unreachable server."""
+    def is_ready(self, model: str | None = None, *, timeout_s: float | None = None) -> bool:
+        """True if ``model`` (default: the product model) is ready on every endpoint; never raises."""
+        name = model or self.products_model.name
         try:
-            return bool(
-                self._transport.is_model_ready(self.spec.name, client_timeout=self._timeout(timeout_s))
+            return all(
+                bool(self.pool.transport(u).is_model_ready(name, client_timeout=self._timeout(timeout_s)))
+                for u in self.urls
             )
         except InferenceServerException:
             return False
 
+    def model_config(self, model: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        url = self.pool.pick()
+        try:
+            config = self.pool.transport(url).get_model_config(
+                model, as_json=True, client_timeout=self._timeout(timeout_s)
+            )
+        except InferenceServerException as exc:
+            from .errors import from_triton_error
+
+            raise from_triton_error(exc) from exc
+        if not isinstance(config, dict):
+            raise ServerError(f"{model}: unexpected model config {type(config).__name__}")
+        return config
+
     def class_names(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
-        """Class names from the served model config, or the spec's when the config has none."""
-        op = functools.partial(
-            self._transport.get_model_config,
-            self.spec.name,
-            as_json=True,
-            client_timeout=self._timeout(timeout_s),
-        )
-        return parse_class_names(self._call(op), self.spec.class_names)
-
-    def try_on(
-        self,
-        person: ImageLike,
-        garment: ImageLike,
-        *,
-        timeout_s: float | None = None,
-    ) -> Any:
-        """``person`` wearing ``garment`` (``tryon``, 256x192). PIL or [H, W, 3] uint8 in, any size
-        from 64 to 2048 px per side; returns the same kind: a PIL image or a uint8 [256, 192, 3] array.
-        """
-        out = self.infer(TRYON, tryon_inputs(TRYON, person, garment), timeout_s=timeout_s, outputs=("image",))
-        image = out["image"][0]
-        return _images.to_pil(image[None])[0] if _is_pil(person) else image
-
-    def try_on_debug(
-        self, person: ImageLike, garment: ImageLike, *, timeout_s: float | None = None
-    ) -> TryOnResult:
-        """The try-on plus the warped garment and the composition mask, as uint8 arrays."""
-        out = self.infer(
-            TRYON, tryon_inputs(TRYON, person, garment), timeout_s=timeout_s, outputs=TRYON_DEBUG_OUTPUTS
-        )
-        return TryOnResult(out["image"][0], out["warped_garment"][0], out["mask"][0])
+        """Class names from the served model config, or the contract's when the config has none."""
+        config = self.model_config(self.products_model.name, timeout_s=timeout_s)
+        return class_names(config, self.products_model.class_names)

@@ -1,4 +1,10 @@
-"""Exceptions raised by the ecomgen client, and the mapping from Triton's gRPC errors."""
+"""Exceptions raised by the ecomgen client, and the mapping from Triton's gRPC errors.
+
+The classes tell a caller what to do: fix the request (InvalidInputError), back off
+because the server is overloaded (ServerOverloadedError: its bounded queue is full or a
+request waited past its queue timeout), or wait for a server that is down or restarting
+(ServerUnavailableError).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ from tritonclient.utils import InferenceServerException
 __all__ = [
     "EcomgenError",
     "InvalidInputError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "RequestTimeoutError",
     "ServerError",
+    "ServerOverloadedError",
     "ServerUnavailableError",
     "from_triton_error",
     "grpc_status_code",
@@ -30,15 +39,27 @@ class InvalidInputError(EcomgenError, ValueError):
 
 
 class ServerUnavailableError(EcomgenError, ConnectionError):
-    """The server stayed UNAVAILABLE (down, or its queue full) after every retry."""
+    """The server is down, starting or draining (UNAVAILABLE, or NOT_FOUND for a known model)."""
+
+
+class ServerOverloadedError(EcomgenError):
+    """The server is up but rejected the request to protect itself; retrying now adds load."""
+
+
+class QueueFullError(ServerOverloadedError):
+    """The model's bounded queue was full (Triton: "Exceeds maximum queue size")."""
+
+
+class QueueTimeoutError(ServerOverloadedError):
+    """The request waited in a queue past its timeout (Triton: "Request timeout expired")."""
 
 
 class RequestTimeoutError(EcomgenError, TimeoutError):
-    """The request's deadline expired (DEADLINE_EXCEEDED)."""
+    """The request's deadline expired (DEADLINE_EXCEEDED, or the server dropped expired work)."""
 
 
 class ServerError(EcomgenError):
-    """Any other server or transport failure, including responses that break the spec."""
+    """Any other server or transport failure, including responses that break the contract."""
 
 
 def grpc_status_code(exc: InferenceServerException) -> str | None:
@@ -53,12 +74,28 @@ _BY_STATUS: dict[str, type[EcomgenError]] = {
     "INVALID_ARGUMENT": InvalidInputError,
     "UNAVAILABLE": ServerUnavailableError,
     "DEADLINE_EXCEEDED": RequestTimeoutError,
+    "CANCELLED": RequestTimeoutError,
 }
+# Triton answers overload with UNAVAILABLE too; these messages tell it apart from "down".
+_OVERLOAD = (("exceeds maximum queue size", QueueFullError), ("request timeout expired", QueueTimeoutError))
 
 
-def from_triton_error(exc: InferenceServerException) -> EcomgenError:
-    """Translate a tritonclient exception; the caller should ``raise ... from exc``."""
+def from_triton_error(exc: InferenceServerException, *, known_model: bool = False) -> EcomgenError:
+    """Translate a tritonclient exception; the caller should ``raise ... from exc``.
+
+    ``known_model``: NOT_FOUND for a model this client knows means the server is draining
+    or restarting (it unloads models on shutdown), so it is reported as unavailable.
+    """
     status = grpc_status_code(exc)
-    cls = _BY_STATUS.get(status or "", ServerError)
     message = exc.message() or str(exc)
-    return cls(f"[{status}] {message}" if status else message, status=status)
+    text = f"[{status}] {message}" if status else message
+    lowered = message.lower()
+    if status == "UNAVAILABLE":
+        for fragment, cls in _OVERLOAD:
+            if fragment in lowered:
+                return cls(text, status=status)
+        if "deadline exceeded" in lowered:
+            return RequestTimeoutError(text, status=status)
+    if status == "NOT_FOUND" and known_model:
+        return ServerUnavailableError(text, status=status)
+    return _BY_STATUS.get(status or "", ServerError)(text, status=status)

@@ -1,0 +1,42 @@
+"""The typed convenience methods, written once for both clients.
+
+``ProductClient._run`` returns the result; ``AsyncProductClient._run`` returns an
+awaitable of it, so on the async client every method below is awaited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _images, ops
+from ._common import Call
+from .contracts import PRODUCT_GAN, Contract
+
+
+class TypedMethods:
+    products_model: Contract = PRODUCT_GAN
+
+    def _run(self, call: Call[Any], *, timeout_s: float | None = None) -> Any:
+        raise NotImplementedError
+
+    def generate_products(self, cls: int | str, seeds: ops.Seeds, *, timeout_s: float | None = None) -> Any:
+        """One image per seed of class ``cls`` (name, case-insensitive, or id): uint8 [N, 64, 48, 3]."""
+        return self._run(ops.products(cls, seeds, self.products_model), timeout_s=timeout_s)
+
+    def generate_products_pil(
+        self, cls: int | str, seeds: ops.Seeds, *, timeout_s: float | None = None
+    ) -> Any:
+        """Like :meth:`generate_products` but a list of PIL images (needs Pillow)."""
+        call = ops.products(cls, seeds, self.products_model)
+        return self._run(Call(call.model, call.inputs, lambda out: _images.to_pil(out["image"])), timeout_s=timeout_s)
+
+    def try_on(self, person: ops.ImageLike, garment: ops.ImageLike, *, timeout_s: float | None = None) -> Any:
+        """``person`` wearing ``garment`` (``tryon``, 256x192). PIL or [H, W, 3] uint8 in, 64 to 2048 px
+        a side; returns the same kind: a PIL image or a uint8 [256, 192, 3] array."""
+        return self._run(ops.try_on(person, garment), timeout_s=timeout_s)
+
+    def try_on_debug(
+        self, person: ops.ImageLike, garment: ops.ImageLike, *, timeout_s: float | None = None
+    ) -> Any:
+        """The try-on plus the warped garment and the composition mask (:class:`ops.TryOnResult`)."""
+        return self._run(ops.try_on_debug(person, garment), timeout_s=timeout_s)

@@ -1,0 +1,273 @@
+"""Public contracts of the served models: what clients and the server agree on.
+
+A contract is a model's name, its input and output tensors (dtype, dims, value ranges,
+size bounds) and whether it has a batch axis. The server's served-model specs
+(``ecomgen.served``) wrap these with their internal steps; the thin client validates
+requests against them before they leave the process. For a model this module does not
+know, :meth:`Contract.from_config` builds the contract from the served ``config.pbtxt``.
+
+This module depends on the standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Triton datatype name -> numpy dtype.
+_NUMPY_DTYPES: dict[str, type[np.generic]] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "BYTES": np.object_,
+}
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor; ``dims`` exclude the batch axis (-1 = variable).
+
+    ``value_range`` (inclusive) and the bounds of variable dims (``min_dims``/``max_dims``,
+    aligned with ``dims``) are part of the contract: the server rejects requests outside
+    them. ``kind`` tells tooling what the values mean: ``"image"`` (float NCHW in [-1, 1]),
+    ``"mask"`` (float in [0, 1]) or ``"onehot"``.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+    value_range: tuple[float, float] | None = None
+    min_dims: tuple[int, ...] | None = None
+    max_dims: tuple[int, ...] | None = None
+    max_bytes: int = 0  # BYTES: the longest element accepted
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _NUMPY_DTYPES:
+            raise ValueError(f"{self.name}: unknown Triton dtype {self.dtype!r}")
+        for bound in (self.min_dims, self.max_dims):
+            if bound is not None and len(bound) != len(self.dims):
+                raise ValueError(f"{self.name}: dim bounds {bound} do not match dims {self.dims}")
+        if self.min_dims and self.max_dims and any(a > b for a, b in zip(self.min_dims, self.max_dims)):
+            raise ValueError(f"{self.name}: min_dims {self.min_dims} above max_dims {self.max_dims}")
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(_NUMPY_DTYPES[self.dtype])
+
+    @property
+    def config_dtype(self) -> str:
+        """The ``DataType`` enum name used in ``config.pbtxt``."""
+        return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
+
+    @property
+    def variable(self) -> bool:
+        return any(d < 0 for d in self.dims)
+
+    def batched_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, *self.dims)
+
+    def largest_dims(self) -> tuple[int, ...]:
+        """``dims`` with every variable dim at its maximum (ValueError when unbounded)."""
+        if not self.variable:
+            return self.dims
+        if self.max_dims is None:
+            raise ValueError(f"{self.name}: variable dims {self.dims} need max_dims")
+        return tuple(m if d < 0 else d for d, m in zip(self.dims, self.max_dims, strict=True))
+
+
+def _by_name(tensors: tuple[TensorSpec, ...], name: str, owner: str) -> TensorSpec:
+    for t in tensors:
+        if t.name == name:
+            return t
+    raise KeyError(f"{owner} has no tensor {name!r}")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A public model: its name and tensors are the contract on every target.
+
+    ``max_batch_size`` 0 means the model has no batch axis (one request is one unit of
+    work, e.g. one shopper for ``personalize``).
+    """
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    description: str = ""
+    class_names: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names) or len({t.name for t in self.outputs}) != len(self.outputs):
+            raise ValueError(f"{self.name}: duplicate tensor names")
+        if self.max_batch_size < 0:
+            raise ValueError(f"{self.name}: max_batch_size must be >= 0")
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name, self.name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name, self.name)
+
+    def public_parameters(self) -> dict[str, str]:
+        """The config parameters a client may read (``class_names`` for the CLI, ...)."""
+        params = {"description": self.description, **dict(self.parameters)}
+        if self.class_names:
+            params["class_names"] = json.dumps(list(self.class_names))
+            params["num_classes"] = str(len(self.class_names))
+        return params
+
+    def class_id(self, cls: int | str) -> int:
+        """Resolve a class name (case-insensitive) or id to a validated id."""
+        if isinstance(cls, str):
+            lowered = [c.lower() for c in self.class_names]
+            if cls.lower() in lowered:
+                return lowered.index(cls.lower())
+            if cls.isdigit():
+                cls = int(cls)
+            else:
+                raise ValueError(f"unknown class {cls!r}; expected one of {list(self.class_names)}")
+        if not 0 <= int(cls) < len(self.class_names):
+            raise ValueError(f"class_id {cls} out of range [0, {len(self.class_names) - 1}]")
+        return int(cls)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Contract:
+        """The contract of a served model, from ``get_model_config(..., as_json=True)``.
+
+        Lets the client validate requests for models it was not built with; value ranges
+        and dim bounds travel in the config's ``contract.<tensor>`` parameters.
+        """
+        cfg = config.get("config", config)
+        params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+
+        def tensor(t: Mapping[str, Any]) -> TensorSpec:
+            dtype = str(t["data_type"]).removeprefix("TYPE_")
+            extra = json.loads(params.get(f"contract.{t['name']}", "{}"))
+            return TensorSpec(
+                name=t["name"],
+                dtype="BYTES" if dtype == "STRING" else dtype,
+                dims=tuple(int(d) for d in t.get("dims", [])),
+                optional=bool(t.get("optional", False)),
+                value_range=tuple(extra["value_range"]) if "value_range" in extra else None,  # type: ignore[arg-type]
+                min_dims=tuple(extra["min_dims"]) if "min_dims" in extra else None,
+                max_dims=tuple(extra["max_dims"]) if "max_dims" in extra else None,
+                max_bytes=int(extra.get("max_bytes", 0)),
+            )
+
+        names = json.loads(params["class_names"]) if "class_names" in params else []
+        return cls(
+            name=cfg["name"],
+            inputs=tuple(tensor(t) for t in cfg.get("input", [])),
+            outputs=tuple(tensor(t) for t in cfg.get("output", [])),
+            max_batch_size=int(cfg.get("max_batch_size", 0)),
+            description=params.get("description", ""),
+            class_names=tuple(names),
+        )
+
+
+def contract_parameters(t: TensorSpec) -> dict[str, str]:
+    """The ``contract.<tensor>`` config parameter that :meth:`Contract.from_config` reads back."""
+    extra: dict[str, Any] = {}
+    if t.value_range is not None:
+        extra["value_range"] = list(t.value_range)
+    if t.min_dims is not None:
+        extra["min_dims"] = list(t.min_dims)
+    if t.max_dims is not None:
+        extra["max_dims"] = list(t.max_dims)
+    if t.max_bytes:
+        extra["max_bytes"] = t.max_bytes
+    return {f"contract.{t.name}": json.dumps(extra, sort_keys=True)} if extra else {}
+
+
+# --- product_gan -----------------------------------------------------------------
+
+PRODUCT_CLASSES: tuple[str, ...] = (
+    "Tshirts",
+    "Shirts",
+    "Tops",
+    "Jeans",
+    "Dresses",
+    "Casual Shoes",
+    "Heels",
+    "Handbags",
+    "Watches",
+    "Sunglasses",
+)
+PRODUCT_IMAGE_HW = (64, 48)
+CLASS_ID = TensorSpec("class_id", "INT32", (1,), value_range=(0, len(PRODUCT_CLASSES) - 1))
+SEED = TensorSpec("seed", "INT64", (1,), value_range=(0, INT64_MAX))
+
+PRODUCT_GAN = Contract(
+    name="product_gan",
+    description="Class-conditional 64x48 product-image GAN (SNGAN-style, conditional BN).",
+    inputs=(CLASS_ID, SEED),
+    outputs=(TensorSpec("image", "UINT8", (*PRODUCT_IMAGE_HW, 3)),),
+    max_batch_size=64,
+    class_names=PRODUCT_CLASSES,
+)
+
+# --- tryon -----------------------------------------------------------------------
+
+TRYON_HW = (256, 192)
+PHOTO_MIN_SIDE, PHOTO_MAX_SIDE = 64, 2048
+MAX_ENCODED_BYTES = 16 << 20
+
+
+def _photo(name: str) -> TensorSpec:
+    return TensorSpec(
+        name,
+        "UINT8",
+        (-1, -1, 3),
+        min_dims=(PHOTO_MIN_SIDE, PHOTO_MIN_SIDE, 3),
+        max_dims=(PHOTO_MAX_SIDE, PHOTO_MAX_SIDE, 3),
+    )
+
+
+TRYON = Contract(
+    name="tryon",
+    description=(
+        "Virtual try-on at 256x192: person photo + garment photo -> the person wearing it "
+        "(parser -> appearance-flow warp -> synthesis). Research weights trained on VITON."
+    ),
+    inputs=(_photo("person"), _photo("garment")),
+    outputs=(
+        TensorSpec("image", "UINT8", (*TRYON_HW, 3)),
+        TensorSpec("warped_garment", "UINT8", (*TRYON_HW, 3), optional=True),
+        TensorSpec("mask", "UINT8", TRYON_HW, optional=True),
+    ),
+    max_batch_size=8,
+)
+
+TRYON_BYTES = Contract(
+    name="tryon_bytes",
+    description=(
+        "tryon for encoded images: JPEG/PNG/WebP bytes in, PNG bytes out, labelled as "
+        "AI-generated (a composite of a real photo)."
+    ),
+    inputs=(
+        TensorSpec("person", "BYTES", (1,), max_bytes=MAX_ENCODED_BYTES),
+        TensorSpec("garment", "BYTES", (1,), max_bytes=MAX_ENCODED_BYTES),
+    ),
+    outputs=(TensorSpec("image", "BYTES", (1,)),),
+    max_batch_size=8,
+)
+
+CONTRACTS: dict[str, Contract] = {c.name: c for c in (PRODUCT_GAN, TRYON, TRYON_BYTES)}

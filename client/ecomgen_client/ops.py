@@ -1,0 +1,129 @@
+"""Typed operations behind the client's convenience methods, defined once for sync and async.
+
+Each function validates its arguments, builds the model inputs and returns a
+:class:`~ecomgen_client._common.Call` whose ``finish`` turns the outputs into what the
+caller asked for (PIL in -> PIL out, numpy in -> numpy out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _images
+from ._common import Array, Call
+from .contracts import PRODUCT_GAN, TRYON, Contract, TensorSpec
+from .errors import InvalidInputError
+
+Seeds = Sequence[int] | Array
+ImageLike = Any  # a PIL.Image.Image or an [H, W, 3] uint8 array
+
+
+def is_pil(image: object) -> bool:
+    return hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, np.ndarray)
+
+
+def image_array(model: Contract, tensor: TensorSpec, image: ImageLike) -> npt.NDArray[np.uint8]:
+    """A PIL image or [H, W, 3] uint8 array, checked against the tensor's bounds."""
+    arr = np.asarray(image.convert("RGB")) if is_pil(image) else image
+    if not isinstance(arr, np.ndarray):
+        raise InvalidInputError(f"{model.name}: {tensor.name} must be a PIL image or a numpy array")
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InvalidInputError(
+            f"{model.name}: {tensor.name} has shape {list(arr.shape)}, expected [height, width, 3]"
+        )
+    if arr.dtype != np.uint8:
+        raise InvalidInputError(f"{model.name}: {tensor.name} has dtype {arr.dtype}, expected uint8")
+    lo, hi = tensor.min_dims or (1, 1, 3), tensor.max_dims or (1 << 30, 1 << 30, 3)
+    h, w = arr.shape[:2]
+    if not (lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1]):
+        raise InvalidInputError(
+            f"{model.name}: {tensor.name} is {h}x{w} pixels; each side must be in [{lo[0]}, {hi[0]}]"
+        )
+    return arr
+
+
+def as_returned(image: npt.NDArray[np.uint8], like: object) -> Any:
+    """PIL in -> PIL out; numpy in -> numpy out."""
+    return _images.to_pil(image[None])[0] if is_pil(like) else image
+
+
+def class_and_seed_inputs(model: Contract, cls: int | str, seeds: Seeds) -> dict[str, Array]:
+    """A class (name or id) and seeds -> the batched ``class_id`` / ``seed`` inputs."""
+    if isinstance(cls, bool) or not isinstance(cls, int | str | np.integer):
+        raise InvalidInputError(f"class must be a name or an int id, got {type(cls).__name__}")
+    try:
+        class_id = model.class_id(cls if isinstance(cls, str) else int(cls))
+    except ValueError as exc:
+        raise InvalidInputError(f"{model.name}: {exc}") from None
+    seed_spec = model.input("seed")
+    try:
+        raw = np.asarray(seeds)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidInputError(f"{model.name}: seeds are not integers: {exc}") from None
+    if raw.ndim != 1:
+        raise InvalidInputError(f"{model.name}: seeds must be a flat sequence, got shape {list(raw.shape)}")
+    if raw.size == 0:
+        raise InvalidInputError(f"{model.name}: no seeds given")
+    if raw.dtype.kind not in "iu":
+        # Includes object arrays, which is what numpy makes of ints beyond 64 bits.
+        raise InvalidInputError(f"{model.name}: seeds must be integers, got dtype {raw.dtype}")
+    lo, hi = seed_spec.value_range or (0, 2**63 - 1)
+    if int(raw.min()) < lo or int(raw.max()) > hi:
+        bad = int(raw.min()) if int(raw.min()) < lo else int(raw.max())
+        raise InvalidInputError(f"{model.name}: input 'seed' value {bad} out of range [{lo:g}, {hi:g}]")
+    n = raw.shape[0]
+    class_spec = model.input("class_id")
+    return {
+        "class_id": np.full(class_spec.batched_shape(n), class_id, dtype=class_spec.numpy_dtype),
+        "seed": raw.astype(seed_spec.numpy_dtype).reshape(seed_spec.batched_shape(n)),
+    }
+
+
+def _image(out: dict[str, Array]) -> Array:
+    return out["image"]
+
+
+def products(cls: int | str, seeds: Seeds, model: Contract = PRODUCT_GAN) -> Call[npt.NDArray[np.uint8]]:
+    """One image per seed of class ``cls``: uint8 [N, H, W, 3]."""
+    return Call(model, class_and_seed_inputs(model, cls, seeds), _image)
+
+
+@dataclass(frozen=True)
+class TryOnResult:
+    """A try-on with its debug outputs: uint8 [H, W, 3] images and the [H, W] composition mask."""
+
+    image: npt.NDArray[np.uint8]
+    warped_garment: npt.NDArray[np.uint8]
+    mask: npt.NDArray[np.uint8]
+
+
+def _pair(person: ImageLike, garment: ImageLike) -> dict[str, Array]:
+    return {
+        name: image_array(TRYON, TRYON.input(name), image)[None]
+        for name, image in (("person", person), ("garment", garment))
+    }
+
+
+def try_on(person: ImageLike, garment: ImageLike) -> Call[Any]:
+    """``person`` wearing ``garment`` at 256x192, as a PIL image or uint8 array like ``person``."""
+    return Call(TRYON, _pair(person, garment), lambda out: as_returned(out["image"][0], person), ("image",))
+
+
+def try_on_debug(person: ImageLike, garment: ImageLike) -> Call[TryOnResult]:
+    """The try-on plus the warped garment and the composition mask, as uint8 arrays."""
+
+    def finish(out: dict[str, Array]) -> TryOnResult:
+        return TryOnResult(out["image"][0], out["warped_garment"][0], out["mask"][0])
+
+    return Call(TRYON, _pair(person, garment), finish, ("image", "warped_garment", "mask"))
+
+
+def class_names(config: dict[str, Any], fallback: Sequence[str]) -> tuple[str, ...]:
+    """The class names a served model reports in its config (``class_names``), else ``fallback``."""
+    names = Contract.from_config(config).class_names
+    return names or tuple(fallback)

@@ -1,0 +1,1 @@
+"""One module per served model: its ``ServedModel`` spec (contract, steps, deployment)."""

@@ -1,0 +1,80 @@
+"""tryon and tryon_bytes: a person photo and a garment photo -> the person wearing the garment.
+
+Both are ensembles of the same three networks (parser -> appearance-flow warp ->
+synthesis) on both targets; they differ only in their first and last Python steps.
+"""
+
+from __future__ import annotations
+
+from ecomgen.served.common import HANDLERS, NO_DELAY_BATCHING, TEN_SECOND_QUEUE, TO_UINT8
+from ecomgen.spec import NetworkSpec, NetworkStep, OptimizationProfile, PythonStep, ServedModel
+from ecomgen_client import contracts
+from ecomgen_client.contracts import TRYON_HW, TensorSpec
+
+REGIONS = 5  # background, head, upper clothes, arms, lower body
+MODULE = "ecomgen.models.tryon"
+CHECKPOINTS = (
+    "tryon.json",
+    "tryon_parser.safetensors",
+    "tryon_warp.safetensors",
+    "tryon_synthesis.safetensors",
+)
+
+
+def _net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> NetworkSpec:
+    return NetworkSpec(
+        name=name,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=8,
+        profile=OptimizationProfile(min_batch=1, opt_batch=4, max_batch=8),
+        batching=NO_DELAY_BATCHING,
+        queue=TEN_SECOND_QUEUE,
+        gpu_instances=1,
+    )
+
+
+PERSON = TensorSpec("person", "FP32", (3, *TRYON_HW), kind="image")
+GARMENT = TensorSpec("garment", "FP32", (3, *TRYON_HW), kind="image")
+GARMENT_MASK = TensorSpec("garment_mask", "FP32", (1, *TRYON_HW), kind="mask")
+PARSE = TensorSpec("parse", "FP32", (REGIONS, *TRYON_HW), kind="mask")
+WARPED = TensorSpec("warped_garment", "FP32", (3, *TRYON_HW), kind="image")
+WARPED_MASK = TensorSpec("warped_mask", "FP32", (1, *TRYON_HW), kind="mask")
+IMAGE = TensorSpec("image", "FP32", (3, *TRYON_HW), kind="image")
+MASK = TensorSpec("mask", "FP32", (1, *TRYON_HW), kind="mask")
+
+PARSER = _net("tryon_parser", (PERSON,), (PARSE,))
+WARP = _net("tryon_warp", (GARMENT, GARMENT_MASK, PERSON, PARSE), (WARPED, WARPED_MASK))
+SYNTHESIS = _net("tryon_synthesis", (PERSON, PARSE, WARPED, WARPED_MASK), (IMAGE, MASK))
+NETWORK_STEPS = (NetworkStep(PARSER), NetworkStep(WARP), NetworkStep(SYNTHESIS))
+PREPARED = (PERSON, GARMENT, GARMENT_MASK)
+
+_COMMON = {
+    "batching": NO_DELAY_BATCHING,
+    "queue": TEN_SECOND_QUEUE,
+    "module": MODULE,
+    "training": "training.tryon",
+    "checkpoints": CHECKPOINTS,
+    # Bound on requests inside the ensemble; the field exists only from Triton 2.63 (see README).
+    "max_inflight_requests": 16,
+}
+
+TRYON = ServedModel(
+    contract=contracts.TRYON,
+    steps=(
+        PythonStep("tryon_pre", f"{HANDLERS}.tryon:Preprocess", contracts.TRYON.inputs, PREPARED),
+        *NETWORK_STEPS,
+        PythonStep("tryon_post", TO_UINT8, (IMAGE, WARPED, MASK), contracts.TRYON.outputs),
+    ),
+    **_COMMON,  # type: ignore[arg-type]
+)
+
+TRYON_BYTES = ServedModel(
+    contract=contracts.TRYON_BYTES,
+    steps=(
+        PythonStep("tryon_decode", f"{HANDLERS}.tryon:Decode", contracts.TRYON_BYTES.inputs, PREPARED),
+        *NETWORK_STEPS,
+        PythonStep("tryon_encode", f"{HANDLERS}.tryon:Encode", (IMAGE,), contracts.TRYON_BYTES.outputs),
+    ),
+    **_COMMON,  # type: ignore[arg-type]
+)

@@ -1,0 +1,312 @@
+"""A serving step and the batched execute path, free of Triton's ``pb_utils``.
+
+Triton hands a Python model every request the dynamic batcher grouped. :func:`run_batch`
+checks each request on its own (declared dtype and shape, batch >= 1, dim bounds,
+NaN/Inf, value ranges, BYTES sizes, the deadline), lets the step validate and prepare
+it, computes the good ones as one batch and splits the outputs back. A bad request gets
+a :class:`~ecomgen.serving.errors.RequestError` naming the problem; its neighbours are
+unaffected. If computing the batch fails, each request is computed alone, so only the
+request that caused the failure fails. ``triton_backend`` turns the results into Triton
+responses; tests drive this module directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecomgen.serving.errors import DeadlineExceeded, RequestError
+from ecomgen.serving.tensors import check_finite, check_range
+
+log = logging.getLogger("ecomgen.serving")
+
+CONFIG_DTYPES: dict[str, type[np.generic]] = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_STRING": np.object_,
+}
+DEADLINE = "deadline_ns"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A declared tensor as a step sees it (dims exclude the batch axis, -1 = any)."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[int, ...]
+    optional: bool = False
+    value_range: tuple[float, float] | None = None
+    min_dims: tuple[int, ...] | None = None
+    max_dims: tuple[int, ...] | None = None
+    max_bytes: int = 0
+
+    @classmethod
+    def from_config(cls, t: Mapping[str, Any], params: Mapping[str, str]) -> TensorInfo:
+        extra = json.loads(params.get(f"contract.{t['name']}", "{}"))
+        return cls(
+            name=t["name"],
+            dtype=np.dtype(CONFIG_DTYPES[t["data_type"]]),
+            dims=tuple(int(d) for d in t.get("dims", [])),
+            optional=bool(t.get("optional", False)),
+            value_range=tuple(extra["value_range"]) if "value_range" in extra else None,  # type: ignore[arg-type]
+            min_dims=tuple(extra["min_dims"]) if "min_dims" in extra else None,
+            max_dims=tuple(extra["max_dims"]) if "max_dims" in extra else None,
+            max_bytes=int(extra.get("max_bytes", 0)),
+        )
+
+
+@dataclass
+class StepConfig:
+    """What a step knows about itself: its config.pbtxt, as Triton passes it, plus its directory."""
+
+    name: str
+    max_batch_size: int
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+    params: dict[str, str] = field(default_factory=dict)
+    model_dir: Path = Path(".")
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any], model_dir: Path) -> StepConfig:
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        return cls(
+            name=config["name"],
+            max_batch_size=int(config.get("max_batch_size", 0)),
+            inputs={t["name"]: TensorInfo.from_config(t, params) for t in config.get("input", [])},
+            outputs={t["name"]: TensorInfo.from_config(t, params) for t in config.get("output", [])},
+            params=params,
+            model_dir=model_dir,
+        )
+
+
+class Step:
+    """Subclasses implement ``compute`` (per batch) and may add ``validate``/``prepare`` (per request).
+
+    Declared dtypes, shapes, dim bounds, value ranges and NaN/Inf are checked before
+    ``validate`` is called, so a step only checks what its config cannot express.
+    """
+
+    def __init__(self, config: StepConfig) -> None:
+        self.config = config
+        self.params = config.params
+        self.setup()
+
+    def setup(self) -> None:
+        """Load weights etc.; ``self.params`` holds the config's parameters."""
+
+    def validate(self, arrays: dict[str, np.ndarray]) -> None:
+        """Raise RequestError for a bad request."""
+
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-request transform after ``validate`` (e.g. decode or resize), so requests concatenate."""
+        return arrays
+
+    def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+@dataclass
+class Request:
+    """One request's input arrays as read from Triton, and its timeout (0 = none)."""
+
+    arrays: dict[str, np.ndarray]
+    timeout_us: int = 0
+
+
+Result = dict[str, np.ndarray] | Exception
+
+
+def _shape_error(info: TensorInfo, shape: tuple[int, ...], batched: bool) -> str | None:
+    dims = (-1, *info.dims) if batched else info.dims
+    if len(shape) != len(dims) or any(d >= 0 and s != d for s, d in zip(shape, dims, strict=True)):
+        shown = ", ".join("batch" if batched and i == 0 else str(d) for i, d in enumerate(dims))
+        return f"input '{info.name}' has shape {list(shape)}, expected [{shown}]"
+    inner = shape[1:] if batched else shape
+    for i, (s, d) in enumerate(zip(inner, info.dims, strict=True)):
+        lo = info.min_dims[i] if info.min_dims else 0
+        hi = info.max_dims[i] if info.max_dims else None
+        if d < 0 and (s < max(lo, 1) or (hi is not None and s > hi)):
+            return (
+                f"input '{info.name}' has shape {list(shape)}: dim {i} is {s}, "
+                f"allowed [{max(lo, 1)}, {hi if hi is not None else 'any'}]"
+            )
+    return None
+
+
+def check_inputs(config: StepConfig, arrays: Mapping[str, np.ndarray]) -> int:
+    """The declared checks of one request; returns its batch size (1 for unbatched steps)."""
+    batch: int | None = None
+    for name, info in config.inputs.items():
+        if name == DEADLINE:
+            continue
+        if name not in arrays:
+            if info.optional:
+                continue
+            raise RequestError(f"missing input '{name}'")
+        array = arrays[name]
+        # Triton hands a batch-size-0 request to the backend with the batch axis dropped.
+        if config.batched and (array.ndim == len(info.dims) or (array.ndim > 0 and array.shape[0] == 0)):
+            raise RequestError(f"input '{name}' is an empty batch (batch size 0)")
+        if array.dtype != info.dtype and not (info.dtype == np.object_ and array.dtype.kind in "OS"):
+            raise RequestError(f"input '{name}' has dtype {array.dtype}, expected {info.dtype}")
+        problem = _shape_error(info, tuple(array.shape), config.batched)
+        if problem:
+            raise RequestError(problem)
+        if config.batched:
+            if batch is not None and array.shape[0] != batch:
+                raise RequestError(f"input '{name}' has batch {array.shape[0]}, other inputs {batch}")
+            batch = int(array.shape[0])
+        if info.dtype == np.object_:
+            for value in array.reshape(-1):
+                size = len(value) if isinstance(value, bytes | str) else -1
+                if size < 0:
+                    raise RequestError(f"input '{name}' holds a {type(value).__name__}, expected bytes")
+                if info.max_bytes and size > info.max_bytes:
+                    raise RequestError(f"input '{name}' is {size} bytes; the limit is {info.max_bytes}")
+            continue
+        check_finite(name, array)
+        if info.value_range is not None:
+            check_range(name, array, *info.value_range)
+    return batch or 1
+
+
+def deadline_ns(request: Request, default_us: int) -> int:
+    """The absolute deadline of a request arriving now (CLOCK_MONOTONIC is shared by every process)."""
+    budget = request.timeout_us or default_us
+    return time.monotonic_ns() + budget * 1000 if budget > 0 else 0
+
+
+def check_deadline(arrays: Mapping[str, np.ndarray]) -> None:
+    if DEADLINE not in arrays:
+        return
+    values = arrays[DEADLINE].reshape(-1)
+    due = int(values.min()) if values.size else 0
+    if due > 0 and time.monotonic_ns() > due:
+        raise DeadlineExceeded("deadline exceeded before this step ran; the request was dropped")
+
+
+def _parse(
+    step: Step, request: Request | Exception, default_deadline_us: int
+) -> tuple[dict[str, np.ndarray], int]:
+    if isinstance(request, Exception):
+        raise request
+    arrays = dict(request.arrays)
+    check_deadline(arrays)
+    arrays.pop(DEADLINE, None)
+    batch = check_inputs(step.config, arrays)
+    step.validate(arrays)
+    arrays = step.prepare(arrays)
+    if DEADLINE in step.config.outputs:
+        due = deadline_ns(request, default_deadline_us)
+        shape = (batch, 1) if step.config.batched else (1,)
+        arrays[DEADLINE] = np.full(shape, due, dtype=np.int64)
+    return arrays, batch
+
+
+def _compute(step: Step, parsed: list[dict[str, np.ndarray]], sizes: list[int]) -> list[Result]:
+    passthrough = DEADLINE in step.config.outputs
+    if step.config.batched:
+        keys = [k for k in parsed[0] if k != DEADLINE]
+        batch = {
+            k: parsed[0][k] if len(parsed) == 1 else np.concatenate([p[k] for p in parsed]) for k in keys
+        }
+        out = step.compute(batch)
+        offsets = np.cumsum([0, *sizes])
+        results: list[Result] = []
+        for p, start, stop in zip(parsed, offsets[:-1], offsets[1:], strict=True):
+            part = {k: v[start:stop] for k, v in out.items()}
+            if passthrough:
+                part[DEADLINE] = p[DEADLINE]
+            results.append(part)
+        return results
+    results = []
+    for p in parsed:
+        part = step.compute({k: v for k, v in p.items() if k != DEADLINE})
+        if passthrough:
+            part[DEADLINE] = p[DEADLINE]
+        results.append(part)
+    return results
+
+
+def _check_outputs(step: Step, out: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    final = {}
+    for name, info in step.config.outputs.items():
+        if name not in out:
+            if info.optional:
+                continue
+            raise RuntimeError(f"{step.config.name} produced no output {name!r}")
+        value = np.asarray(out[name])
+        if step.config.batched and value.shape[0] != batch:
+            raise RuntimeError(
+                f"{step.config.name}: output {name!r} has batch {value.shape[0]}, expected {batch}"
+            )
+        final[name] = np.ascontiguousarray(value.astype(info.dtype, copy=False))
+    return final
+
+
+def run_batch(
+    step: Step, requests: Sequence[Request | Exception], default_deadline_us: int = 0
+) -> list[Result]:
+    """Every request's outputs, or the exception that answers it."""
+    results: list[Result] = [RuntimeError("not computed")] * len(requests)
+    good: list[int] = []
+    parsed: list[dict[str, np.ndarray]] = []
+    sizes: list[int] = []
+    for i, request in enumerate(requests):
+        try:
+            arrays, batch = _parse(step, request, default_deadline_us)
+        except (RequestError, DeadlineExceeded) as e:
+            results[i] = e
+            continue
+        except Exception as e:  # a bug, or an input no check foresaw: answer, log, keep serving
+            log.exception("%s: preparing a request failed", step.config.name)
+            results[i] = RuntimeError(f"internal error while preparing the request ({type(e).__name__})")
+            continue
+        good.append(i)
+        parsed.append(arrays)
+        sizes.append(batch)
+    if not good:
+        return results
+    try:
+        computed = _compute(step, parsed, sizes)
+    except Exception:
+        if len(good) == 1:
+            computed = [_isolated(step, parsed[0], sizes[0])]
+        else:  # find the request that breaks the batch: compute each one alone
+            computed = [_isolated(step, p, n) for p, n in zip(parsed, sizes, strict=True)]
+    for i, out, n in zip(good, computed, sizes, strict=True):
+        if isinstance(out, Exception):
+            results[i] = out
+            continue
+        try:
+            results[i] = _check_outputs(step, out, n)
+        except Exception as e:
+            log.exception("%s: bad output", step.config.name)
+            results[i] = RuntimeError(f"internal error: {e}")
+    return results
+
+
+def _isolated(step: Step, parsed: dict[str, np.ndarray], size: int) -> Result:
+    try:
+        return _compute(step, [parsed], [size])[0]
+    except (RequestError, DeadlineExceeded) as e:
+        return e
+    except Exception as e:
+        log.exception("%s: compute failed", step.config.name)
+        return RuntimeError(f"internal error while computing ({type(e).__name__})")

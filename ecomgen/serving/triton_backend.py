@@ -1,0 +1,132 @@
+"""Triton's Python-based backend ``ecomgen``: one ``model.py`` for every Python model.
+
+Each generated ``config.pbtxt`` says ``backend: "ecomgen"`` and names its step class in
+the ``handler`` parameter; this module reads the requests through ``pb_utils``, hands
+them to :func:`ecomgen.serving.step.run_batch` and turns the results into responses:
+INVALID_ARG for a bad request, UNAVAILABLE for a dropped deadline, INTERNAL (with a
+short message, never a traceback) for a bug. The repository holds no Python code.
+
+Install the backend (the launcher does this for the embedded server; the GPU image runs it
+at build time):
+
+    python -m ecomgen.serving.triton_backend /opt/tritonserver/backends/ecomgen
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ecomgen.serving.errors import DeadlineExceeded, RequestError
+from ecomgen.serving.step import Request, Step, StepConfig, run_batch
+
+# The file Triton loads from <backend dir>/model.py: the code lives in the installed package.
+BACKEND_SHIM = '''"""Triton Python-based backend "ecomgen": the code lives in the installed ecomgen package."""
+
+from ecomgen.serving.triton_backend import TritonPythonModel  # noqa: F401
+'''
+HANDLER_PACKAGE = "ecomgen.serving.handlers."
+
+
+def load_handler(spec: str) -> type[Step]:
+    """``module:Class`` under ecomgen.serving.handlers (configs cannot name arbitrary code)."""
+    module_name, _, cls_name = spec.partition(":")
+    if not module_name.startswith(HANDLER_PACKAGE) or not cls_name:
+        raise ValueError(f"handler {spec!r} must be '{HANDLER_PACKAGE}<module>:<Class>'")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, Step)):
+        raise TypeError(f"handler {spec!r} is not a Step")
+    return cls
+
+
+# What a Python-based backend needs besides model.py (Triton also looks in backends/python).
+PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py")
+
+
+def install(backend_dir: Path, python_backend: Path | None = None) -> Path:
+    """Write the shim ``model.py`` into ``backend_dir`` (idempotent).
+
+    ``python_backend``: copy the Python backend's library, stub and utils beside it. Triton
+    2.51 refuses a backend library whose real path lies outside the backend directory, so
+    the embedded server (whose backends/python holds symlinks into the wheel) needs copies;
+    NVIDIA's container finds real files in /opt/tritonserver/backends/python by itself.
+    """
+    backend_dir.mkdir(parents=True, exist_ok=True)
+    target = backend_dir / "model.py"
+    if not target.exists() or target.read_text() != BACKEND_SHIM:
+        target.write_text(BACKEND_SHIM)
+    for name in PYTHON_BACKEND_FILES if python_backend is not None else ():
+        src, dest = (python_backend / name).resolve(), backend_dir / name
+        if not dest.exists() or dest.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, dest)
+    return target
+
+
+class TritonPythonModel:
+    """The model class Triton instantiates for every ``backend: "ecomgen"`` model."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb = pb_utils
+        config = json.loads(args["model_config"])
+        model_dir = Path(args["model_repository"]) / str(args["model_version"])
+        self.config = StepConfig.from_model_config(config, model_dir)
+        self.step = load_handler(self.config.params["handler"])(self.config)
+        self.default_deadline_us = int(self.config.params.get("deadline_us", "0"))
+        codes = pb_utils.TritonError
+        self.codes = {
+            RequestError: codes.INVALID_ARG,
+            DeadlineExceeded: getattr(codes, "UNAVAILABLE", codes.INTERNAL),
+        }
+
+    def _read(self, request: Any) -> Request | Exception:
+        if request.is_cancelled():
+            return DeadlineExceeded("request cancelled by the client")
+        arrays = {}
+        try:
+            for name in self.config.inputs:
+                tensor = self.pb.get_input_tensor_by_name(request, name)
+                if tensor is not None:
+                    arrays[name] = tensor.as_numpy()
+            timeout = int(request.timeout()) if hasattr(request, "timeout") else 0
+        except Exception as e:  # e.g. a malformed BYTES payload: this request only
+            return RequestError(f"an input could not be read ({type(e).__name__})")
+        return Request(arrays, timeout)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pb = self.pb
+        results = run_batch(self.step, [self._read(r) for r in requests], self.default_deadline_us)
+        responses = []
+        for result in results:
+            if isinstance(result, Exception):
+                code = self.codes.get(type(result), pb.TritonError.INTERNAL)
+                responses.append(
+                    pb.InferenceResponse(error=pb.TritonError(f"{self.config.name}: {result}", code))
+                )
+            else:
+                tensors = [pb.Tensor(name, value) for name, value in result.items()]
+                responses.append(pb.InferenceResponse(output_tensors=tensors))
+        return responses
+
+    def finalize(self) -> None:
+        close = getattr(self.step, "close", None)
+        if callable(close):
+            close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m ecomgen.serving.triton_backend BACKEND_DIR", file=sys.stderr)
+        return 2
+    print(install(Path(args[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
