@@ -19,22 +19,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial running stats, so eval-mode BN is really exercised."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
-
-
 @pytest.fixture
 def tiny_generator() -> torch.nn.Module:
-    from training.product_gan import Generator
+    from ecomgen.models.product_gan import tiny_networks
 
-    torch.manual_seed(0)
-    return randomize_batchnorm(Generator(ngf=8)).eval()
+    return tiny_networks()["product_gan_generator"]
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,11 @@ import torch
 from scipy import linalg
 from tqdm import tqdm
 
-from ecomgen_client.specs import PRODUCT_CLASSES, PRODUCT_GAN
+from ecomgen.hostinfo import cpu_model
+from ecomgen.models.product_gan import CHECKPOINT, Generator, generate, generator_from_checkpoint
+from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen_client._images import make_grid, save_png
+from ecomgen_client.contracts import PRODUCT_CLASSES
 from training.classifier import DEFAULT_CHECKPOINT as DEFAULT_CLASSIFIER
 from training.classifier import (
     ProductClassifier,
@@ -45,10 +48,9 @@ from training.classifier import (
     load_classifier,
 )
 from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
-from training.product_gan import Generator, generate, generator_from_checkpoint, save_grid
 
 NUM_CLASSES = len(PRODUCT_CLASSES)
-DEFAULT_GENERATOR = REPO_ROOT / PRODUCT_GAN.checkpoint
+DEFAULT_GENERATOR = CHECKPOINT
 DEFAULT_OUT_DIR = REPO_ROOT / "training" / "results"
 TARGET_RATIO = 0.85
 
@@ -197,17 +199,6 @@ def per_class_fcd(a: Evaluated, b: Evaluated) -> list[float]:
 
 
 # --- report ------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -437,7 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         gen_fcd = fcd(gen.feats, real.feats)
         intra["generated"] = per_class_fcd(gen, real)
         png_name = "product_gan_eval.png"
-        save_grid(np.concatenate(gen.keep), opt.out_dir / png_name, ncols=opt.grid_cols)
+        grid = make_grid(to_uint8_hwc(np.concatenate(gen.keep)), cols=opt.grid_cols)
+        save_png(grid, opt.out_dir / png_name)
         timings["generated"] = time.time() - t
         ratio = gen.accuracy / real.accuracy
         print(f"generated accuracy {gen.accuracy:.4f} (ratio {ratio:.3f}), FCD {gen_fcd:.3f}")

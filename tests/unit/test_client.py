@@ -23,15 +23,19 @@ from ecomgen_client import (
     EcomgenError,
     InvalidInputError,
     ProductClient,
+    QueueFullError,
+    QueueTimeoutError,
     RequestTimeoutError,
     ServerError,
+    ServerOverloadedError,
     ServerUnavailableError,
     _images,
     cli,
     from_triton_error,
 )
-from ecomgen_client._common import RetryPolicy, chunk_slices, parse_class_names
+from ecomgen_client._common import EndpointPool, RetryPolicy, RetryThrottle, channel_args, chunk_slices
 from ecomgen_client.cli import parse_seeds
+from ecomgen_client.ops import class_names as parse_class_names
 
 H, W = 64, 48
 
@@ -89,6 +93,7 @@ class FakeTransport:
         *,
         outputs: list[grpcclient.InferRequestedOutput] | None = None,
         client_timeout: float | None = None,
+        timeout: int | None = None,
     ) -> FakeResult:
         self.calls.append(
             {
@@ -97,6 +102,7 @@ class FakeTransport:
                 "dtypes": {i.name(): i.datatype() for i in inputs},
                 "outputs": [o.name() for o in outputs or []],
                 "timeout": client_timeout,
+                "server_timeout_us": timeout,
             }
         )
         self._maybe_fail()
@@ -131,8 +137,9 @@ class AsyncFakeTransport:
         *,
         outputs: list[grpcclient.InferRequestedOutput] | None = None,
         client_timeout: float | None = None,
+        timeout: int | None = None,
     ) -> FakeResult:
-        return self.sync.infer(model_name, inputs, outputs=outputs, client_timeout=client_timeout)
+        return self.sync.infer(model_name, inputs, outputs=outputs, client_timeout=client_timeout, timeout=timeout)
 
     async def is_model_ready(self, model_name: str, *, client_timeout: float | None = None) -> bool:
         return self.sync.is_model_ready(model_name, client_timeout=client_timeout)
@@ -223,9 +230,25 @@ def test_generic_infer_validates_against_spec(mutate: Callable[[dict[str, Any]],
     assert transport.calls == []
 
 
-def test_generic_infer_unknown_model() -> None:
-    with pytest.raises(InvalidInputError, match="unknown model"):
-        make_client(FakeTransport()).infer("try_on", valid_inputs())
+def test_unknown_model_contract_comes_from_the_server_config() -> None:
+    config = {
+        "config": {
+            "name": "dummy",
+            "max_batch_size": 4,
+            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": ["2"]}],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": ["2"]}],
+            "parameters": {"contract.x": {"string_value": '{"value_range": [0, 1]}'}},
+        }
+    }
+    transport = FakeTransport(config=config, respond=lambda inputs: {"y": np.ones((1, 2), np.float32)})
+    client = make_client(transport)
+    with pytest.raises(InvalidInputError, match="value 2.0 out of range"):
+        client.infer("dummy", {"x": np.full((1, 2), 2.0, np.float32)})
+    with pytest.raises(InvalidInputError, match="unknown inputs"):
+        client.infer("dummy", valid_inputs())
+    out = client.infer("dummy", {"x": np.zeros((1, 2), np.float32)})
+    assert out["y"].shape == (1, 2)
+    assert [c for c in transport.calls if "config" in c] == [{"config": "dummy", "as_json": True}]  # cached
 
 
 def test_generic_infer_round_trip() -> None:
@@ -332,6 +355,7 @@ def test_parse_seeds_rejects(text: str) -> None:
         ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError),
         ("StatusCode.INTERNAL", ServerError),
         ("StatusCode.NOT_FOUND", ServerError),
+        ("StatusCode.CANCELLED", RequestTimeoutError),
         (None, ServerError),
     ],
 )
@@ -341,6 +365,28 @@ def test_from_triton_error(status: str | None, expected: type[EcomgenError]) -> 
     assert type(error) is expected
     assert "class_id 12 out of range" in str(error)
     assert error.status == (status.split(".")[-1] if status else None)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Exceeds maximum queue size", QueueFullError),
+        ("Request timeout expired", QueueTimeoutError),
+        ("Server is stopping", ServerUnavailableError),
+        ("failed to connect to all addresses", ServerUnavailableError),
+        ("tryon_post: deadline exceeded before this step ran", RequestTimeoutError),
+    ],
+)
+def test_overload_is_told_apart_from_a_server_that_is_down(message: str, expected: type) -> None:
+    error = from_triton_error(triton_error("UNAVAILABLE", message))
+    assert type(error) is expected
+    assert isinstance(error, ServerOverloadedError) == (expected in (QueueFullError, QueueTimeoutError))
+
+
+def test_not_found_for_a_known_model_means_draining() -> None:
+    exc = triton_error("NOT_FOUND", "Request for unknown model: 'product_gan' is not found")
+    assert type(from_triton_error(exc, known_model=True)) is ServerUnavailableError
+    assert type(from_triton_error(exc)) is ServerError
 
 
 def test_error_hierarchy_plays_well_with_builtins() -> None:
@@ -401,19 +447,105 @@ def test_backoff_is_exponential_with_bounded_jitter(attempt: int) -> None:
     policy = RetryPolicy(retries=3, backoff_s=0.1)
     rng = random.Random(attempt)
     delays = [policy.delay(attempt, rng) for _ in range(50)]
-    full = 0.1 * 2**attempt
+    full = min(policy.max_backoff_s, 0.1 * 2**attempt)  # capped
     assert all(full / 2 <= d <= full for d in delays)
     assert len(set(delays)) > 1
 
 
-def test_timeouts_are_passed_as_client_timeout() -> None:
+def test_timeout_is_one_deadline_sent_to_the_server_too() -> None:
     transport = FakeTransport()
     client = make_client(transport, timeout_s=12.5)
     client.generate_products(0, [1])
     client.generate_products(0, [1], timeout_s=2.0)
-    assert [c["timeout"] for c in transport.calls] == [12.5, 2.0]
+    first, second = transport.calls
+    assert 12.0 < first["timeout"] <= 12.5 and 1.5 < second["timeout"] <= 2.0
+    # What is left of the deadline becomes Triton's per-request timeout (microseconds).
+    assert 12_000_000 < first["server_timeout_us"] <= 12_500_000
+    assert 1_500_000 < second["server_timeout_us"] <= 2_000_000
     with pytest.raises(ValueError, match="timeout_s"):
         client.generate_products(0, [1], timeout_s=-1)
+
+
+def test_retries_stop_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("ecomgen_client._common.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("ecomgen_client.client.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    transport = FakeTransport(failures=[triton_error("UNAVAILABLE")] * 20)
+    with pytest.raises(RequestTimeoutError, match="deadline of 1 s"):
+        make_client(transport, timeout_s=1.0, retries=50, backoff_s=0.3).generate_products(0, [1])
+    assert clock[0] <= 1.0 + 1e-9
+    assert all(c["timeout"] <= 1.0 for c in transport.calls)
+
+
+def test_overload_is_not_retried_on_a_single_endpoint(sleeps: list[float]) -> None:
+    transport = FakeTransport(failures=[triton_error("UNAVAILABLE", "Exceeds maximum queue size")] * 3)
+    with pytest.raises(QueueFullError):
+        make_client(transport, retries=3).generate_products(0, [1])
+    assert len(transport.calls) == 1 and sleeps == []
+
+
+def test_retry_throttle_stops_retries_when_most_calls_fail() -> None:
+    throttle = RetryThrottle(max_tokens=10, token_ratio=0.1)
+    policy = RetryPolicy(retries=100, throttle=throttle)
+    down = ServerUnavailableError("down")
+    allowed = 0
+    for attempt in range(20):
+        throttle.on_failure()
+        if not policy.should_retry(down, attempt):
+            break
+        allowed += 1
+    assert allowed == 4  # 10 tokens, retries only while more than 5 are left
+    for _ in range(10):
+        throttle.on_success()
+    assert policy.should_retry(down, 0)
+
+
+def test_throttle_is_shared_by_every_call_of_a_client(sleeps: list[float]) -> None:
+    transport = FakeTransport(failures=[triton_error("UNAVAILABLE")] * 100)
+    client = make_client(transport, retries=3, backoff_s=0.0)
+    for _ in range(5):
+        with pytest.raises(ServerUnavailableError):
+            client.generate_products(0, [1])
+    # Without a throttle 5 calls x 4 attempts = 20 sends; the shared budget cuts that short.
+    assert len(transport.calls) < 12
+
+
+def test_endpoint_pool_round_robin_and_failover() -> None:
+    pool = EndpointPool(["a", "b", "c"], lambda url: url)
+    assert [pool.pick() for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+    pool.mark_down("b")
+    assert "b" not in {pool.pick() for _ in range(6)}
+    assert pool.pick(avoid="a") in {"c"}
+    pool.mark_up("b")
+    assert {pool.pick() for _ in range(3)} == {"a", "b", "c"}
+
+
+def test_several_endpoints_spread_load_and_fail_over(sleeps: list[float]) -> None:
+    dead = FakeTransport(failures=[triton_error("UNAVAILABLE", "failed to connect")] * 100)
+    live = FakeTransport()
+    transports = {"a:1": dead, "b:1": live}
+    client = ProductClient(["a:1", "b:1"], retries=2, backoff_s=0.0)
+    client.pool = EndpointPool(client.urls, transports.__getitem__)
+    for seed in range(6):
+        client.generate_products(0, [seed])
+    assert len(live.calls) == 6  # every call succeeded on the live endpoint
+    assert len(dead.calls) == 1  # the dead one was tried once, then skipped while cooling down
+
+
+def test_overload_moves_to_another_endpoint(sleeps: list[float]) -> None:
+    full = FakeTransport(failures=[triton_error("UNAVAILABLE", "Exceeds maximum queue size")] * 100)
+    free = FakeTransport()
+    client = ProductClient(["a:1", "b:1"], retries=2, backoff_s=0.0)
+    client.pool = EndpointPool(client.urls, {"a:1": full, "b:1": free}.__getitem__)
+    client.generate_products(0, [1])
+    assert len(full.calls) == 1 and len(free.calls) == 1
+
+
+def test_dns_target_balances_per_call() -> None:
+    assert ("grpc.lb_policy_name", "round_robin") in (channel_args("dns:///ecomgen:8001") or [])
+    assert channel_args("localhost:8001") is None
+    with pytest.raises(ValueError, match="duplicate"):
+        ProductClient("a:1,a:1")
 
 
 # --- readiness, class names, lifecycle -----------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ecomgen_client.specs import PRODUCT_CLASSES
+from ecomgen_client.contracts import PRODUCT_CLASSES
 from training.data import fake_products, is_heldout, load_products, read_styles, to_float
 
 

@@ -10,11 +10,9 @@ import torch
 from onnx import numpy_helper
 from safetensors.torch import save_file
 
-from ecomgen_client.specs import PRODUCT_GAN
+from ecomgen.served.product_gan import GENERATOR as NET
+from ecomgen.serving.tensors import latents_from_seeds, one_hot
 from export.onnx import ParityError, check_parity, export_network, sample_inputs, strip_spectral_norm
-from export.triton_python.ecomgen_common import latents_from_seeds, one_hot
-
-NET = PRODUCT_GAN.network
 
 
 @pytest.fixture
@@ -75,7 +73,7 @@ def test_sample_inputs_give_distinct_labels_per_row():
 
 
 def test_spectral_norm_is_folded(torch_threads):
-    from training.product_gan import Discriminator
+    from ecomgen.models.product_gan import Discriminator
 
     d = Discriminator(ndf=4)
     x, y = torch.randn(2, 3, 64, 48), torch.eye(10)[:2]
@@ -93,7 +91,7 @@ def test_checkpoint_round_trip(tiny_generator, tmp_path, torch_threads):
     """fp16 safetensors + JSON metadata -> the same generator (up to fp16 rounding)."""
     import json
 
-    from training.product_gan import generate, generator_from_checkpoint
+    from ecomgen.models.product_gan import generate, generator_from_checkpoint
 
     path = tmp_path / "g.safetensors"
     state = {k: v.half() for k, v in tiny_generator.state_dict().items() if v.is_floating_point()}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ecomgen_client.specs import PRODUCT_GAN, TensorSpec
+from ecomgen.served.product_gan import GENERATOR
+from ecomgen_client.contracts import TensorSpec
 from export.onnx import export_network
 from export.parity import (
     OnnxRuntimeRunner,
@@ -26,7 +27,7 @@ from export.parity import (
     torch_fp16_runner,
 )
 
-NET = PRODUCT_GAN.network
+NET = GENERATOR
 IMAGE = NET.output("image")
 BATCHES = (1, 5)  # the default (1, 32, 64) works too, but tests stay fast on a busy 2-core box
 

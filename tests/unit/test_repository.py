@@ -1,19 +1,26 @@
-"""The committed model repository is exactly what the specs generate, and is coherent."""
+"""The committed model repository is exactly what the registry generates, and it is coherent."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ecomgen_client.specs import ENSEMBLES, SPECS, TRYON
-from export.repository import DEFAULT_ROOT, TARGETS, check_repository, repository_models, write_repository
+from ecomgen.registry import REGISTRY
+from ecomgen.served.tryon import TRYON
+from ecomgen.spec import BACKEND, DEADLINE, TARGETS, NetworkStep, PythonStep, wire
+from export.repository import DEFAULT_ROOT, check_repository, repository_models, write_repository
 
 
 def parse(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def configs(target: str) -> dict[str, mc.ModelConfig]:
+    return {m.name: m.config for m in repository_models(target)}
 
 
 def test_committed_repository_is_up_to_date():
@@ -21,121 +28,158 @@ def test_committed_repository_is_up_to_date():
     assert not problems, "run `python -m export.repository`:\n" + "\n".join(problems)
 
 
-def test_check_detects_a_hand_edit(tmp_path):
+def test_check_detects_a_hand_edit_a_stale_model_and_an_extra_file(tmp_path):
     write_repository(tmp_path, "cpu")
     cfg = tmp_path / "cpu" / "product_gan" / "config.pbtxt"
     cfg.write_text(cfg.read_text().replace("max_batch_size: 64", "max_batch_size: 8"))
+    (tmp_path / "cpu" / "old_model" / "1").mkdir(parents=True)
+    (tmp_path / "cpu" / "old_model" / "config.pbtxt").write_text('name: "old_model"\n')
+    (tmp_path / "cpu" / "tryon_pre" / "1" / "model.py").write_text("print('copied code')\n")
+    (tmp_path / "cpu" / "product_gan" / "1" / "product_gan_generator.onnx").write_bytes(b"built")
     problems = check_repository(tmp_path, ["cpu"])
-    assert len(problems) == 1 and "max_batch_size: 8" in problems[0]
+    assert any("max_batch_size: 8" in p for p in problems)
+    assert any("old_model/: extra model directory" in p for p in problems)
+    assert any("tryon_pre/1/model.py: extra file" in p for p in problems)
+    assert not any(".onnx" in p for p in problems), "build outputs are not stale files"
+    assert len(problems) == 4  # the config diff, the stale dir, its config, the copied code
+
+
+def test_write_removes_models_dropped_from_the_registry(tmp_path):
+    (tmp_path / "cpu" / "dropped" / "1").mkdir(parents=True)
+    write_repository(tmp_path, "cpu")
+    assert not (tmp_path / "cpu" / "dropped").exists()
+    assert not check_repository(tmp_path, ["cpu"])
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_configs_round_trip_through_the_schema(target):
+def test_configs_round_trip_and_hold_no_code(target):
     for model in repository_models(target):
         path = DEFAULT_ROOT / target / model.name / "config.pbtxt"
         assert parse(path) == model.config
         assert (path.parent / "1").is_dir()
+    assert not list((DEFAULT_ROOT / target).rglob("*.py")), "serving code lives in the package"
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_public_contract_is_the_same_on_every_target(target):
-    for spec in SPECS.values():
-        cfg = parse(DEFAULT_ROOT / target / spec.name / "config.pbtxt")
-        assert cfg.max_batch_size == spec.max_batch_size
+    cfgs = configs(target)
+    for m in REGISTRY:
+        c, cfg = m.contract, cfgs[m.name]
+        assert cfg.max_batch_size == c.max_batch_size
         assert [(i.name, mc.DataType.Name(i.data_type), tuple(i.dims)) for i in cfg.input] == [
-            (t.name, t.config_dtype, t.dims) for t in spec.inputs
+            (t.name, t.config_dtype, t.dims) for t in c.inputs
         ]
         assert [(o.name, mc.DataType.Name(o.data_type), tuple(o.dims)) for o in cfg.output] == [
-            (t.name, t.config_dtype, t.dims) for t in spec.outputs
+            (t.name, t.config_dtype, t.dims) for t in c.outputs
         ]
-        assert cfg.parameters["num_classes"].string_value == str(len(spec.class_names))
+        if c.class_names:
+            assert cfg.parameters["num_classes"].string_value == str(len(c.class_names))
 
 
-def test_cpu_models_batch_with_bounded_queues():
-    for spec in SPECS.values():
-        cfg = parse(DEFAULT_ROOT / "cpu" / spec.name / "config.pbtxt")
-        assert cfg.backend == "python"
-        db = cfg.dynamic_batching
-        assert list(db.preferred_batch_size) == list(spec.batching.preferred_batch_sizes)
-        assert db.max_queue_delay_microseconds == spec.batching.max_queue_delay_us
-        assert 0 < db.default_queue_policy.max_queue_size == spec.queue.max_queue_size
-        assert db.default_queue_policy.default_timeout_microseconds > 0
+@pytest.mark.parametrize("target", TARGETS)
+def test_python_models_use_the_ecomgen_backend_with_a_packaged_handler(target):
+    for cfg in configs(target).values():
+        if cfg.platform:
+            assert cfg.platform == "ensemble" or (target == "gpu" and cfg.platform == "tensorrt_plan")
+            continue
+        assert cfg.backend == BACKEND
+        assert cfg.parameters["handler"].string_value.startswith("ecomgen.serving.handlers.")
         assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-        version = DEFAULT_ROOT / "cpu" / spec.name / "1"
-        for f in ("model.py", "ecomgen_common.py", "ecomgen_triton.py"):
-            assert (version / f).is_file()
+        if cfg.max_batch_size > 0:
+            policy = cfg.dynamic_batching.default_queue_policy
+            assert policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
 
 
-def test_gpu_ensemble_wires_existing_tensors():
-    configs = {m.name: m.config for m in repository_models("gpu")}
-    for spec in SPECS.values():
-        _wired(configs, spec.name)
-
-
-def test_gpu_engine_config_matches_the_tensorrt_profile():
-    configs = {m.name: m.config for m in repository_models("gpu")}
-    for spec in SPECS.values():
-        engine = configs[spec.network.name]
-        assert engine.platform == "tensorrt_plan"
-        assert engine.max_batch_size == spec.network.profile.max_batch
-        assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in engine.instance_group)
-        assert engine.dynamic_batching.default_queue_policy.max_queue_size > 0
-
-
-def _wired(configs: dict, name: str) -> None:
-    ens = configs[name]
+def _wired(cfgs: dict[str, mc.ModelConfig], name: str) -> list[str]:
+    ens = cfgs[name]
     assert ens.platform == "ensemble"
     produced = {i.name for i in ens.input}
     for step in ens.ensemble_scheduling.step:
-        step_cfg = configs[step.model_name]
-        assert set(step.input_map) == {i.name for i in step_cfg.input}
+        step_cfg = cfgs[step.model_name]
+        required = {i.name for i in step_cfg.input if not i.optional}
+        assert required <= set(step.input_map) <= {i.name for i in step_cfg.input}, step.model_name
         assert set(step.output_map) <= {o.name for o in step_cfg.output}
-        assert set(step.input_map.values()) <= produced, (
-            f"{name}: {step.model_name} reads an unproduced tensor"
-        )
+        assert set(step.input_map.values()) <= produced, f"{name}: {step.model_name} reads an unproduced tensor"
         produced |= set(step.output_map.values())
     assert {o.name for o in ens.output} <= produced
+    return [s.model_name for s in ens.ensemble_scheduling.step]
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_tryon_ensembles_wire_existing_tensors_on_every_target(target):
-    configs = {m.name: m.config for m in repository_models(target)}
-    for spec in ENSEMBLES.values():
-        _wired(configs, spec.name)
-        _wired(configs, spec.bytes_model)
-        steps = [s.model_name for s in configs[spec.name].ensemble_scheduling.step]
-        assert steps == [f"{spec.name}_pre", *(n.name for n in spec.networks), f"{spec.name}_post"]
+def test_every_ensemble_wires_existing_tensors_in_step_order(target):
+    cfgs = configs(target)
+    for m in REGISTRY:
+        if cfgs[m.name].platform == "ensemble":
+            assert _wired(cfgs, m.name) == [s.model_name for s in m.steps]
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_tryon_contract_and_batching(target):
-    configs = {m.name: m.config for m in repository_models(target)}
-    ens = configs[TRYON.name]
-    assert [(i.name, mc.DataType.Name(i.data_type), tuple(i.dims)) for i in ens.input] == [
-        ("person", "TYPE_UINT8", (-1, -1, 3)),
-        ("garment", "TYPE_UINT8", (-1, -1, 3)),
-    ]
-    assert [(o.name, tuple(o.dims)) for o in ens.output] == [
-        ("image", (256, 192, 3)),
-        ("warped_garment", (256, 192, 3)),
-        ("mask", (256, 192)),
-    ]
-    assert [mc.DataType.Name(i.data_type) for i in configs[TRYON.bytes_model].input] == ["TYPE_STRING"] * 2
-    # Every step batches dynamically behind a bounded queue.
-    for step in ens.ensemble_scheduling.step:
-        cfg = configs[step.model_name]
-        assert cfg.max_batch_size > 0
-        assert cfg.HasField("dynamic_batching")
-        assert cfg.dynamic_batching.default_queue_policy.max_queue_size > 0
-    for net in TRYON.networks:
-        cfg = configs[net.name]
+def test_one_deadline_crosses_every_python_step_of_an_ensemble(target):
+    cfgs = configs(target)
+    for m in REGISTRY:
+        ens = cfgs[m.name]
+        if ens.platform != "ensemble":
+            continue
+        steps = list(ens.ensemble_scheduling.step)
+        python = [s for s in steps if not cfgs[s.model_name].platform]
+        assert python[0] is steps[0]
+        assert steps[0].output_map[DEADLINE.name] == "_deadline_ns"
+        assert cfgs[steps[0].model_name].parameters["deadline_us"].string_value == str(m.deadline_us)
+        for s in python[1:]:
+            assert s.input_map[DEADLINE.name] == "_deadline_ns", s.model_name
+        for s in steps:
+            if cfgs[s.model_name].platform == "tensorrt_plan":
+                assert DEADLINE.name not in s.input_map
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_network_steps_match_their_specs(target):
+    cfgs = configs(target)
+    for name, (m, net) in REGISTRY.networks().items():
+        if target == "cpu" and m.fuse_on_cpu and name not in cfgs:
+            fused = cfgs[m.name]
+            assert name in fused.parameters["pipeline"].string_value
+            continue
+        cfg = cfgs[name]
+        assert cfg.max_batch_size == net.profile.max_batch
+        assert [i.name for i in cfg.input if i.name != DEADLINE.name] == [t.name for t in net.inputs]
         if target == "gpu":
             assert cfg.platform == "tensorrt_plan"
-            assert cfg.max_batch_size == net.profile.max_batch
+            assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group)
         else:
-            assert cfg.backend == "python"
-            assert cfg.parameters["runtime"].string_value == TRYON.cpu_runtime
-            assert (DEFAULT_ROOT / "cpu" / net.name / "1" / "model.py").is_file()
+            assert cfg.parameters["network"].string_value == name
+            assert cfg.parameters["runtime"].string_value == m.cpu_runtime
+
+
+def test_fused_cpu_model_runs_the_same_steps_as_the_gpu_ensemble():
+    cpu, gpu = configs("cpu"), configs("gpu")
+    for m in REGISTRY:
+        if m.fuse_on_cpu:
+            assert not cpu[m.name].platform and cpu[m.name].parameters["handler"].string_value.endswith("FusedPipeline")
+            assert _wired(gpu, m.name) == [s.model_name for s in m.steps]
+
+
+def test_variable_tensors_declare_their_largest_shape():
+    cfg = configs("cpu")["tryon_pre"]
+    assert cfg.parameters["max_shape.person"].string_value == "[2048, 2048, 3]"
+
+
+def test_shared_steps_must_generate_the_same_config():
+    bad = dataclasses.replace(TRYON.steps[1].network, gpu_instances=3)  # type: ignore[union-attr]
+    twin = dataclasses.replace(
+        REGISTRY["tryon_bytes"], steps=(REGISTRY["tryon_bytes"].steps[0], NetworkStep(bad), *REGISTRY["tryon_bytes"].steps[2:])
+    )
+    with pytest.raises(ValueError, match="different configs for 'tryon_parser'"):
+        repository_models("gpu", [TRYON, twin])
+
+
+def test_steps_wire_by_name_in_the_generated_ensemble():
+    ens = configs("gpu")["tryon"]
+    by_model = {s.model_name: s for s in ens.ensemble_scheduling.step}
+    assert dict(by_model["tryon_warp"].input_map)["parse"] == "tryon_parser.parse"
+    assert dict(by_model["tryon_post"].input_map)["warped_garment"] == "tryon_warp.warped_garment"
+    assert [type(s).__name__ for s in TRYON.steps] == ["PythonStep", *["NetworkStep"] * 3, "PythonStep"]
+    assert isinstance(TRYON.steps[0], PythonStep) and len(wire(TRYON)) == 5
 
 
 def test_max_inflight_requests_is_not_in_the_pinned_schema():

@@ -3,6 +3,8 @@ the clean failure when TensorRT is missing, and the builder's logic against a st
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shlex
 import sys
@@ -18,14 +20,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import export.parity
-from ecomgen_client.specs import PRODUCT_GAN
+import export.trt_runtime
+from ecomgen.served.product_gan import GENERATOR
 from export import tensorrt as T
 from export.onnx import export_network
 from export.repository import DEFAULT_ROOT
 
-NET = PRODUCT_GAN.network
+NET = GENERATOR
 # Every engine the gpu repository needs: product_gan's generator and each try-on network.
-ALL_SPECS = pytest.mark.parametrize("spec", list(T.ENGINE_TARGETS.values()), ids=list(T.ENGINE_TARGETS))
+ALL_NETWORKS = pytest.mark.parametrize("net", list(T.ENGINE_TARGETS.values()), ids=list(T.ENGINE_TARGETS))
 
 
 @pytest.fixture
@@ -36,16 +39,17 @@ def onnx_file(tiny_generator, tmp_path, torch_threads) -> Path:
 # --- spec-derived profile and config invariants -------------------------------------------
 
 
-@ALL_SPECS
-def test_profile_covers_every_input_on_the_batch_axis(spec):
-    net = spec.network
+@ALL_NETWORKS
+def test_profile_covers_every_input_on_the_batch_axis(net):
     shapes = T.profile_shapes(net)
     assert list(shapes) == [t.name for t in net.inputs]
     for t in net.inputs:
         lo, opt, hi = shapes[t.name]
         assert (lo[0], opt[0], hi[0]) == (net.profile.min_batch, net.profile.opt_batch, net.profile.max_batch)
-        assert lo[1:] == opt[1:] == hi[1:] == t.dims
-        assert hi[0] == net.max_batch_size == getattr(spec, "max_batch_size", net.max_batch_size)
+        if not t.variable:
+            assert lo[1:] == opt[1:] == hi[1:] == t.dims
+        assert len(lo) == len(t.dims) + 1
+        assert hi[0] == net.max_batch_size
 
 
 def test_product_gan_profile_values():
@@ -55,37 +59,34 @@ def test_product_gan_profile_values():
     }
 
 
-@ALL_SPECS
-def test_engine_config_matches_the_profile(spec):
-    generated = T.engine_config(spec)
+@ALL_NETWORKS
+def test_engine_config_matches_the_profile(net):
+    generated = T.engine_config(net)
     committed = text_format.Parse(
-        (DEFAULT_ROOT / "gpu" / spec.network.name / "config.pbtxt").read_text(), mc.ModelConfig()
+        (DEFAULT_ROOT / "gpu" / net.name / "config.pbtxt").read_text(), mc.ModelConfig()
     )
     for cfg in (generated, committed):
         assert cfg.platform == "tensorrt_plan"
-        assert cfg.max_batch_size == spec.network.profile.max_batch
+        assert cfg.max_batch_size == net.profile.max_batch
         assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
-        assert [i.name for i in cfg.input] == list(T.profile_shapes(spec.network))
-        assert [o.name for o in cfg.output] == [t.name for t in spec.network.outputs]
-    T.check_profile_matches_config(spec)
-    assert T.engine_path(spec) == DEFAULT_ROOT / "gpu" / spec.network.name / "1" / "model.plan"
+        assert [i.name for i in cfg.input] == list(T.profile_shapes(net))
+        assert [o.name for o in cfg.output] == [t.name for t in net.outputs]
+    T.check_profile_matches_config(net)
+    assert T.engine_path(net) == DEFAULT_ROOT / "gpu" / net.name / "1" / "model.plan"
 
 
 def test_a_profile_config_mismatch_is_refused(monkeypatch):
     cfg = mc.ModelConfig()
-    cfg.CopyFrom(T.engine_config(PRODUCT_GAN))
+    cfg.CopyFrom(T.engine_config(NET))
     cfg.max_batch_size = 32
-    monkeypatch.setattr(T, "engine_config", lambda spec: cfg)
+    monkeypatch.setattr(T, "engine_config", lambda net: cfg)
     with pytest.raises(T.EngineBuildError, match="profile max batch 64 != config max_batch_size 32"):
-        T.check_profile_matches_config(PRODUCT_GAN)
+        T.check_profile_matches_config(NET)
 
 
-def test_container_and_tensorrt_versions_are_pinned():
-    assert T.TRITON_CONTAINER == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert T.TRITON_VERSION == "2.51.0"
-    assert T.TENSORRT_VERSION == "10.5.0"
-    T.check_tensorrt_version("10.5.0")
-    T.check_tensorrt_version("10.5.0.18")
+def test_only_the_containers_tensorrt_builds_plans():
+    T.check_tensorrt_version(T.TENSORRT_VERSION)
+    T.check_tensorrt_version(T.TENSORRT_VERSION + ".18")
     with pytest.raises(T.EngineBuildError, match="fail to deserialize"):
         T.check_tensorrt_version("10.6.0.26")
     T.check_tensorrt_version("10.6.0.26", allow_mismatch=True)
@@ -97,14 +98,14 @@ def test_container_and_tensorrt_versions_are_pinned():
 def test_trtexec_command_exact_flags():
     repo = T.REPO_ROOT
     cmd = T.trtexec_command(
-        PRODUCT_GAN,
-        repo / "model_repository/cpu/product_gan/1/model.onnx",
+        NET,
+        repo / "build/onnx/product_gan_generator.onnx",
         repo / "build/tensorrt/product_gan_generator.plan",
         T.BuildOptions(workspace_gib=2, timing_cache=repo / "build/tensorrt/timing.cache"),
     )
     assert cmd == [
         "trtexec",
-        "--onnx=model_repository/cpu/product_gan/1/model.onnx",
+        "--onnx=build/onnx/product_gan_generator.onnx",
         "--saveEngine=build/tensorrt/product_gan_generator.plan",
         "--fp16",
         "--minShapes=z:1x128,class_onehot:1x10",
@@ -116,12 +117,12 @@ def test_trtexec_command_exact_flags():
     ]
 
 
-@ALL_SPECS
-def test_trtexec_shapes_cover_every_input(spec):
-    cmd = T.trtexec_command(spec, Path("/x/m.onnx"), Path("/x/m.plan"), T.BuildOptions(timing_cache=None))
+@ALL_NETWORKS
+def test_trtexec_shapes_cover_every_input(net):
+    cmd = T.trtexec_command(net, Path("/x/m.onnx"), Path("/x/m.plan"), T.BuildOptions(timing_cache=None))
     flags = dict(arg.split("=", 1) for arg in cmd[1:] if "=" in arg)
     for i, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
-        want = ",".join(f"{n}:{'x'.join(map(str, s[i]))}" for n, s in T.profile_shapes(spec.network).items())
+        want = ",".join(f"{n}:{'x'.join(map(str, s[i]))}" for n, s in T.profile_shapes(net).items())
         assert flags[flag] == want
     assert "--timingCacheFile" not in flags and flags["--onnx"] == "/x/m.onnx"
 
@@ -139,7 +140,7 @@ def test_fp32_layers_come_from_onnx_node_names(onnx_file):
     by_name = T.fp32_onnx_nodes(model, net, T.BuildOptions())
     assert "/to_rgb/Conv" in by_name and "/blocks.0/norm/gamma/MatMul" in by_name
     assert not any("Constant" in n for n in by_name)
-    cmd = T.trtexec_command(PRODUCT_GAN, onnx_file, onnx_file.with_suffix(".plan"), opts, nodes)
+    cmd = T.trtexec_command(NET, onnx_file, onnx_file.with_suffix(".plan"), opts, nodes)
     assert "--precisionConstraints=obey" in cmd
     assert "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in nodes) in cmd
     assert "--layerOutputTypes=" + ",".join(f"{n}:fp32" for n in nodes) in cmd
@@ -147,7 +148,7 @@ def test_fp32_layers_come_from_onnx_node_names(onnx_file):
 
 def test_fp32_engine_line_has_no_precision_flags():
     opts = T.BuildOptions(fp16=False)
-    cmd = T.trtexec_command(PRODUCT_GAN, Path("m.onnx"), Path("m.plan"), opts, ["/Tanh"])
+    cmd = T.trtexec_command(NET, Path("m.onnx"), Path("m.plan"), opts, ["/Tanh"])
     assert not any(a.startswith(("--fp16", "--precisionConstraints", "--layerPrecisions")) for a in cmd)
 
 
@@ -203,7 +204,7 @@ def test_cli_fails_cleanly_without_tensorrt(no_tensorrt, onnx_file, tmp_path, ca
     out = tmp_path / "model.plan"
     assert T.main(["--onnx", str(onnx_file), "--out", str(out), "--no-timing-cache"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: product_gan: TensorRT is not available") and "Traceback" not in err
+    assert err.startswith("error: product_gan_generator: TensorRT is not available") and "Traceback" not in err
     assert not out.exists()
 
 
@@ -413,14 +414,18 @@ class _ReplayRunner:
 def test_plan_is_written_only_when_the_gate_passes(monkeypatch, onnx_file, tmp_path, corrupt):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
     runner = type("Runner", (_ReplayRunner,), {"corrupt": corrupt, "onnx": onnx_file})
-    monkeypatch.setattr(export.parity, "TensorRTRunner", runner)
+    monkeypatch.setattr(export.trt_runtime, "TensorRTRunner", runner)
     monkeypatch.setattr(export.parity, "default_batch_sizes", lambda net: (1, 3))
     out = tmp_path / "gpu" / "model.plan"
-    report = T.build_and_gate(PRODUCT_GAN, onnx_file, out, T.BuildOptions(timing_cache=None))
+    report = T.build_and_gate(NET, onnx_file, out, T.BuildOptions(timing_cache=None))
     assert report.passed is not corrupt
     assert out.exists() is not corrupt
     if corrupt:
         assert report.failed_outputs == ("image",)
     else:
         assert out.read_bytes() == b"PLAN"
+        stamp = json.loads(T.stamp_path(out).read_text())
+        assert stamp["passed"] and stamp["sha256"] == hashlib.sha256(b"PLAN").hexdigest()
+        assert stamp["network"] == NET.name
     assert not out.with_name("model.plan.tmp").exists()
+    assert T.stamp_path(out).exists() is not corrupt

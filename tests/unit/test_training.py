@@ -9,13 +9,8 @@ import numpy as np
 import torch
 
 from tests.conftest import REPO_ROOT
-from training.product_gan import (
-    ConditionalBatchNorm2d,
-    Discriminator,
-    Generator,
-    diff_augment,
-    recalibrate_batchnorm,
-)
+from ecomgen.models.product_gan import ConditionalBatchNorm2d, Discriminator, Generator
+from training.product_gan import diff_augment, ema_avg_fn, recalibrate_batchnorm
 
 
 def test_product_gan_dry_run(tmp_path):
@@ -68,3 +63,21 @@ def test_recalibration_gives_eval_mode_batch_independence(torch_threads):
         batch = g(z, y).numpy()
         alone = np.concatenate([g(z[i : i + 1], y[i : i + 1]).numpy() for i in range(5)])
     np.testing.assert_allclose(batch, alone, atol=1e-5)
+
+
+def test_ema_follows_the_generator_early_then_averages():
+    from torch.optim.swa_utils import AveragedModel
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = AveragedModel(net, avg_fn=ema_avg_fn(0.999), use_buffers=True)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update_parameters(net)  # first update copies (AveragedModel's n == 0)
+    ema.update_parameters(net)  # second: decay (1+1)/(10+1)
+    assert float(ema.module.weight) == 1.0
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema.update_parameters(net)
+    decay = 3 / 12
+    assert abs(float(ema.module.weight) - decay) < 1e-6

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ecomgen.models.tryon import ARMS, BACKGROUND, HEAD, LOWER, UPPER
 from training.viton import (
-    ARMS,
-    BACKGROUND,
-    HEAD,
-    LOWER,
-    UPPER,
     fake_tryon,
     load_pairs,
     load_regions,
