@@ -1,79 +1,98 @@
-"""Start the real embedded tritonserver once per session on free ports."""
+"""Start the real embedded tritonserver once per session on free ports, with every registered model.
+
+Each model serves its shipped checkpoints when they exist, else tiny random weights, so
+the tests compare the server with the exact PyTorch modules behind it.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 
-from ecomgen.server import ServerConfig, TritonServer
-from ecomgen_client.specs import PRODUCT_GAN, TRYON
-from export.onnx import ensemble_checkpoints, export_ensemble, export_network, onnx_path
+from ecomgen.registry import REGISTRY
+from ecomgen.server import BUILD_DIR, ServerConfig, TritonServer, prepare_backend_dir
+from ecomgen.serving.runners import RUNTIME_ENV
+from ecomgen.serving.triton_backend import install
+from export.onnx import CHECKPOINT_DIR, export_model, install_onnx, load_modules, tiny_modules
 from export.repository import write_repository
-from tests.conftest import REPO_ROOT, free_port, randomize_batchnorm
-
-CHECKPOINT = REPO_ROOT / PRODUCT_GAN.checkpoint
+from tests.conftest import free_port
 
 
 @dataclass
 class Served:
     server: TritonServer
     repository: Path
-    generator: torch.nn.Module  # the exact PyTorch weights behind the served ONNX file
-    trained: bool
-    tryon: torch.nn.Module  # the PyTorch try-on pipeline behind the served tryon steps
-    tryon_trained: bool
+    modules: dict[str, dict[str, torch.nn.Module]] = field(default_factory=dict)
+    trained: dict[str, bool] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return self.server.grpc_url
 
+    @property
+    def http_url(self) -> str:
+        return self.server.http_url
 
-def served_generator() -> tuple[torch.nn.Module, bool]:
-    """The shipped checkpoint, or a tiny random one before any checkpoint exists."""
-    if CHECKPOINT.exists():
-        from training.product_gan import generator_from_checkpoint
+    def network(self, name: str) -> torch.nn.Module:
+        for modules in self.modules.values():
+            if name in modules:
+                return modules[name]
+        raise KeyError(name)
 
-        return generator_from_checkpoint(CHECKPOINT), True
-    from training.product_gan import Generator
+    # The old fixture's names, for the product_gan and try-on tests.
+    @property
+    def generator(self) -> torch.nn.Module:
+        return self.network("product_gan_generator")
 
-    torch.manual_seed(0)
-    return randomize_batchnorm(Generator(ngf=8)).eval(), False
+
+def served_modules(model) -> tuple[dict[str, torch.nn.Module], bool]:  # type: ignore[no-untyped-def]
+    """The shipped checkpoints, or tiny random networks before any checkpoint exists."""
+    if model.checkpoints and all((CHECKPOINT_DIR / c).exists() for c in model.checkpoints):
+        return load_modules(model), True
+    return tiny_modules(model), False
 
 
-def served_tryon() -> tuple[torch.nn.Module, bool]:
-    """The shipped try-on checkpoints, or a tiny random pipeline (with a non-zero flow)."""
-    from training.tryon import build, pipeline_from_checkpoints
-
-    if all(p.exists() for p in ensemble_checkpoints(TRYON)):
-        return pipeline_from_checkpoints(), True
-    torch.manual_seed(0)
-    pipe = build({"parser": 8, "warp": 8, "synthesis": 8})
-    for head in pipe.warp.heads:  # the flow heads start at zero; make the warp do something
-        torch.nn.init.normal_(head.weight, std=0.05)
-    return randomize_batchnorm(pipe).eval(), False
+def start_server(root: Path, **config: object) -> TritonServer:
+    """A server on free loopback ports for ``root/cpu`` (the ecomgen backend installed first)."""
+    install(BUILD_DIR / "backends" / "ecomgen", prepare_backend_dir() / "python")
+    settings = {
+        "repository": root / "cpu",
+        "grpc_port": free_port(),
+        "http_port": free_port(),
+        "metrics_port": free_port(),
+        "address": "127.0.0.1",
+        **config,
+    }
+    return TritonServer(ServerConfig(**settings), log=root / "tritonserver.log")  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    # The served runtime is the fallback (OpenVINO fp32) unless a test asks otherwise, so
+    # outputs are compared with PyTorch at fp32 tolerances on every host.
+    os.environ.pop(RUNTIME_ENV, None)
     root = tmp_path_factory.mktemp("model_repository")
+    onnx_dir = root / "onnx"
     write_repository(root, "cpu")
-    generator, trained = served_generator()
-    export_network(generator, PRODUCT_GAN.network, onnx_path(PRODUCT_GAN, root))
-    from training.tryon import export_modules
-
-    tryon, tryon_trained = served_tryon()
-    export_ensemble(TRYON, root, export_modules(tryon))
-    config = ServerConfig(
-        repository=root / "cpu",
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        address="127.0.0.1",
-    )
-    server = TritonServer(config, log=root / "tritonserver.log")
+    modules, trained = {}, {}
+    exported: dict[str, tuple[torch.nn.Module, bool]] = {}  # networks shared by two models export once
+    for model in REGISTRY:
+        names = [n.name for n in model.networks]
+        if not names:
+            continue
+        if all(n in exported for n in names):
+            modules[model.name] = {n: exported[n][0] for n in names}
+            trained[model.name] = all(exported[n][1] for n in names)
+            continue
+        modules[model.name], trained[model.name] = served_modules(model)
+        export_model(model, onnx_dir, modules[model.name])
+        exported.update({n: (modules[model.name][n], trained[model.name]) for n in names})
+    install_onnx(root, onnx_dir)
+    server = start_server(root)
     with server:
-        yield Served(server, root, generator, trained, tryon, tryon_trained)
+        yield Served(server, root, modules, trained)

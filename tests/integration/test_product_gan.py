@@ -10,10 +10,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from ecomgen.models.product_gan import generate
+from ecomgen.served.product_gan import PRODUCT_GAN as SERVED
+from ecomgen.serving.tensors import to_uint8_hwc
 from ecomgen_client import AsyncProductClient, InvalidInputError, ProductClient
-from ecomgen_client.specs import PRODUCT_GAN
-from export.triton_python.ecomgen_common import to_uint8_hwc
-from training.product_gan import generate
+from ecomgen_client.contracts import PRODUCT_GAN
 
 pytestmark = pytest.mark.integration
 MODEL = PRODUCT_GAN.name
@@ -31,17 +32,9 @@ def max_level_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def assert_matches_reference(got: np.ndarray, ref: np.ndarray) -> None:
-    """The served precision's tolerance against PyTorch fp32 (the parity gate's thresholds).
-
-    fp32 serving stays within 1 level; bf16 (PRODUCT_GAN.cpu_precision on a bf16 CPU) within
-    the gate: PSNR >= 40 dB and at most 1% of pixels more than 2 levels off.
-    """
+    """The test server runs OpenVINO fp32 (no calibration file): within 1 level of PyTorch fp32."""
     d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    if PRODUCT_GAN.cpu_precision == "f32":
-        assert d.max() <= 1
-        return
-    psnr = 10 * np.log10(255.0**2 / max(float(np.mean(d**2)), 1e-12))
-    assert psnr >= 40 and (d > 2).mean() <= 0.01, f"PSNR {psnr:.1f} dB, max {d.max():.0f}"
+    assert d.max() <= 1, f"max {d.max():.0f} levels"
 
 
 def raw_inputs(classes, seeds, class_dtype="INT32", seed_dtype="INT64", class_shape=None):
@@ -122,7 +115,7 @@ def test_bad_inputs_get_invalid_arg_naming_the_problem(served):
     expect_invalid(served, raw_inputs([3], [-4]), "seed", "-4", "out of range")
     expect_invalid(served, raw_inputs([3.0], [1], class_dtype="FP32"), "class_id", "FP32", "INT32")
     expect_invalid(served, raw_inputs([3, 4], [1], class_shape=(1, 2)), "class_id", "shape")
-    expect_invalid(served, raw_inputs([], []), "empty")
+    expect_invalid(served, raw_inputs([], []), "byte size mismatch")  # batch 0: Triton 2.51 refuses it
     expect_invalid(served, raw_inputs([1] * 65, range(65)), "batch", "64")
     only_class = raw_inputs([1], [1])[:1]
     expect_invalid(served, only_class, "expected 2 inputs but got 1")
@@ -170,8 +163,9 @@ def test_bad_requests_do_not_fail_their_batch_neighbours(served):
         else:
             assert isinstance(r, np.ndarray), f"good request ({c}, {s}) failed: {r}"
             assert_matches_reference(r, reference(served, [c], [s])[0])
-    # Bad requests count as failures, not inferences; executions show they were batched.
-    assert after[0] - before[0] == len(good)
+    # Triton 2.51 counts a request the Python backend answered with an error as an inference;
+    # the execution count shows that good and bad requests shared executions.
+    assert after[0] - before[0] == len(mixed)
     assert after[1] - before[1] < len(mixed)
     with ProductClient(served.url) as client:
         assert client.is_ready()
@@ -183,14 +177,14 @@ def test_classes_are_discoverable_from_the_model_config(served):
     import json
 
     assert json.loads(cfg.parameters["class_names"].string_value) == list(PRODUCT_GAN.class_names)
-    assert cfg.dynamic_batching.default_queue_policy.max_queue_size == PRODUCT_GAN.queue.max_queue_size
+    assert cfg.dynamic_batching.default_queue_policy.max_queue_size == SERVED.queue.max_queue_size
 
 
 def test_served_images_look_like_the_requested_class(served):
     """End to end: the real classifier recognises the class asked for over gRPC."""
     from training.classifier import DEFAULT_CHECKPOINT, load_classifier, predict
 
-    if not (served.trained and DEFAULT_CHECKPOINT.exists()):
+    if not (served.trained["product_gan"] and DEFAULT_CHECKPOINT.exists()):
         pytest.skip("needs the shipped product_gan and classifier checkpoints")
     classifier = load_classifier(DEFAULT_CHECKPOINT)
     per_class = 16
