@@ -71,6 +71,17 @@ def start_server(root: Path, **config: object) -> TritonServer:
     return TritonServer(ServerConfig(**settings), log=root / "tritonserver.log")  # type: ignore[arg-type]
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def pairs():  # type: ignore[no-untyped-def]
+    """The four VITON test fixtures, unpaired (person i with another person's garment)."""
+    from training.viton import load_pairs, read_pairs
+
+    return load_pairs(read_pairs(FIXTURES / "viton", "test", paired=False))
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     # The served runtime is the fallback (OpenVINO fp32) unless a test asks otherwise, so

@@ -27,11 +27,6 @@ pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "viton"
 
 
-@pytest.fixture(scope="module")
-def pairs():
-    return load_pairs(read_pairs(FIXTURES, "test", paired=False))
-
-
 def reference(served, person: np.ndarray, garment: np.ndarray) -> dict[str, np.ndarray]:
     """The PyTorch pipeline on exactly what tryon_pre feeds the networks."""
     x = {k: torch.from_numpy(v[None]) for k, v in preprocess(person, garment).items()}

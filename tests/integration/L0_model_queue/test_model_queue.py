@@ -1,0 +1,110 @@
+"""Bounded queues and one deadline per request (Triton's L0_model_queue, on ecomgen's models).
+
+* A full queue and an expired queue wait are rejected at once, and the client tells both
+  apart from a server that is down (findings 8: a queue timeout arrived as a retryable
+  UNAVAILABLE).
+* An ensemble request has one deadline across all its steps: the first Python step stamps
+  it from the request's timeout and every later step drops expired work, so a request is
+  answered within about two timeouts whatever the number of steps (finding 8: tryon p99
+  29.5 s with a 10 s timeout per step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from ecomgen.registry import Registry
+from ecomgen.served.product_gan import PRODUCT_GAN
+from ecomgen.spec import QueuePolicy
+from ecomgen_client import AsyncProductClient, QueueFullError, QueueTimeoutError, ServerOverloadedError
+from export.onnx import export_model, install_onnx, tiny_modules
+from export.repository import write_repository
+from tests.integration.conftest import start_server
+
+pytestmark = pytest.mark.integration
+
+
+def queue_server(root: Path, queue: QueuePolicy):  # type: ignore[no-untyped-def]
+    """product_gan (tiny weights) behind ``queue``."""
+    model = dataclasses.replace(PRODUCT_GAN, queue=queue, cpu_runtime="onnxruntime")
+    registry = Registry([model])
+    write_repository(root, "cpu", registry)
+    export_model(model, root / "onnx", tiny_modules(model))
+    install_onnx(root, root / "onnx", registry)
+    return start_server(root)
+
+
+async def burst(url: str, n: int, rows: int, **client: object) -> list[object]:
+    async with AsyncProductClient(url, retries=0, **client) as c:  # type: ignore[arg-type]
+
+        async def one(i: int) -> object:
+            try:
+                return await c.generate_products(i % 10, list(range(i * rows, (i + 1) * rows)))
+            except Exception as e:  # collected and classified below
+                return e
+
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_a_full_queue_rejects_at_once_and_says_so(tmp_path):
+    with queue_server(tmp_path, QueuePolicy(max_queue_size=2, default_timeout_us=30_000_000)) as server:
+        results = asyncio.run(burst(server.grpc_url, 40, 64, timeout_s=60))
+    full = [r for r in results if isinstance(r, QueueFullError)]
+    done = [r for r in results if isinstance(r, np.ndarray)]
+    assert full and done, [type(r).__name__ for r in results]
+    assert len(full) + len(done) == len(results), [r for r in results if isinstance(r, Exception)][:3]
+    assert isinstance(full[0], ServerOverloadedError) and "Exceeds maximum queue size" in str(full[0])
+
+
+def test_a_queue_timeout_is_an_overload_not_an_outage(tmp_path):
+    policy = QueuePolicy(max_queue_size=1000, default_timeout_us=1_000, allow_timeout_override=False)
+    with queue_server(tmp_path, policy) as server:
+        results = asyncio.run(burst(server.grpc_url, 40, 64, timeout_s=None))
+    expired = [r for r in results if isinstance(r, QueueTimeoutError)]
+    assert expired, [type(r).__name__ for r in results]
+    assert "Request timeout expired" in str(expired[0])
+    assert all(isinstance(r, np.ndarray | QueueTimeoutError) for r in results)
+
+
+def test_one_deadline_bounds_an_ensemble_request_whatever_its_steps(served, pairs):
+    """Overload tryon with requests that carry a 1 s server-side timeout and wait forever on the
+    client side: every answer (image, queue timeout or dropped deadline) comes within about two
+    timeouts plus one batch, although the ensemble has five queues."""
+    timeout_s, n = 1.0, 80
+
+    async def one(c: aioclient.InferenceServerClient, i: int) -> tuple[float, object]:
+        ins = []
+        for name, arr in (("person", pairs.person[i % 4][None]), ("garment", pairs.cloth[(i + 1) % 4][None])):
+            t = aioclient.InferInput(name, list(arr.shape), "UINT8")
+            t.set_data_from_numpy(arr)
+            ins.append(t)
+        start = time.perf_counter()
+        try:
+            result: object = await c.infer("tryon", ins, timeout=int(timeout_s * 1e6))
+        except InferenceServerException as e:
+            result = e
+        return time.perf_counter() - start, result
+
+    async def run() -> list[tuple[float, object]]:
+        async with aioclient.InferenceServerClient(served.url) as c:
+            return await asyncio.gather(*(one(c, i) for i in range(n)))
+
+    results = asyncio.run(run())
+    latencies = sorted(t for t, _ in results)
+    errors = [r.message() for _, r in results if isinstance(r, InferenceServerException)]
+    ok = [r for _, r in results if not isinstance(r, InferenceServerException)]
+    assert ok, errors[:3]
+    assert errors, "the burst did not overload the ensemble; raise n"
+    overload = ("timeout expired", "deadline exceeded", "Exceeds maximum queue size")
+    assert all(any(o in e for o in overload) for e in errors), sorted(set(errors))[:5]
+    # Five steps with a per-step timeout could take 5 x 1 s; one deadline stops at ~2 x 1 s
+    # plus the batch already computing when it expires.
+    assert latencies[-1] < 2 * timeout_s + 1.0, latencies[-5:]
