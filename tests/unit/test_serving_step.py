@@ -162,6 +162,18 @@ def test_latents_depend_only_on_the_seed():
     np.testing.assert_array_equal(latents_from_seeds(np.array([2**63 - 1]), 4)[0], expected)
 
 
+def test_batched_key_derivation_is_numpys_seed_sequence_bit_for_bit():
+    from ecomgen.serving.tensors import philox_keys
+
+    rng = np.random.default_rng(1)
+    seeds = np.concatenate([np.arange(50), rng.integers(0, 2**63 - 1, 300, dtype=np.int64), [2**32 - 1, 2**32]])
+    expected = np.stack([np.random.SeedSequence(int(s)).generate_state(2, np.uint64) for s in seeds])
+    np.testing.assert_array_equal(philox_keys(seeds), expected)
+    latents = latents_from_seeds(seeds[:40], 16)
+    for s, z in zip(seeds[:40], latents, strict=True):
+        np.testing.assert_array_equal(z, np.random.Generator(np.random.Philox(int(s))).standard_normal(16, np.float32))
+
+
 def test_one_hot_and_uint8_conversion():
     oh = one_hot(np.array([[2], [0], [2]], dtype=np.int32), 4)
     np.testing.assert_array_equal(oh, [[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 1, 0]])
