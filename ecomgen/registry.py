@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ecomgen.served import product_gan, tryon
+from ecomgen.served import product_gan, tryon, upscale
 from ecomgen.spec import NetworkSpec, ServedModel, step_index
 
 
@@ -60,3 +60,5 @@ REGISTRY = Registry()
 REGISTRY.register(product_gan.PRODUCT_GAN)
 REGISTRY.register(tryon.TRYON)
 REGISTRY.register(tryon.TRYON_BYTES)
+REGISTRY.register(upscale.UPSCALE)
+REGISTRY.register(upscale.PRODUCT_DETAIL)

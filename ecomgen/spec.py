@@ -184,8 +184,9 @@ Step = PythonStep | NetworkStep
 class ServedModel:
     """A public model: its contract, its steps and how it is deployed.
 
-    ``module`` names the ``ecomgen.models`` module (or any importable module) whose
-    ``load_networks(checkpoint_dir)`` / ``tiny_networks(seed)`` return the step networks.
+    ``module`` names the ``ecomgen.models`` module (or any importable module; a tuple for
+    networks from several) whose ``load_networks(checkpoint_dir)`` / ``tiny_networks(seed)``
+    return the step networks by name.
     On the cpu target ``fuse_on_cpu`` runs every step in one Python model (one queue and
     one shared-memory crossing instead of one per step); otherwise the model is a Triton
     ensemble of its steps on both targets.
@@ -195,7 +196,7 @@ class ServedModel:
     steps: tuple[Step, ...]
     batching: Batching
     queue: QueuePolicy
-    module: str = ""
+    module: str | tuple[str, ...] = ""
     cpu_instances: int = 1
     cpu_threads: int = 2
     cpu_runtime: str = "auto"
@@ -224,6 +225,10 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.contract.name
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return (self.module,) if isinstance(self.module, str) else self.module
 
     @property
     def networks(self) -> tuple[NetworkSpec, ...]:
@@ -304,6 +309,12 @@ def _fits(producer: TensorSpec, consumer: TensorSpec, producer_batched: bool, co
 def wire(model: ServedModel) -> list[Wire]:
     """Connect the steps by tensor name; raise WiringError naming the tensor that does not fit."""
     batched = model.contract.batched
+    clash = {t.name for t in model.contract.inputs} & {t.name for t in model.contract.outputs}
+    if clash and len(model.steps) > 1:
+        raise WiringError(
+            f"{model.name}: {sorted(clash)} is both an input and an output; a Triton ensemble has one "
+            "tensor namespace, so name the output differently"
+        )
     scope: dict[str, tuple[str, TensorSpec, bool]] = {
         t.name: (t.name, t, batched) for t in model.contract.inputs
     }
@@ -362,7 +373,12 @@ def step_index(models: list[ServedModel]) -> dict[str, Step]:
     out: dict[str, Step] = {}
     for m in models:
         for s in m.steps:
-            if s.name in out and out[s.name] != s:
+            seen = out.get(s.name)
+            # A network's bindings are per model (how it is fed); the network itself must agree.
+            same = seen is None or (seen.network if isinstance(seen, NetworkStep) else seen) == (
+                s.network if isinstance(s, NetworkStep) else s
+            )
+            if not same:
                 raise ValueError(f"step {s.name!r} is declared differently by two models")
-            out[s.name] = s
+            out.setdefault(s.name, s)
     return out

@@ -155,19 +155,24 @@ def check_parity(
     return report
 
 
+def _networks(model: ServedModel, load: str, *args: object) -> dict[str, nn.Module]:
+    found: dict[str, nn.Module] = {}
+    for name in model.modules if model.networks else ():
+        found.update(getattr(importlib.import_module(name), load)(*args))
+    missing = [n.name for n in model.networks if n.name not in found]
+    if missing:
+        raise KeyError(f"{model.name}: {model.modules} provide no network {missing}")
+    return {n.name: found[n.name] for n in model.networks}
+
+
 def load_modules(model: ServedModel, checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]:
     """The trained networks behind a served model, by step name (its spec's ``module``)."""
-    if not model.networks:
-        return {}
-    module = importlib.import_module(model.module)
-    return dict(module.load_networks(checkpoint_dir))
+    return _networks(model, "load_networks", checkpoint_dir)
 
 
 def tiny_modules(model: ServedModel, seed: int = 0) -> dict[str, nn.Module]:
     """Tiny random-weight networks with the same structure (for fast tests)."""
-    if not model.networks:
-        return {}
-    return dict(importlib.import_module(model.module).tiny_networks(seed))
+    return _networks(model, "tiny_networks", seed)
 
 
 def onnx_path(network: str | NetworkSpec, onnx_dir: Path = ONNX_DIR) -> Path:

@@ -199,7 +199,8 @@ class EndpointPool(Generic[T]):
         """The next endpoint in turn that is not cooling down (any, if all are)."""
         now = time.monotonic()
         with self._lock:
-            order = [self.urls[next(self._cycle)] for _ in range(len(self.urls))]
+            start = next(self._cycle)
+        order = self.urls[start:] + self.urls[:start]
         healthy = [u for u in order if self._down_until.get(u, 0.0) <= now and u != avoid]
         return (healthy or [u for u in order if u != avoid] or order)[0]
 

@@ -40,3 +40,12 @@ class TypedMethods:
     ) -> Any:
         """The try-on plus the warped garment and the composition mask (:class:`ops.TryOnResult`)."""
         return self._run(ops.try_on_debug(person, garment), timeout_s=timeout_s)
+
+    def upscale(self, image: ops.ImageLike, *, timeout_s: float | None = None) -> Any:
+        """x4 close-up of an image (PIL or uint8 [H, W, 3], 16-512 px a side; or [N, H, W, 3] of one
+        size): the same kind back, 4x each side."""
+        return self._run(ops.upscale(image), timeout_s=timeout_s)
+
+    def product_detail(self, cls: int | str, seeds: ops.Seeds, *, timeout_s: float | None = None) -> Any:
+        """256x192 close-ups: product_gan's image for each seed, upscaled x4 (uint8 [N, 256, 192, 3])."""
+        return self._run(ops.product_detail(cls, seeds), timeout_s=timeout_s)

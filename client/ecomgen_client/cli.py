@@ -13,7 +13,7 @@ import numpy as np
 from . import _images
 from .client import ProductClient
 from .errors import EcomgenError, InvalidInputError
-from .specs import PRODUCT_GAN
+from .contracts import PRODUCT_GAN
 
 __all__ = ["build_parser", "main", "parse_seeds"]
 
@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG path (default: <person>_tryon_<garment>.png beside the person)",
     )
     tryon.add_argument("--debug", action="store_true", help="add the warped garment and mask to the strip")
+
+    detail = sub.add_parser(
+        "detail",
+        parents=[common],
+        help="256x192 close-ups of product_gan images; writes thumbnail | close-up pairs as one PNG",
+    )
+    detail.add_argument("--class", dest="cls", metavar="CLASS", required=True, help="class name or id")
+    detail.add_argument("--seeds", type=_seeds_arg, default="0-3", help="default %(default)s")
+    detail.add_argument("--out", type=Path, required=True, help="PNG file")
+
+    upscale = sub.add_parser("upscale", parents=[common], help="x4 close-up of an image file (16-512 px a side)")
+    upscale.add_argument("image", type=Path)
+    upscale.add_argument("--out", type=Path, default=None, help="PNG path (default: <image>_x4.png beside it)")
     return parser
 
 
@@ -107,7 +120,7 @@ def _slug(name: str) -> str:
 def _products(client: ProductClient, args: argparse.Namespace) -> None:
     seeds: list[int] = args.seeds
     if args.cls == "all":
-        rows = [client.generate_products(i, seeds) for i in range(len(client.spec.class_names))]
+        rows = [client.generate_products(i, seeds) for i in range(len(client.products_model.class_names))]
         grid = _images.make_grid(np.concatenate(rows), cols=len(seeds))
         path = _images.save_png(grid, args.out)
         print(f"wrote {path} ({len(rows)} classes x {len(seeds)} seeds, one row per class)")
@@ -115,7 +128,7 @@ def _products(client: ProductClient, args: argparse.Namespace) -> None:
     images = client.generate_products(args.cls, seeds)
     if args.each:
         # Valid here: generate_products already resolved the class.
-        slug = _slug(client.spec.class_names[client.spec.class_id(args.cls)])
+        slug = _slug(client.products_model.class_names[client.products_model.class_id(args.cls)])
         for seed, image in zip(seeds, images, strict=True):
             _images.save_png(image, args.out / f"{slug}_seed{seed}.png")
         print(f"wrote {len(images)} images to {args.out}/")
@@ -148,6 +161,26 @@ def _tryon(client: ProductClient, args: argparse.Namespace) -> None:
     print(f"wrote {path} (person | garment{' | warped | mask' if args.debug else ''} | try-on)")
 
 
+def _nearest(image: np.ndarray, scale: int) -> np.ndarray:
+    """Pixel-replicated enlargement: shows a thumbnail at a close-up's size without inventing detail."""
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _detail(client: ProductClient, args: argparse.Namespace) -> None:
+    thumbs = client.generate_products(args.cls, args.seeds)
+    closeups = client.product_detail(args.cls, args.seeds)
+    scale = closeups.shape[1] // thumbs.shape[1]
+    panels = np.stack([p for t, c in zip(thumbs, closeups, strict=True) for p in (_nearest(t, scale), c)])
+    path = _images.save_png(_images.make_grid(panels, cols=2), args.out)
+    print(f"wrote {path} ({len(thumbs)} rows: thumbnail enlarged {scale}x | close-up)")
+
+
+def _upscale(client: ProductClient, args: argparse.Namespace) -> None:
+    out = client.upscale(_images.load_rgb(args.image))
+    path = _images.save_png(out, args.out or args.image.with_name(f"{args.image.stem}_x4.png"))
+    print(f"wrote {path} ({out.shape[1]}x{out.shape[0]})")
+
+
 def _classes(client: ProductClient) -> None:
     for i, name in enumerate(client.class_names()):
         print(f"{i}\t{name}")
@@ -157,10 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with ProductClient(args.url, timeout_s=args.timeout, retries=args.retries) as client:
-            if args.command == "products":
-                _products(client, args)
-            elif args.command == "tryon":
-                _tryon(client, args)
+            commands = {"products": _products, "tryon": _tryon, "detail": _detail, "upscale": _upscale}
+            if args.command in commands:
+                commands[args.command](client, args)
             else:
                 _classes(client)
     except InvalidInputError as exc:

@@ -172,15 +172,25 @@ class Contract:
                 max_bytes=int(extra.get("max_bytes", 0)),
             )
 
-        names = json.loads(params["class_names"]) if "class_names" in params else []
         return cls(
             name=cfg["name"],
             inputs=tuple(tensor(t) for t in cfg.get("input", [])),
             outputs=tuple(tensor(t) for t in cfg.get("output", [])),
             max_batch_size=int(cfg.get("max_batch_size", 0)),
             description=params.get("description", ""),
-            class_names=tuple(names),
+            class_names=_class_names(params.get("class_names", "")),
         )
+
+
+def _class_names(raw: str) -> tuple[str, ...]:
+    """The JSON list in a config's ``class_names``; anything else means "none"."""
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return ()
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return ()
 
 
 def contract_parameters(t: TensorSpec) -> dict[str, str]:
@@ -270,4 +280,37 @@ TRYON_BYTES = Contract(
     max_batch_size=8,
 )
 
-CONTRACTS: dict[str, Contract] = {c.name: c for c in (PRODUCT_GAN, TRYON, TRYON_BYTES)}
+# --- detail close-ups ---------------------------------------------------------------
+
+SR_SCALE = 4
+SR_MIN_SIDE, SR_MAX_SIDE = 16, 512
+
+UPSCALE = Contract(
+    name="upscale",
+    description=(
+        "x4 super-resolution for detail close-ups: any RGB image of 16-512 px a side -> 4x each side. "
+        "Requests of the same size batch together."
+    ),
+    inputs=(
+        TensorSpec(
+            "image", "UINT8", (-1, -1, 3), min_dims=(SR_MIN_SIDE, SR_MIN_SIDE, 3), max_dims=(SR_MAX_SIDE, SR_MAX_SIDE, 3)
+        ),
+    ),
+    # Not "image": an ensemble's inputs and outputs share one tensor namespace in Triton.
+    outputs=(TensorSpec("upscaled", "UINT8", (-1, -1, 3), max_dims=(4 * SR_MAX_SIDE, 4 * SR_MAX_SIDE, 3)),),
+    max_batch_size=16,
+)
+
+DETAIL_HW = (SR_SCALE * PRODUCT_IMAGE_HW[0], SR_SCALE * PRODUCT_IMAGE_HW[1])
+PRODUCT_DETAIL = Contract(
+    name="product_detail",
+    description="product_gan's image for (class_id, seed), upscaled x4 to a 256x192 detail close-up.",
+    inputs=(CLASS_ID, SEED),
+    outputs=(TensorSpec("image", "UINT8", (*DETAIL_HW, 3)),),
+    max_batch_size=16,
+    class_names=PRODUCT_CLASSES,
+)
+
+CONTRACTS: dict[str, Contract] = {
+    c.name: c for c in (PRODUCT_GAN, TRYON, TRYON_BYTES, UPSCALE, PRODUCT_DETAIL)
+}

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from . import _images
 from ._common import Array, Call
-from .contracts import PRODUCT_GAN, TRYON, Contract, TensorSpec
+from .contracts import PRODUCT_DETAIL, PRODUCT_GAN, TRYON, UPSCALE, Contract, TensorSpec
 from .errors import InvalidInputError
 
 Seeds = Sequence[int] | Array
@@ -91,6 +91,24 @@ def _image(out: dict[str, Array]) -> Array:
 def products(cls: int | str, seeds: Seeds, model: Contract = PRODUCT_GAN) -> Call[npt.NDArray[np.uint8]]:
     """One image per seed of class ``cls``: uint8 [N, H, W, 3]."""
     return Call(model, class_and_seed_inputs(model, cls, seeds), _image)
+
+
+def product_detail(cls: int | str, seeds: Seeds) -> Call[npt.NDArray[np.uint8]]:
+    """product_gan's image for each seed, upscaled x4: uint8 [N, 256, 192, 3]."""
+    return Call(PRODUCT_DETAIL, class_and_seed_inputs(PRODUCT_DETAIL, cls, seeds), _image)
+
+
+def upscale(image: ImageLike) -> Call[Any]:
+    """x4 super-resolution of one image (PIL or [H, W, 3] uint8, 16-512 px a side), or of a
+    batch of same-size images ([N, H, W, 3] uint8); returns the same kind it was given."""
+    tensor = UPSCALE.input("image")
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        batch = np.stack([image_array(UPSCALE, tensor, im) for im in image]) if len(image) else image
+        if len(batch) == 0:
+            raise InvalidInputError("upscale: no images given")
+        return Call(UPSCALE, {"image": batch}, lambda out: out["upscaled"])
+    arr = image_array(UPSCALE, tensor, image)
+    return Call(UPSCALE, {"image": arr[None]}, lambda out: as_returned(out["upscaled"][0], image))
 
 
 @dataclass(frozen=True)

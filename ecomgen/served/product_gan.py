@@ -35,12 +35,21 @@ GENERATOR = NetworkSpec(
     gpu_instances=2,
 )
 
+# From benchmarks.tune (results/2026-11-26-amd-epyc-2c-tune.md): 1 instance x 2 threads is
+# clearly best (2 cores); 2 ms delay gave the most images/s at c=32 without hurting c=1
+# (0 and 0.5 ms cost 10-20%; 5+ ms add latency at low load); preferred [64] won the last
+# stage and its confirmation by +3%, inside the +-8% noise, so it is a tie with [16, 32, 64].
+BATCHING = Batching(preferred_batch_sizes=(64,), max_queue_delay_us=2000)
+
+# Shared by product_gan and product_detail, so it declares its own batching.
 PRE = PythonStep(
     name="product_gan_pre",
     handler=f"{HANDLERS}.product_gan:Preprocess",
     inputs=contracts.PRODUCT_GAN.inputs,
     outputs=GENERATOR.inputs,
     params=(("num_classes", str(len(PRODUCT_CLASSES))), ("latent_dim", str(LATENT_DIM))),
+    max_batch_size=contracts.PRODUCT_GAN.max_batch_size,
+    batching=BATCHING,
 )
 POST = PythonStep(
     name="product_gan_post",
@@ -52,11 +61,7 @@ POST = PythonStep(
 PRODUCT_GAN = ServedModel(
     contract=contracts.PRODUCT_GAN,
     steps=(PRE, NetworkStep(GENERATOR), POST),
-    # From benchmarks.tune (results/2026-11-26-amd-epyc-2c-tune.md): 1 instance x 2 threads is
-    # clearly best (2 cores); 2 ms delay gave the most images/s at c=32 without hurting c=1
-    # (0 and 0.5 ms cost 10-20%; 5+ ms add latency at low load); preferred [64] won the last
-    # stage and its confirmation by +3%, inside the +-8% noise, so it is a tie with [16, 32, 64].
-    batching=Batching(preferred_batch_sizes=(64,), max_queue_delay_us=2000),
+    batching=BATCHING,
     queue=QUEUE,
     module="ecomgen.models.product_gan",
     cpu_instances=1,

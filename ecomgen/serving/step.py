@@ -69,7 +69,12 @@ class TensorInfo:
 
 @dataclass
 class StepConfig:
-    """What a step knows about itself: its config.pbtxt, as Triton passes it, plus its directory."""
+    """What a step knows about itself: its config.pbtxt, as Triton passes it, plus its directory.
+
+    The deadline tensor is not among ``inputs``/``outputs``: the executor handles it
+    (``stamps_deadline``: this step makes it; ``checks_deadline``: this step honours it),
+    so a step's own code only sees its data.
+    """
 
     name: str
     max_batch_size: int
@@ -77,6 +82,8 @@ class StepConfig:
     outputs: dict[str, TensorInfo]
     params: dict[str, str] = field(default_factory=dict)
     model_dir: Path = Path(".")
+    stamps_deadline: bool = False
+    checks_deadline: bool = False
 
     @property
     def batched(self) -> bool:
@@ -85,13 +92,18 @@ class StepConfig:
     @classmethod
     def from_model_config(cls, config: Mapping[str, Any], model_dir: Path) -> StepConfig:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        inputs = {t["name"]: TensorInfo.from_config(t, params) for t in config.get("input", [])}
+        outputs = {t["name"]: TensorInfo.from_config(t, params) for t in config.get("output", [])}
+        checks, stamps = inputs.pop(DEADLINE, None) is not None, outputs.pop(DEADLINE, None) is not None
         return cls(
             name=config["name"],
             max_batch_size=int(config.get("max_batch_size", 0)),
-            inputs={t["name"]: TensorInfo.from_config(t, params) for t in config.get("input", [])},
-            outputs={t["name"]: TensorInfo.from_config(t, params) for t in config.get("output", [])},
+            inputs=inputs,
+            outputs=outputs,
             params=params,
             model_dir=model_dir,
+            stamps_deadline=stamps,
+            checks_deadline=checks,
         )
 
 
@@ -153,8 +165,6 @@ def check_inputs(config: StepConfig, arrays: Mapping[str, np.ndarray]) -> int:
     """The declared checks of one request; returns its batch size (1 for unbatched steps)."""
     batch: int | None = None
     for name, info in config.inputs.items():
-        if name == DEADLINE:
-            continue
         if name not in arrays:
             if info.optional:
                 continue
@@ -212,7 +222,7 @@ def _parse(
     batch = check_inputs(step.config, arrays)
     step.validate(arrays)
     arrays = step.prepare(arrays)
-    if DEADLINE in step.config.outputs:
+    if step.config.stamps_deadline:
         due = deadline_ns(request, default_deadline_us)
         shape = (batch, 1) if step.config.batched else (1,)
         arrays[DEADLINE] = np.full(shape, due, dtype=np.int64)
@@ -220,7 +230,7 @@ def _parse(
 
 
 def _compute(step: Step, parsed: list[dict[str, np.ndarray]], sizes: list[int]) -> list[Result]:
-    passthrough = DEADLINE in step.config.outputs
+    passthrough = step.config.stamps_deadline
     if step.config.batched:
         keys = [k for k in parsed[0] if k != DEADLINE]
         batch = {
@@ -245,7 +255,7 @@ def _compute(step: Step, parsed: list[dict[str, np.ndarray]], sizes: list[int]) 
 
 
 def _check_outputs(step: Step, out: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    final = {}
+    final = {DEADLINE: out[DEADLINE]} if step.config.stamps_deadline else {}
     for name, info in step.config.outputs.items():
         if name not in out:
             if info.optional:

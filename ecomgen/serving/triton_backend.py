@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ecomgen.serving.errors import DeadlineExceeded, RequestError
-from ecomgen.serving.step import Request, Step, StepConfig, run_batch
+from ecomgen.serving.step import DEADLINE, Request, Step, StepConfig, run_batch
 
 # The file Triton loads from <backend dir>/model.py: the code lives in the installed package.
 BACKEND_SHIM = '''"""Triton Python-based backend "ecomgen": the code lives in the installed ecomgen package."""
@@ -88,8 +88,9 @@ class TritonPythonModel:
         if request.is_cancelled():
             return DeadlineExceeded("request cancelled by the client")
         arrays = {}
+        names = [*self.config.inputs, *([DEADLINE] if self.config.checks_deadline else [])]
         try:
-            for name in self.config.inputs:
+            for name in names:
                 tensor = self.pb.get_input_tensor_by_name(request, name)
                 if tensor is not None:
                     arrays[name] = tensor.as_numpy()

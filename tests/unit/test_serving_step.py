@@ -128,8 +128,8 @@ def test_dim_bounds_and_bytes_limits_are_enforced():
 
 
 def test_deadline_is_stamped_by_the_first_step_and_honoured_by_later_ones(monkeypatch):
-    outputs = {"y": info("y", np.float32, (2,)), DEADLINE: info(DEADLINE, np.int64, (1,))}
-    first = doubler(outputs=outputs)
+    first = doubler()
+    first.config.stamps_deadline = True
     before = time.monotonic_ns()
     (stamped,) = run_batch(first, [Request({"x": np.ones((2, 2), np.float32)}, timeout_us=2_000_000)])
     due = stamped[DEADLINE]
@@ -140,7 +140,7 @@ def test_deadline_is_stamped_by_the_first_step_and_honoured_by_later_ones(monkey
     assert int(default[DEADLINE][0, 0]) > time.monotonic_ns() + 4_000_000_000
 
     later = doubler()
-    later.config.inputs[DEADLINE] = info(DEADLINE, np.int64, (1,), optional=True)
+    later.config.checks_deadline = True
     expired = Request({"x": np.ones((1, 2), np.float32), DEADLINE: np.array([[time.monotonic_ns() - 1]])})
     alive = Request({"x": np.ones((1, 2), np.float32), DEADLINE: np.array([[time.monotonic_ns() + 10**10]])})
     no_deadline = Request({"x": np.ones((1, 2), np.float32), DEADLINE: np.zeros((1, 1), np.int64)})

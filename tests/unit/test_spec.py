@@ -80,6 +80,13 @@ def test_wiring_errors_name_the_tensor(steps, outputs, message):
         model(steps, outputs=outputs)
 
 
+def test_an_ensemble_cannot_reuse_an_input_name_for_an_output():
+    a = NetworkStep(net("a", (X,), (Y,)))
+    b = NetworkStep(net("b", (Y,), (TensorSpec("x", "FP32", (4,)),)))
+    with pytest.raises(WiringError, match="one tensor namespace"):
+        model((a, b), outputs=(X,))
+
+
 def test_a_public_input_nobody_reads_is_an_error():
     with pytest.raises(WiringError, match="public input 'y' is read by no step"):
         model((NetworkStep(net("a", (X,), (Z,))),), inputs=(X, Y))
