@@ -16,8 +16,12 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet -e ./client
 	$(BIN)/pip install --quiet -e ".[dev]"
 
+# As root the launcher runs Triton as `nobody`; --allow-root keeps root only where `nobody`
+# cannot read the Python runtime (a pyenv under /root, as on the build machines).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 serve: setup
-	$(BIN)/python -m ecomgen serve
+	$(BIN)/python -m ecomgen serve $(ROOT_FLAG)
 
 build: setup
 	$(BIN)/python -m ecomgen build

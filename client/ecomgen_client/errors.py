@@ -74,7 +74,8 @@ _BY_STATUS: dict[str, type[EcomgenError]] = {
     "INVALID_ARGUMENT": InvalidInputError,
     "UNAVAILABLE": ServerUnavailableError,
     "DEADLINE_EXCEEDED": RequestTimeoutError,
-    "CANCELLED": RequestTimeoutError,
+    # Triton cancels in-flight calls while it drains on shutdown: the server is going away.
+    "CANCELLED": ServerUnavailableError,
 }
 # Triton answers overload with UNAVAILABLE too; these messages tell it apart from "down".
 _OVERLOAD = (("exceeds maximum queue size", QueueFullError), ("request timeout expired", QueueTimeoutError))
@@ -90,6 +91,8 @@ def from_triton_error(exc: InferenceServerException, *, known_model: bool = Fals
     message = exc.message() or str(exc)
     text = f"[{status}] {message}" if status else message
     lowered = message.lower()
+    if "is restricted" in lowered:  # an API locked behind a key: retrying cannot help
+        return ServerError(text, status=status)
     if status == "UNAVAILABLE":
         for fragment, cls in _OVERLOAD:
             if fragment in lowered:

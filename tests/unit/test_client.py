@@ -355,7 +355,7 @@ def test_parse_seeds_rejects(text: str) -> None:
         ("StatusCode.DEADLINE_EXCEEDED", RequestTimeoutError),
         ("StatusCode.INTERNAL", ServerError),
         ("StatusCode.NOT_FOUND", ServerError),
-        ("StatusCode.CANCELLED", RequestTimeoutError),
+        ("StatusCode.CANCELLED", ServerUnavailableError),
         (None, ServerError),
     ],
 )
@@ -375,6 +375,7 @@ def test_from_triton_error(status: str | None, expected: type[EcomgenError]) -> 
         ("Server is stopping", ServerUnavailableError),
         ("failed to connect to all addresses", ServerUnavailableError),
         ("tryon_post: deadline exceeded before this step ran", RequestTimeoutError),
+        ("This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'", ServerError),
     ],
 )
 def test_overload_is_told_apart_from_a_server_that_is_down(message: str, expected: type) -> None:

@@ -71,7 +71,8 @@ def test_defaults_bind_loopback_and_restrict_the_admin_apis(repo: Path) -> None:
         assert flags(cmd, name) == ["127.0.0.1"], name
     restricted = f"{','.join(ADMIN_APIS)}:admin-key={KEY}"
     assert flags(cmd, "grpc-restricted-protocol") == [restricted]
-    assert flags(cmd, "http-restricted-api") == [restricted]
+    # HTTP also locks inference (JSON wraps out-of-range integers; gRPC is the inference protocol).
+    assert flags(cmd, "http-restricted-api") == [f"{','.join(ADMIN_APIS)},inference:admin-key={KEY}"]
     assert set(ADMIN_APIS) == {"shared-memory", "model-repository", "logging", "trace"}
     # The hardened flags stay.
     for f in ("--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true"):
@@ -299,7 +300,11 @@ def test_a_world_readable_key_file_is_warned_about(tmp_path: Path, caplog: pytes
     f.write_text(KEY)
     f.chmod(0o644)
     read_key(f, "X", "admin key")
-    assert "readable by other users" in caplog.text
+    assert "readable by every user" in caplog.text
+    caplog.clear()
+    f.chmod(0o440)  # a Kubernetes secret with fsGroup: fine
+    read_key(f, "X", "admin key")
+    assert "readable" not in caplog.text
     assert KEY not in caplog.text
 
 
@@ -355,7 +360,12 @@ def test_security_summary_never_shows_a_key(repo: Path) -> None:
     assert KEY not in text and STATS not in text
     assert "need header admin-key (gRPC: triton-grpc-protocol-admin-key); key from file /k" in text
     generated = "\n".join(security_summary(TritonServer(ServerConfig(repo)), {}))
-    assert "random key nobody knows" in generated and "statistics, health" in generated
+    assert "random key nobody knows" in generated
+    assert "open to every caller: health, metadata, inference, model-config, statistics" in generated
+    assert "open to every caller: health, metadata, inference, model-config\n" in text + "\n"
+    assert "gRPC is plaintext (no --tls-cert)" in generated
+    exposed = "\n".join(security_summary(TritonServer(ServerConfig(repo, address="0.0.0.0")), {}))
+    assert "WARNING: gRPC is plaintext on 0.0.0.0" in exposed
 
 
 def test_serve_exits_2_on_a_bad_configuration(repo: Path) -> None:

@@ -162,8 +162,12 @@ def test_nan_and_inf_are_refused_by_every_step_that_takes_floats(served, stub, p
     assert {"tryon_post", "tryon_encode", "tryon_parser"} <= set(checked)
 
 
-def test_out_of_range_integers_are_refused_over_http_json(served):
-    """Finding 9: over HTTP/JSON, class_id 2**40 returned 200 and silently wrapped to class 0."""
+def test_inference_over_http_json_is_off_by_default(served):
+    """Finding 9: over HTTP/JSON, class_id 2**40 returned 200 and silently wrapped to class 0.
+
+    Triton 2.51's JSON decoder wraps it before any model code runs, so no step can refuse it;
+    inference is gRPC only unless the launcher is given --http-inference (SECURITY.md).
+    """
     body = {
         "inputs": [
             {"name": "class_id", "shape": [1, 1], "datatype": "INT32", "data": [2**40]},
@@ -177,9 +181,12 @@ def test_out_of_range_integers_are_refused_over_http_json(served):
     )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=30)
-    assert info.value.code == 400
-    message = json.loads(info.value.read())["error"]
-    assert "class_id" in message
+    assert info.value.code == 403
+    assert "restricted" in json.loads(info.value.read())["error"]
+    with urllib.request.urlopen(f"{served.http_url}/v2/health/ready", timeout=10) as r:
+        assert r.status == 200  # probes still work
+    with urllib.request.urlopen(f"{served.http_url}/v2/models/product_gan", timeout=10) as r:
+        assert json.loads(r.read())["name"] == "product_gan"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Mirrors Triton qa/L0_grpc (RestrictedProtocolTest) and qa/L0_http (RestrictedAPITest)."""
