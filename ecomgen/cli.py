@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ecomgen.registry import REGISTRY
-from ecomgen.server import BUILD_DIR, REPO_ROOT, add_serve_arguments, serve
+from ecomgen.server import REPO_ROOT, add_serve_arguments, serve
 
 log = logging.getLogger("ecomgen")
 CALIBRATION_DIR = REPO_ROOT / "build" / "calibration"
@@ -95,8 +95,4 @@ def main(argv: list[str] | None = None) -> int:
         from ecomgen.serving.runners import RUNTIME_ENV
 
         os.environ[RUNTIME_ENV] = opt.cpu_runtime  # tritonserver and its Python stubs inherit it
-    from ecomgen.server import prepare_backend_dir
-    from ecomgen.serving.triton_backend import install
-
-    install(BUILD_DIR / "backends" / "ecomgen", prepare_backend_dir() / "python")
     return serve(opt, opt.repository / "cpu")

@@ -141,7 +141,8 @@ def library_dirs() -> list[Path]:
 
 
 def prepare_backend_dir(build_dir: Path = BUILD_DIR) -> Path:
-    """A backend directory whose Python backend has the stub for this interpreter."""
+    """A backend directory whose Python backends (``python`` and ``ecomgen``) have the stub for
+    this interpreter."""
     src = pytriton_root() / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = src / "python_backend_stubs" / version / STUB_NAME
@@ -155,6 +156,10 @@ def prepare_backend_dir(build_dir: Path = BUILD_DIR) -> Path:
     target = dest / STUB_NAME
     if not target.exists() or target.stat().st_size != stub.stat().st_size:
         shutil.copy2(stub, target)
+    # The `ecomgen` Python-based backend every generated Python model names.
+    from ecomgen.serving.triton_backend import install
+
+    install(build_dir / "backends" / "ecomgen", dest)
     return build_dir / "backends"
 
 

@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from ecomgen.registry import REGISTRY
-from ecomgen.server import BUILD_DIR, ServerConfig, TritonServer, prepare_backend_dir
+from ecomgen.server import ServerConfig, TritonServer
 from ecomgen.serving.runners import RUNTIME_ENV
-from ecomgen.serving.triton_backend import install
 from export.onnx import CHECKPOINT_DIR, export_model, install_onnx, load_modules, tiny_modules
 from export.repository import write_repository
 from tests.conftest import free_port
@@ -58,8 +57,7 @@ def served_modules(model) -> tuple[dict[str, torch.nn.Module], bool]:  # type: i
 
 
 def start_server(root: Path, **config: object) -> TritonServer:
-    """A server on free loopback ports for ``root/cpu`` (the ecomgen backend installed first)."""
-    install(BUILD_DIR / "backends" / "ecomgen", prepare_backend_dir() / "python")
+    """A server on free loopback ports for ``root/cpu``."""
     settings = {
         "repository": root / "cpu",
         "grpc_port": free_port(),
