@@ -147,6 +147,8 @@ class PythonStep:
     # None: the model's (batching, queue, max_batch_size).
     max_batch_size: int | None = None
     batching: Batching | None = None
+    # Files from checkpoints/ that the step reads from its version directory (placed by the build).
+    artifacts: tuple[str, ...] = ()
 
     @property
     def model_name(self) -> str:

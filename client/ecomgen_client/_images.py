@@ -61,3 +61,14 @@ def load_rgb(path: str | Path) -> npt.NDArray[np.uint8]:
     """Read an image file as [H, W, 3] uint8 RGB."""
     with _pil_image_module().open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def fit(image: npt.NDArray[np.uint8], height: int, width: int, fill: int = 255) -> npt.NDArray[np.uint8]:
+    """Scale into height x width keeping the aspect ratio, padded with ``fill`` (needs Pillow)."""
+    pil = _pil_image_module().fromarray(np.ascontiguousarray(image))
+    pil.thumbnail((width, height))
+    out = np.full((height, width, 3), fill, dtype=np.uint8)
+    arr = np.asarray(pil.convert("RGB"))
+    top, left = (height - arr.shape[0]) // 2, (width - arr.shape[1]) // 2
+    out[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
+    return out

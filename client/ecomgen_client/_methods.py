@@ -28,7 +28,9 @@ class TypedMethods:
     ) -> Any:
         """Like :meth:`generate_products` but a list of PIL images (needs Pillow)."""
         call = ops.products(cls, seeds, self.products_model)
-        return self._run(Call(call.model, call.inputs, lambda out: _images.to_pil(out["image"])), timeout_s=timeout_s)
+        return self._run(
+            Call(call.model, call.inputs, lambda out: _images.to_pil(out["image"])), timeout_s=timeout_s
+        )
 
     def try_on(self, person: ops.ImageLike, garment: ops.ImageLike, *, timeout_s: float | None = None) -> Any:
         """``person`` wearing ``garment`` (``tryon``, 256x192). PIL or [H, W, 3] uint8 in, 64 to 2048 px
@@ -49,3 +51,15 @@ class TypedMethods:
     def product_detail(self, cls: int | str, seeds: ops.Seeds, *, timeout_s: float | None = None) -> Any:
         """256x192 close-ups: product_gan's image for each seed, upscaled x4 (uint8 [N, 256, 192, 3])."""
         return self._run(ops.product_detail(cls, seeds), timeout_s=timeout_s)
+
+    def personalize(
+        self,
+        history: Any,
+        count: int,
+        seed: int,
+        weights: Any = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """``count`` new images in the style of a shopper's browsed photos (:class:`ops.Personalized`)."""
+        return self._run(ops.personalize(history, count, seed, weights), timeout_s=timeout_s)

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _images
 from .client import ProductClient
-from .errors import EcomgenError, InvalidInputError
 from .contracts import PRODUCT_GAN
+from .errors import EcomgenError, InvalidInputError
 
 __all__ = ["build_parser", "main", "parse_seeds"]
 
@@ -107,9 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     detail.add_argument("--seeds", type=_seeds_arg, default="0-3", help="default %(default)s")
     detail.add_argument("--out", type=Path, required=True, help="PNG file")
 
-    upscale = sub.add_parser("upscale", parents=[common], help="x4 close-up of an image file (16-512 px a side)")
+    pers = sub.add_parser(
+        "personalize",
+        parents=[common],
+        help="new products in the style of a folder of browsed photos; writes history | generated | similar",
+    )
+    pers.add_argument("history", type=Path, help="folder of browsed product photos (JPEG/PNG/WebP, 1-32)")
+    pers.add_argument("--count", type=int, default=8)
+    pers.add_argument("--seed", type=int, default=0)
+    pers.add_argument("--out", type=Path, required=True, help="PNG file")
+    pers.add_argument(
+        "--catalogue-dir",
+        type=Path,
+        default=None,
+        help="the catalogue's photos (Kaggle layout: images/<id>.jpg) to draw the similar items; "
+        "without it their ids are printed",
+    )
+
+    upscale = sub.add_parser(
+        "upscale", parents=[common], help="x4 close-up of an image file (16-512 px a side)"
+    )
     upscale.add_argument("image", type=Path)
-    upscale.add_argument("--out", type=Path, default=None, help="PNG path (default: <image>_x4.png beside it)")
+    upscale.add_argument(
+        "--out", type=Path, default=None, help="PNG path (default: <image>_x4.png beside it)"
+    )
     return parser
 
 
@@ -137,22 +158,11 @@ def _products(client: ProductClient, args: argparse.Namespace) -> None:
         print(f"wrote {path} ({len(images)} images)")
 
 
-def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scale into height x width keeping the aspect ratio, padded white (for the strip only)."""
-    pil = _images.to_pil(image[None])[0]
-    pil.thumbnail((width, height))
-    out = np.full((height, width, 3), 255, dtype=np.uint8)
-    arr = np.asarray(pil.convert("RGB"))
-    top, left = (height - arr.shape[0]) // 2, (width - arr.shape[1]) // 2
-    out[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
-    return out
-
-
 def _tryon(client: ProductClient, args: argparse.Namespace) -> None:
     person, garment = _images.load_rgb(args.person), _images.load_rgb(args.garment)
     result = client.try_on_debug(person, garment)
     h, w = result.image.shape[:2]
-    panels = [_fit(person, h, w), _fit(garment, h, w)]
+    panels = [_images.fit(person, h, w), _images.fit(garment, h, w)]
     if args.debug:
         panels += [result.warped_garment, np.repeat(result.mask[..., None], 3, axis=2)]
     panels.append(result.image)
@@ -175,6 +185,38 @@ def _detail(client: ProductClient, args: argparse.Namespace) -> None:
     print(f"wrote {path} ({len(thumbs)} rows: thumbnail enlarged {scale}x | close-up)")
 
 
+def _personalize(client: ProductClient, args: argparse.Namespace) -> None:
+    paths = sorted(
+        p for p in args.history.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
+    )
+    history = [_images.load_rgb(p) for p in paths]
+    result = client.personalize(history, args.count, args.seed)
+    h, w = result.images.shape[1:3]
+    rows = [np.stack([_images.fit(im, h, w) for im in history]), result.images]
+    if args.catalogue_dir is not None:
+        ids = result.similar[:, 0]
+        found = [args.catalogue_dir / "images" / f"{i}.jpg" for i in ids]
+        rows.append(
+            np.stack(
+                [
+                    _images.fit(_images.load_rgb(f), h, w)
+                    if f.exists()
+                    else np.full((h, w, 3), 255, np.uint8)
+                    for f in found
+                ]
+            )
+        )
+    cols = max(len(r) for r in rows)
+    padded = [np.concatenate([r, np.full((cols - len(r), h, w, 3), 255, np.uint8)]) for r in rows]
+    path = _images.save_png(_images.make_grid(np.concatenate(padded), cols=cols), args.out)
+    print(
+        f"wrote {path}: {len(history)} browsed | {len(result.images)} generated"
+        + (" | nearest catalogue item of each" if args.catalogue_dir else "")
+    )
+    for k, ids in enumerate(result.similar):
+        print(f"generated {k}: similar catalogue ids {ids.tolist()}")
+
+
 def _upscale(client: ProductClient, args: argparse.Namespace) -> None:
     out = client.upscale(_images.load_rgb(args.image))
     path = _images.save_png(out, args.out or args.image.with_name(f"{args.image.stem}_x4.png"))
@@ -190,7 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with ProductClient(args.url, timeout_s=args.timeout, retries=args.retries) as client:
-            commands = {"products": _products, "tryon": _tryon, "detail": _detail, "upscale": _upscale}
+            commands = {
+                "products": _products,
+                "tryon": _tryon,
+                "detail": _detail,
+                "upscale": _upscale,
+                "personalize": _personalize,
+            }
             if args.command in commands:
                 commands[args.command](client, args)
             else:

@@ -58,7 +58,11 @@ class TensorSpec:
         for bound in (self.min_dims, self.max_dims):
             if bound is not None and len(bound) != len(self.dims):
                 raise ValueError(f"{self.name}: dim bounds {bound} do not match dims {self.dims}")
-        if self.min_dims and self.max_dims and any(a > b for a, b in zip(self.min_dims, self.max_dims)):
+        if (
+            self.min_dims
+            and self.max_dims
+            and any(a > b for a, b in zip(self.min_dims, self.max_dims, strict=True))
+        ):
             raise ValueError(f"{self.name}: min_dims {self.min_dims} above max_dims {self.max_dims}")
 
     @property
@@ -293,7 +297,11 @@ UPSCALE = Contract(
     ),
     inputs=(
         TensorSpec(
-            "image", "UINT8", (-1, -1, 3), min_dims=(SR_MIN_SIDE, SR_MIN_SIDE, 3), max_dims=(SR_MAX_SIDE, SR_MAX_SIDE, 3)
+            "image",
+            "UINT8",
+            (-1, -1, 3),
+            min_dims=(SR_MIN_SIDE, SR_MIN_SIDE, 3),
+            max_dims=(SR_MAX_SIDE, SR_MAX_SIDE, 3),
         ),
     ),
     # Not "image": an ensemble's inputs and outputs share one tensor namespace in Triton.
@@ -311,6 +319,46 @@ PRODUCT_DETAIL = Contract(
     class_names=PRODUCT_CLASSES,
 )
 
+# --- personalisation -------------------------------------------------------------
+
+MAX_HISTORY, MAX_COUNT, SIMILAR_K = 32, 16, 4
+FLOAT32_MAX = 3.4028234663852886e38
+
+PERSONALIZE = Contract(
+    name="personalize",
+    description=(
+        "New product images in the style region of what one shopper browsed: a VAE encodes the "
+        "history, combines the posteriors (weighted), samples `count` latents around them and decodes; "
+        "`similar` holds the ids of the nearest catalogue items to each image."
+    ),
+    inputs=(
+        TensorSpec(
+            "history",
+            "UINT8",
+            (-1, -1, -1, 3),
+            min_dims=(1, 32, 32, 3),
+            max_dims=(MAX_HISTORY, 1024, 1024, 3),
+        ),
+        SEED,
+        TensorSpec("count", "INT32", (1,), value_range=(1, MAX_COUNT)),
+        TensorSpec(
+            "weights",
+            "FP32",
+            (-1,),
+            optional=True,
+            value_range=(0.0, FLOAT32_MAX),
+            min_dims=(1,),
+            max_dims=(MAX_HISTORY,),
+        ),
+    ),
+    outputs=(
+        TensorSpec("image", "UINT8", (-1, *PRODUCT_IMAGE_HW, 3), max_dims=(MAX_COUNT, *PRODUCT_IMAGE_HW, 3)),
+        TensorSpec("similar", "INT64", (-1, SIMILAR_K), max_dims=(MAX_COUNT, SIMILAR_K)),
+    ),
+    # One request is one shopper; the encoder and decoder batch across shoppers inside.
+    max_batch_size=0,
+)
+
 CONTRACTS: dict[str, Contract] = {
-    c.name: c for c in (PRODUCT_GAN, TRYON, TRYON_BYTES, UPSCALE, PRODUCT_DETAIL)
+    c.name: c for c in (PRODUCT_GAN, TRYON, TRYON_BYTES, UPSCALE, PRODUCT_DETAIL, PERSONALIZE)
 }

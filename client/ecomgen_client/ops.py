@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from . import _images
 from ._common import Array, Call
-from .contracts import PRODUCT_DETAIL, PRODUCT_GAN, TRYON, UPSCALE, Contract, TensorSpec
+from .contracts import PERSONALIZE, PRODUCT_DETAIL, PRODUCT_GAN, TRYON, UPSCALE, Contract, TensorSpec
 from .errors import InvalidInputError
 
 Seeds = Sequence[int] | Array
@@ -109,6 +109,61 @@ def upscale(image: ImageLike) -> Call[Any]:
         return Call(UPSCALE, {"image": batch}, lambda out: out["upscaled"])
     arr = image_array(UPSCALE, tensor, image)
     return Call(UPSCALE, {"image": arr[None]}, lambda out: as_returned(out["upscaled"][0], image))
+
+
+@dataclass(frozen=True)
+class Personalized:
+    """New product images for one shopper, and the nearest catalogue items to each (ids, nearest first)."""
+
+    images: npt.NDArray[np.uint8]  # [count, 64, 48, 3]
+    similar: npt.NDArray[np.int64]  # [count, 4]; -1 where the server has no catalogue index
+
+
+def _history(images: Sequence[ImageLike] | Array) -> Array:
+    """Browsed photos -> one [N, H, W, 3] uint8 array. Photos of different sizes are fitted to the
+    largest's size (white padding; needs Pillow): the server fits every photo to 64x48 anyway."""
+    tensor = PERSONALIZE.input("history")
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        frames = list(images)
+    else:
+        frames = [np.asarray(im.convert("RGB")) if is_pil(im) else im for im in images]
+    if not frames:
+        raise InvalidInputError("personalize: empty history, at least one image is required")
+    if any(
+        not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 for f in frames
+    ):
+        raise InvalidInputError("personalize: every history image must be RGB [H, W, 3] uint8 or a PIL image")
+    h, w = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
+    if any(f.shape[:2] != (h, w) for f in frames):
+        frames = [_images.fit(f, h, w) for f in frames]
+    batch = np.stack(frames)
+    lo, hi = tensor.min_dims or (1, 1, 1, 3), tensor.max_dims or batch.shape
+    for i, (size, a, b) in enumerate(zip(batch.shape[:3], lo[:3], hi[:3], strict=True)):
+        if not a <= size <= b:
+            what = ("images", "pixels high", "pixels wide")[i]
+            raise InvalidInputError(f"personalize: history has {size} {what}; allowed [{a}, {b}]")
+    return batch
+
+
+def personalize(
+    history: Sequence[ImageLike] | Array,
+    count: int,
+    seed: int,
+    weights: Sequence[float] | Array | None = None,
+) -> Call[Personalized]:
+    """``count`` new product images in the style region of ``history`` (1-32 browsed photos).
+
+    ``weights``: recency or dwell time per photo (non-negative), default uniform. The same
+    history, weights and seed give the same images.
+    """
+    inputs: dict[str, Array] = {
+        "history": _history(history),
+        "seed": np.array([seed], dtype=np.int64),
+        "count": np.array([count], dtype=np.int32),
+    }
+    if weights is not None:
+        inputs["weights"] = np.asarray(weights, dtype=np.float32).reshape(-1)
+    return Call(PERSONALIZE, inputs, lambda out: Personalized(out["image"], out["similar"]))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""personalize: what a shopper browsed -> new product images in that style region (a VAE).
+
+One request is one shopper (no batch axis): the Python steps see one history at a time,
+while the encoder and decoder networks batch across shoppers (their rows are the
+history's photos and the requested images).
+"""
+
+from __future__ import annotations
+
+from ecomgen.served.common import HANDLERS, TEN_SECOND_QUEUE
+from ecomgen.serving.handlers.personalize import CATALOGUE_FILE
+from ecomgen.spec import Batching, NetworkSpec, NetworkStep, OptimizationProfile, PythonStep, ServedModel
+from ecomgen_client import contracts
+from ecomgen_client.contracts import MAX_COUNT, MAX_HISTORY, PRODUCT_IMAGE_HW, TensorSpec
+
+LATENT = 64  # ecomgen.models.vae.LATENT_DIM (a test checks they agree)
+# Temperature of the samples around the combined posterior; chosen on train-split shoppers
+# by training/vae_eval.py (training/results/personalize_eval.md).
+TEMPERATURE = "0.75"
+MODULE = "ecomgen.models.vae"
+
+IMAGE = TensorSpec("image", "FP32", (3, *PRODUCT_IMAGE_HW), kind="image")
+ROWS = TensorSpec("image", "FP32", (-1, 3, *PRODUCT_IMAGE_HW), max_dims=(MAX_HISTORY, 3, *PRODUCT_IMAGE_HW), kind="image")
+MU = TensorSpec("mu", "FP32", (LATENT,))
+LOGVAR = TensorSpec("logvar", "FP32", (LATENT,))
+Z = TensorSpec("z", "FP32", (LATENT,))
+
+
+def _rows(t: TensorSpec, n: int) -> TensorSpec:
+    return TensorSpec(t.name, t.dtype, (-1, *t.dims), max_dims=(n, *t.dims), kind=t.kind)
+
+
+# Up to 32 photos of a history, or 16 images of a shopper, per request; 64 rows a batch.
+BATCHING = Batching(preferred_batch_sizes=(32, 64), max_queue_delay_us=1000)
+
+
+def _net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> NetworkSpec:
+    return NetworkSpec(
+        name=name,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=64,
+        profile=OptimizationProfile(min_batch=1, opt_batch=16, max_batch=64),
+        batching=BATCHING,
+        queue=TEN_SECOND_QUEUE,
+    )
+
+
+ENCODER = _net("personalize_encoder", (IMAGE,), (MU, LOGVAR))
+DECODER = _net("personalize_decoder", (Z,), (IMAGE,))
+PI = TensorSpec("pi", "FP32", (-1,), max_dims=(MAX_HISTORY,))
+C = contracts.PERSONALIZE
+
+PERSONALIZE = ServedModel(
+    contract=C,
+    steps=(
+        PythonStep(
+            "personalize_pre",
+            f"{HANDLERS}.personalize:Preprocess",
+            # seed and count only to refuse a bad request before the encoder runs for it
+            (C.input("history"), C.input("weights"), C.input("seed"), C.input("count")),
+            (ROWS, PI),
+            max_batch_size=0,
+        ),
+        NetworkStep(ENCODER),
+        PythonStep(
+            "personalize_aggregate",
+            f"{HANDLERS}.personalize:Aggregate",
+            (_rows(MU, MAX_HISTORY), _rows(LOGVAR, MAX_HISTORY), PI, C.input("seed"), C.input("count")),
+            (_rows(Z, MAX_COUNT),),
+            params=(("temperature", TEMPERATURE),),
+            max_batch_size=0,
+        ),
+        NetworkStep(DECODER),
+        PythonStep(
+            "personalize_post",
+            f"{HANDLERS}.personalize:Postprocess",
+            (_rows(IMAGE, MAX_COUNT), _rows(Z, MAX_COUNT)),
+            C.outputs,
+            max_batch_size=0,
+            artifacts=(CATALOGUE_FILE,),
+        ),
+    ),
+    batching=BATCHING,
+    queue=TEN_SECOND_QUEUE,
+    module=MODULE,
+    training="training.vae",
+    checkpoints=("personalize_vae.safetensors", "personalize_vae.json"),
+)
