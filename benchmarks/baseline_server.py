@@ -1,25 +1,30 @@
-"""The baseline: what a user would pick instead of Triton.
+"""The baseline: what a team would build instead of Triton, for any served model.
 
-The same PyTorch generator, in eager mode, behind a plain ``grpcio`` server that
-speaks the KServe v2 ``GRPCInferenceService`` (the protocol Triton speaks), so the
-same Locust users, ``tritonclient``, ``ProductClient`` and even perf_analyzer hit
-both servers unchanged. One request at a time: a single worker thread and a lock
-around the forward pass; no batching across requests.
+The model's networks in eager PyTorch, behind a plain ``grpcio`` server that speaks the
+KServe v2 ``GRPCInferenceService`` (the protocol Triton speaks), so the same Locust users,
+``tritonclient``, ``ProductClient`` and even perf_analyzer hit both servers unchanged.
+One request at a time: a single worker thread and a lock around the pipeline; no
+batching across requests.
 
-Images are identical to Triton's: the same seed -> latent mapping
-(``ecomgen_common.latents_from_seeds``), one-hot classes and uint8 HWC output.
+The pipeline is the served model's own, step by step in the order the spec wires them
+(``ecomgen.spec.wire``): its Python steps are the very handlers Triton runs
+(``ecomgen.serving.handlers``), its network steps the PyTorch modules the ONNX files are
+exported from. So a request gets the same checks (``ecomgen.serving.step.run_batch``:
+INVALID_ARGUMENT naming the problem) and the same images, within the CPU runtime's
+rounding; ``compare.py`` measures how close.
 
-Thread budget: ``--threads`` defaults to ``cpu_instances * cpu_threads`` of the
-served spec (the ONNX Runtime intra-op threads Triton's instances get), and
-torch's inter-op pool is pinned to one thread, so both servers get the same cores.
+Thread budget: ``--threads`` defaults to ``cpu_instances * cpu_threads`` of the served
+spec (the threads Triton's instances get), and torch's inter-op pool is pinned to one
+thread, so both servers get the same cores.
 
-    python -m benchmarks.baseline_server --port 8101            # trained checkpoint, else random weights
-    python -m benchmarks.baseline_server --random-ngf 48 --threads 2
+    python -m benchmarks.baseline_server --port 8101                     # product_gan, trained weights
+    python -m benchmarks.baseline_server --model tryon --weights tiny --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -27,35 +32,118 @@ import sys
 import threading
 import time
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import torch
+from torch import nn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from benchmarks.common import RANDOM_NGF, Weights, load_generator, resolve_weights
-from ecomgen_client.specs import PRODUCT_GAN, ModelSpec
-from export.triton_python.ecomgen_common import (
-    RequestError,
-    check_batched,
-    check_range,
-    latents_from_seeds,
-    one_hot,
-    to_uint8_hwc,
-)
+from benchmarks.common import DEFAULT_MODEL, WEIGHT_CHOICES, Weights, resolve_weights
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.errors import DeadlineExceeded, RequestError
+from ecomgen.serving.step import Request, Step, StepConfig, TensorInfo, run_batch
+from ecomgen.serving.triton_backend import load_handler
+from ecomgen.spec import NetworkSpec, NetworkStep, PythonStep, ServedModel, wire
+from ecomgen_client.contracts import TensorSpec, contract_parameters
 
 log = logging.getLogger("baseline")
 VERSION = "1"
 
 
+def tensor_info(t: TensorSpec) -> TensorInfo:
+    return TensorInfo(
+        t.name, t.numpy_dtype, t.dims, t.optional, t.value_range, t.min_dims, t.max_dims, t.max_bytes
+    )
+
+
+def step_config(
+    name: str,
+    max_batch: int,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    params: dict[str, str],
+) -> StepConfig:
+    """What a step would read from its generated config.pbtxt (tensors, bounds, parameters)."""
+    extra: dict[str, str] = {}
+    for t in (*inputs, *outputs):
+        extra.update(contract_parameters(t))
+    return StepConfig(
+        name=name,
+        max_batch_size=max_batch,
+        inputs={t.name: tensor_info(t) for t in inputs},
+        outputs={t.name: tensor_info(t) for t in outputs},
+        params={**extra, **params},
+    )
+
+
+def torch_compute(module: nn.Module, net: NetworkSpec) -> Any:
+    """A network step in eager PyTorch: named float32 inputs -> named outputs."""
+
+    def compute(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feed[t.name], dtype=np.float32)) for t in net.inputs]
+        with torch.inference_mode():
+            out = module(*args)
+        outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        return {t.name: o.numpy() for t, o in zip(net.outputs, outs, strict=True)}
+
+    return compute
+
+
+class EagerPipeline(Step):
+    """Every step of a served model in this process: handlers as served, networks in PyTorch."""
+
+    def __init__(self, model: ServedModel, modules: dict[str, nn.Module]) -> None:
+        self.model = model
+        self.modules = {k: m.eval() for k, m in modules.items()}
+        c = model.contract
+        super().__init__(step_config(c.name, c.max_batch_size, c.inputs, c.outputs, {}))
+
+    def setup(self) -> None:
+        self.stages: list[tuple[dict[str, str], dict[str, str], Any]] = []
+        self.first: Step | None = None
+        for w in wire(self.model):
+            step = w.step
+            if isinstance(step, NetworkStep):
+                compute = torch_compute(self.modules[step.network.name], step.network)
+            else:
+                assert isinstance(step, PythonStep)
+                config = step_config(
+                    step.name, self.model.step_max_batch(step), step.inputs, step.outputs, dict(step.params)
+                )
+                handler = load_handler(step.handler)(config)
+                if not self.stages:
+                    self.first = handler
+                compute = handler.compute
+            self.stages.append((dict(w.input_map), dict(w.output_map), compute))
+
+    def validate(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.first is not None:
+            self.first.validate(arrays)
+
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.first.prepare(arrays) if self.first is not None else arrays
+
+    def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        scope = dict(batch)
+        for i, (input_map, output_map, compute) in enumerate(self.stages):
+            # The first Python step already ran its per-request prepare: it sees the prepared tensors.
+            feed = batch if i == 0 and self.first is not None else {k: scope[v] for k, v in input_map.items()}
+            out = compute(feed)
+            for name, ens in output_map.items():
+                scope[ens] = out[name]
+        return {name: scope[name] for name in self.config.outputs}
+
+
 class BaselineService(service_pb2_grpc.GRPCInferenceServiceServicer):
     """KServe v2 inference service for one model, computed one request at a time."""
 
-    def __init__(self, generator: torch.nn.Module, spec: ModelSpec = PRODUCT_GAN) -> None:
-        self.generator = generator.eval()
-        self.spec = spec
+    def __init__(self, model: ServedModel, modules: dict[str, nn.Module]) -> None:
+        self.model = model
+        self.contract = model.contract
+        self.pipeline = EagerPipeline(model, modules)
         self.lock = threading.Lock()  # belt and braces next to max_workers=1
         self.inference_count = 0
         self.execution_count = 0
@@ -69,46 +157,54 @@ class BaselineService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=True)
 
     def ModelReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ModelReadyResponse(ready=request.name == self.spec.name)
+        return service_pb2.ModelReadyResponse(ready=request.name == self.contract.name)
 
     def ServerMetadata(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerMetadataResponse(name="ecomgen-baseline", version=torch.__version__)
 
     def _check_model(self, name: str, context: Any) -> None:
-        if name != self.spec.name:
+        if name != self.contract.name:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{name}' is not found")
+
+    def _shape(self, t: TensorSpec) -> list[int]:
+        return [-1, *t.dims] if self.contract.batched else list(t.dims)
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:
         self._check_model(request.name, context)
         meta = service_pb2.ModelMetadataResponse.TensorMetadata
         return service_pb2.ModelMetadataResponse(
-            name=self.spec.name,
+            name=self.contract.name,
             versions=[VERSION],
             platform="pytorch_eager",
-            inputs=[meta(name=t.name, datatype=t.dtype, shape=[-1, *t.dims]) for t in self.spec.inputs],
-            outputs=[meta(name=t.name, datatype=t.dtype, shape=[-1, *t.dims]) for t in self.spec.outputs],
+            inputs=[meta(name=t.name, datatype=t.dtype, shape=self._shape(t)) for t in self.contract.inputs],
+            outputs=[
+                meta(name=t.name, datatype=t.dtype, shape=self._shape(t)) for t in self.contract.outputs
+            ],
         )
 
     def ModelConfig(self, request: Any, context: Any) -> Any:
-        """The cpu target's config (perf_analyzer reads max_batch_size and the inputs from it)."""
-        from export.repository import cpu_models
+        """The cpu target's config of the model (perf_analyzer reads max_batch_size and the inputs)."""
+        from export.repository import model_configs
 
         self._check_model(request.name, context)
-        (model,) = cpu_models(self.spec)
-        config = model.config
+        (repo_model,) = model_configs(dataclasses.replace(self.model, fuse_on_cpu=True), "cpu")
+        config = repo_model.config
         config.ClearField("dynamic_batching")  # this server never batches across requests
         config.backend = "pytorch_eager"
+        for key in ("pipeline", "runtime", "handler"):
+            if key in config.parameters:
+                del config.parameters[key]
         return service_pb2.ModelConfigResponse(config=config)
 
     def RepositoryIndex(self, request: Any, context: Any) -> Any:
         index = service_pb2.RepositoryIndexResponse.ModelIndex
         return service_pb2.RepositoryIndexResponse(
-            models=[index(name=self.spec.name, version=VERSION, state="READY")]
+            models=[index(name=self.contract.name, version=VERSION, state="READY")]
         )
 
     def ModelStatistics(self, request: Any, context: Any) -> Any:
         stats = service_pb2.ModelStatistics(
-            name=self.spec.name,
+            name=self.contract.name,
             version=VERSION,
             inference_count=self.inference_count,
             execution_count=self.execution_count,
@@ -123,83 +219,110 @@ class BaselineService(service_pb2_grpc.GRPCInferenceServiceServicer):
         arrays: dict[str, np.ndarray] = {}
         for tensor, raw in zip(request.inputs, request.raw_input_contents, strict=True):
             try:
-                spec = self.spec.input(tensor.name)
+                spec = self.contract.input(tensor.name)
             except KeyError:
                 raise RequestError(f"unexpected input '{tensor.name}'") from None
             if tensor.datatype != spec.dtype:
                 raise RequestError(
                     f"input '{tensor.name}' has datatype {tensor.datatype}, expected {spec.dtype}"
                 )
-            array = np.frombuffer(raw, dtype=spec.numpy_dtype)
             try:
-                array = array.reshape(tuple(tensor.shape))
-            except ValueError:
-                shape = list(tensor.shape)
+                flat = (
+                    deserialize_bytes_tensor(raw)
+                    if spec.dtype == "BYTES"
+                    else np.frombuffer(raw, spec.numpy_dtype)
+                )
+                arrays[tensor.name] = flat.reshape(tuple(tensor.shape))
+            except Exception:
                 raise RequestError(
-                    f"input '{tensor.name}': {len(raw)} bytes do not fit shape {shape}"
+                    f"input '{tensor.name}': {len(raw)} bytes do not fit shape {list(tensor.shape)}"
                 ) from None
-            check_batched(tensor.name, array, spec.dims, spec.numpy_dtype)
-            if spec.value_range is not None:
-                check_range(tensor.name, array, *spec.value_range)
-            arrays[tensor.name] = array
-        missing = [t.name for t in self.spec.inputs if t.name not in arrays and not t.optional]
-        if missing:
-            raise RequestError(f"missing input(s) {missing}")
-        sizes = {a.shape[0] for a in arrays.values()}
-        if len(sizes) != 1:
-            raise RequestError(f"inputs disagree on the batch size: {sorted(sizes)}")
-        if sizes.pop() > self.spec.max_batch_size:
-            raise RequestError(f"batch size above max_batch_size {self.spec.max_batch_size}")
+        if self.contract.batched:
+            sizes = {int(a.shape[0]) for a in arrays.values() if a.ndim}
+            if sizes and max(sizes) > self.contract.max_batch_size:
+                raise RequestError(f"batch size above max_batch_size {self.contract.max_batch_size}")
         return arrays
 
-    def generate(self, class_ids: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        z = torch.from_numpy(latents_from_seeds(seeds, self.spec.latent_dim))
-        y = torch.from_numpy(one_hot(class_ids, len(self.spec.class_names)))
-        with self.lock, torch.inference_mode():
-            images = self.generator(z, y).numpy()
-        return to_uint8_hwc(images)
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request through the pipeline; raises RequestError for a bad request."""
+        with self.lock:
+            (result,) = run_batch(self.pipeline, [Request(arrays)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         self._check_model(request.model_name, context)
         try:
-            arrays = self._read_inputs(request)
-        except RequestError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.spec.name}: {e}")
-        images = self.generate(arrays["class_id"], arrays["seed"])
-        self.inference_count += images.shape[0]
+            outputs = self.run(self._read_inputs(request))
+        except (RequestError, DeadlineExceeded) as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.contract.name}: {e}")
+        except Exception as e:
+            context.abort(grpc.StatusCode.INTERNAL, f"{self.contract.name}: {type(e).__name__}: {e}")
+        wanted = [o.name for o in request.outputs] or [
+            t.name for t in self.contract.outputs if t.name in outputs
+        ]
+        rows = next(iter(outputs.values())).shape[0] if self.contract.batched and outputs else 1
+        self.inference_count += rows
         self.execution_count += 1
-        out = self.spec.output("image")
+        tensors, raw = [], []
+        for name in wanted:
+            if name not in outputs:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{self.contract.name}: unknown output '{name}'"
+                )
+            value = outputs[name]
+            spec = self.contract.output(name)
+            data = serialize_byte_tensor(value).item() if spec.dtype == "BYTES" else value.tobytes()
+            tensors.append(
+                service_pb2.ModelInferResponse.InferOutputTensor(
+                    name=name, datatype=spec.dtype, shape=list(value.shape)
+                )
+            )
+            raw.append(data)
         return service_pb2.ModelInferResponse(
-            model_name=self.spec.name,
+            model_name=self.contract.name,
             model_version=VERSION,
             id=request.id,
-            outputs=[
-                service_pb2.ModelInferResponse.InferOutputTensor(
-                    name=out.name, datatype=out.dtype, shape=list(images.shape)
-                )
-            ],
-            raw_output_contents=[images.tobytes()],
+            outputs=tensors,
+            raw_output_contents=raw,
         )
 
 
-def default_threads(spec: ModelSpec = PRODUCT_GAN) -> int:
-    return spec.cpu_instances * spec.cpu_threads
+def default_threads(model: ServedModel) -> int:
+    return model.cpu_instances * model.cpu_threads
 
 
-def serve(weights: Weights, host: str, port: int, threads: int, spec: ModelSpec = PRODUCT_GAN) -> None:
+def serve(model: ServedModel, weights: Weights, host: str, port: int, threads: int) -> None:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    service = BaselineService(load_generator(weights), spec)
+    service = BaselineService(model, weights.modules(model))
     # Warm up so the first timed request does not pay for allocator and kernel selection.
-    service.generate(np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int64))
+    from benchmarks.payloads import payload
+
+    service.run(payload(model.name).inputs)
     # max_workers=1: gRPC queues further RPCs until the worker is free, i.e. one request at a time.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=[("grpc.so_reuseport", 0)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=1),
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+        ],
+    )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"cannot bind {host}:{port}")
     server.start()
-    log.info("baseline %s on %s:%d (%s; torch threads %d)", spec.name, host, bound, weights.label, threads)
+    log.info(
+        "baseline %s on %s:%d (%s; torch threads %d)",
+        model.name,
+        host,
+        bound,
+        weights.label([model]),
+        threads,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -214,20 +337,18 @@ def serve(weights: Weights, host: str, port: int, threads: int, spec: ModelSpec 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=REGISTRY.names(), default=DEFAULT_MODEL)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8101)
-    p.add_argument("--threads", type=int, default=default_threads(), help="torch intra-op threads")
-    p.add_argument("--checkpoint", type=Path, default=None, help="default: the trained checkpoint if present")
-    p.add_argument("--random-ngf", type=int, default=None, help="serve random weights of this width instead")
-    p.add_argument("--random-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: as served)")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
+    p.add_argument("--weights-seed", type=int, default=0, help="seed of --weights tiny")
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if opt.random_ngf is not None:
-        weights = Weights(None, opt.random_ngf, opt.random_seed)
-    else:
-        weights = resolve_weights(opt.checkpoint, ngf=RANDOM_NGF)
+    model = REGISTRY[opt.model]
+    weights = resolve_weights(opt.weights, [model], opt.weights_seed)
     started = time.monotonic()
-    serve(weights, opt.host, opt.port, opt.threads)
+    serve(model, weights, opt.host, opt.port, opt.threads or default_threads(model))
     log.info("stopped after %.0f s", time.monotonic() - started)
     return 0
 

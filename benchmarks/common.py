@@ -1,8 +1,14 @@
-"""Helpers shared by the benchmark scripts: weights, repositories, servers, CPU accounting, machine facts."""
+"""Helpers shared by the benchmark scripts: weights, repositories, servers, CPU accounting, reports.
+
+Generic over the registry: a benchmark names a served model (``--model``), and its
+networks, configs, payloads and checkpoints all come from that model's spec. Machine
+facts come from :mod:`ecomgen.hostinfo` (the one place that parses lscpu).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -17,25 +23,34 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ecomgen_client.specs import PRODUCT_GAN, EnsembleSpec, ModelSpec
+from benchmarks.payloads import Payload
+from ecomgen import hostinfo
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.quality import psnr_uint8
+from ecomgen.spec import ServedModel
+
+if TYPE_CHECKING:
+    from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
 LOCUSTFILE = BENCH_DIR / "locustfile.py"
-VITON_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "viton"
-DEFAULT_CHECKPOINT = REPO_ROOT / PRODUCT_GAN.checkpoint
-RANDOM_NGF = 48  # the architecture training/product_gan.py trains by default
+CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+# Shared with `ecomgen build`: a runtime measured once per CPU model and ONNX file is reused.
+CALIBRATION_DIR = REPO_ROOT / "build" / "calibration"
+DEFAULT_MODEL = "product_gan"
+WEIGHT_CHOICES = ("auto", "trained", "tiny")
 
 
 def free_port() -> int:
@@ -44,90 +59,143 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def served_model(name: str) -> ServedModel:
+    return REGISTRY[name]
+
+
 # --- weights ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Weights:
-    """Which generator weights a benchmark used; ``label`` goes into every report."""
+    """Which network weights a benchmark used; ``label`` goes into every report.
 
-    checkpoint: Path | None  # None: deterministic random weights
-    ngf: int = RANDOM_NGF
+    ``trained``: each model module's ``load_networks`` (the shipped checkpoints);
+    ``tiny``: its ``tiny_networks(seed)``, random weights of a much smaller network, so
+    throughput is not the served model's (smoke runs before any checkpoint exists).
+    """
+
+    kind: str  # "trained" or "tiny"
     seed: int = 0
 
-    @property
-    def label(self) -> str:
-        if self.checkpoint is None:
-            return (
-                f"random weights: Generator(ngf={self.ngf}) after torch.manual_seed({self.seed}) "
-                "(trained checkpoint absent; throughput does not depend on weight values)"
-            )
-        digest = hashlib.sha256(self.checkpoint.read_bytes()).hexdigest()[:12]
-        path = self.checkpoint
-        rel = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-        return f"trained checkpoint {rel} (sha256 {digest}…)"
+    def modules(self, model: ServedModel) -> dict[str, nn.Module]:
+        from export.onnx import load_modules, tiny_modules
+
+        if self.kind == "trained":
+            return load_modules(model, CHECKPOINT_DIR)
+        return tiny_modules(model, self.seed)
+
+    def label(self, models: Iterable[ServedModel]) -> str:
+        models = [m for m in models if m.networks]
+        if self.kind == "tiny":
+            names = ", ".join(f"{m.module}.tiny_networks(seed={self.seed})" for m in models)
+            return f"tiny random weights ({names}): not the served networks' size, so not representative"
+        files = []
+        for m in models:
+            for name in m.checkpoints:
+                path = CHECKPOINT_DIR / name
+                if path.suffix == ".safetensors" and path.exists():
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+                    files.append(f"{path.relative_to(REPO_ROOT)} (sha256 {digest}…)")
+        return "trained checkpoints: " + (", ".join(files) or "none listed in the specs")
 
     def cli_args(self) -> list[str]:
         """Arguments that make another process (the baseline server) load the same weights."""
-        if self.checkpoint is None:
-            return ["--random-ngf", str(self.ngf), "--random-seed", str(self.seed)]
-        return ["--checkpoint", str(self.checkpoint)]
+        return ["--weights", self.kind, "--weights-seed", str(self.seed)]
 
 
-def resolve_weights(
-    checkpoint: Path | None = None, *, random: bool = False, ngf: int = RANDOM_NGF
-) -> Weights:
-    """The trained checkpoint when it exists (or the one given), else random weights."""
-    if random:
-        return Weights(None, ngf)
-    path = checkpoint or DEFAULT_CHECKPOINT
-    if path.exists():
-        return Weights(path.resolve())
-    if checkpoint is not None:
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    return Weights(None, ngf)
+def has_checkpoints(model: ServedModel) -> bool:
+    return all((CHECKPOINT_DIR / c).exists() for c in model.checkpoints)
 
 
-def load_generator(weights: Weights) -> Any:
-    """An eval-mode fp32 ``training.product_gan.Generator`` for ``weights``."""
-    import torch
-
-    from training.product_gan import Generator, generator_from_checkpoint
-
-    if weights.checkpoint is not None:
-        return generator_from_checkpoint(weights.checkpoint)
-    torch.manual_seed(weights.seed)
-    return Generator(ngf=weights.ngf).eval()
+def resolve_weights(choice: str, models: Iterable[ServedModel], seed: int = 0) -> Weights:
+    """``auto``: trained when every model's checkpoints exist, else tiny random weights."""
+    if choice not in WEIGHT_CHOICES:
+        raise ValueError(f"--weights must be one of {WEIGHT_CHOICES}, not {choice!r}")
+    models = [m for m in models if m.networks]
+    if choice == "auto":
+        choice = "trained" if all(has_checkpoints(m) for m in models) else "tiny"
+    if choice == "trained":
+        missing = [c for m in models for c in m.checkpoints if not (CHECKPOINT_DIR / c).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"missing checkpoints {missing} in {CHECKPOINT_DIR}: train or use --weights tiny"
+            )
+    return Weights(choice, seed)
 
 
 # --- model repositories ----------------------------------------------------------
 
 
-def export_onnx(generator: Any, path: Path, spec: ModelSpec = PRODUCT_GAN) -> Path:
-    from export.onnx import export_network
+def export_networks(models: Iterable[ServedModel], weights: Weights, onnx_dir: Path) -> dict[str, str]:
+    """Export (and parity-check) every network of ``models`` into ``onnx_dir``; network -> report."""
+    from export.onnx import export_model
 
-    return export_network(generator, spec.network, path)
+    reports = {}
+    for model in models:
+        if model.networks:
+            for name, report in export_model(model, onnx_dir, weights.modules(model)).items():
+                reports[name] = str(report)
+    return reports
 
 
-def build_repository(root: Path, onnx_file: Path, spec: ModelSpec = PRODUCT_GAN) -> Path:
-    """Write the cpu target for ``spec`` under ``root`` with ``onnx_file``; returns the repository dir.
+def with_runtime(model: ServedModel, runtime: str) -> ServedModel:
+    """The model with its network steps pinned to ``runtime`` ("auto": as specified)."""
+    return model if runtime == "auto" else dataclasses.replace(model, cpu_runtime=runtime)
 
-    ``export.repository.write_repository`` always renders the specs in ``SPECS``, so a tuned
-    variant's config.pbtxt is re-rendered here from the same builder (``cpu_models``).
+
+def build_repository(
+    root: Path, models: Sequence[ServedModel], onnx_dir: Path, calibrate: bool = True
+) -> tuple[Path, dict[str, str]]:
+    """The cpu target for ``models`` under ``root`` with their ONNX files; (repository, runtimes).
+
+    Networks whose spec says ``auto`` get this host's calibrated runtime (cached under
+    build/calibration, as ``ecomgen build`` does), so the benchmark serves what ``ecomgen
+    serve`` would. ``runtimes``: network -> the runtime its step will run.
     """
-    from export.onnx import onnx_path
-    from export.repository import cpu_models, render_config, write_repository
+    from ecomgen.serving.calibrate import calibrate as measure_choice
+    from ecomgen.serving.calibrate import write_choice
+    from ecomgen.serving.runners import FALLBACK_RUNTIME, RUNTIME_ENV
+    from export.onnx import install_onnx, onnx_path
+    from export.repository import write_repository
 
-    write_repository(root, "cpu")
-    for other in (root / "cpu").iterdir():  # only the benchmarked model: the others need weights
-        if other.name != spec.name:
-            shutil.rmtree(other)
-    (model,) = cpu_models(spec)
-    (root / "cpu" / spec.name / "config.pbtxt").write_text(render_config(model.config))
-    target = onnx_path(spec, root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_file, target)
-    return root / "cpu"
+    write_repository(root, "cpu", models)
+    install_onnx(root, onnx_dir, models)
+    place_artifacts(root, models)
+    runtimes: dict[str, str] = {}
+    forced = os.environ.get(RUNTIME_ENV, "")
+    for model in models:
+        for net in model.networks:
+            if model.cpu_runtime != "auto":
+                runtimes[net.name] = model.cpu_runtime
+            elif forced and forced != "auto":
+                runtimes[net.name] = f"{forced} (${RUNTIME_ENV})"
+            elif calibrate:
+                choice = measure_choice(net, onnx_path(net, onnx_dir), CALIBRATION_DIR, model.cpu_threads)
+                for placed in (root / "cpu").glob(f"*/1/{net.name}.onnx"):
+                    write_choice(placed, choice)
+                runtimes[net.name] = choice.runtime
+            else:
+                runtimes[net.name] = FALLBACK_RUNTIME
+    return root / "cpu", runtimes
+
+
+def place_artifacts(root: Path, models: Sequence[ServedModel]) -> list[Path]:
+    """Copy the checkpoint files Python steps read (``PythonStep.artifacts``) into their version dirs.
+
+    A no-op where the export already placed them, or where a file does not exist (tiny weights).
+    """
+    from export.repository import repository_models
+
+    placed = []
+    for repo_model in repository_models("cpu", models):
+        for name in getattr(repo_model, "artifacts", ()):
+            src, dest = CHECKPOINT_DIR / name, root / "cpu" / repo_model.name / "1" / name
+            if src.exists() and not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
+                placed.append(dest)
+    return placed
 
 
 # --- servers ---------------------------------------------------------------------
@@ -150,15 +218,24 @@ def wait_grpc_ready(
 
 @contextlib.contextmanager
 def triton_server(repository: Path, log: Path) -> Iterator[tuple[str, int]]:
-    """Start the embedded tritonserver on free ports; yields (grpc url, pid)."""
-    from ecomgen.server import ServerConfig, TritonServer
+    """Start the embedded tritonserver on free loopback ports; yields (grpc url, pid).
 
+    Runs as the calling user (root on this VM; ``allow_root``): the server binds 127.0.0.1
+    only and lives for one benchmark, and dropping to ``nobody`` would need the temporary
+    repository and the venv readable by that account. ``ecomgen serve`` is what drops root.
+    """
+    from ecomgen.server import BUILD_DIR, ServerConfig, TritonServer, prepare_backend_dir
+    from ecomgen.serving.triton_backend import install
+
+    install(BUILD_DIR / "backends" / "ecomgen", prepare_backend_dir() / "python")
     config = ServerConfig(
         repository=repository,
         grpc_port=free_port(),
         http_port=free_port(),
         metrics_port=free_port(),
         address="127.0.0.1",
+        user=None,
+        allow_root=True,
     )
     with TritonServer(config, log=log) as server:
         assert server.process is not None
@@ -167,7 +244,7 @@ def triton_server(repository: Path, log: Path) -> Iterator[tuple[str, int]]:
 
 @contextlib.contextmanager
 def baseline_server(
-    weights: Weights, threads: int, log: Path, spec: ModelSpec = PRODUCT_GAN
+    model: ServedModel, weights: Weights, threads: int, log: Path
 ) -> Iterator[tuple[str, int]]:
     """Start benchmarks/baseline_server.py in a child process; yields (grpc url, pid)."""
     port = free_port()
@@ -175,6 +252,8 @@ def baseline_server(
         sys.executable,
         "-m",
         "benchmarks.baseline_server",
+        "--model",
+        model.name,
         "--host",
         "127.0.0.1",
         "--port",
@@ -188,7 +267,7 @@ def baseline_server(
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
         url = f"127.0.0.1:{port}"
         try:
-            wait_grpc_ready(url, spec.name, timeout_s=120, proc=proc)
+            wait_grpc_ready(url, model.name, timeout_s=180, proc=proc)
             yield url, proc.pid
         finally:
             stop_process(proc)
@@ -205,26 +284,65 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int 
     return proc.returncode
 
 
-def product_request(classes: Sequence[int], seeds: Sequence[int]) -> list[grpcclient.InferInput]:
-    c = np.asarray(classes, dtype=np.int32).reshape(-1, 1)
-    s = np.asarray(seeds, dtype=np.int64).reshape(-1, 1)
-    inputs = [
-        grpcclient.InferInput("class_id", list(c.shape), "INT32"),
-        grpcclient.InferInput("seed", list(s.shape), "INT64"),
-    ]
-    inputs[0].set_data_from_numpy(c)
-    inputs[1].set_data_from_numpy(s)
-    return inputs
+def infer_inputs(inputs: Mapping[str, np.ndarray], model: str) -> list[grpcclient.InferInput]:
+    """tritonclient inputs with the contract's datatypes."""
+    from benchmarks.payloads import contracts
+
+    contract = contracts()[model]
+    out = []
+    for name, array in inputs.items():
+        t = grpcclient.InferInput(name, list(array.shape), contract.input(name).dtype)
+        t.set_data_from_numpy(array)
+        out.append(t)
+    return out
 
 
-def fetch_images(
-    url: str, classes: Sequence[int], seeds: Sequence[int], model: str = PRODUCT_GAN.name
-) -> np.ndarray:
+def fetch(url: str, p: Payload, timeout_s: float = 120.0) -> dict[str, np.ndarray]:
+    """Send one payload; the outputs asked for, as numpy arrays."""
     with grpcclient.InferenceServerClient(url) as client:
-        result = client.infer(model, product_request(classes, seeds), client_timeout=120.0)
-    image = result.as_numpy("image")
-    assert image is not None
-    return image
+        result = client.infer(
+            p.model,
+            infer_inputs(p.inputs, p.model),
+            outputs=[grpcclient.InferRequestedOutput(n) for n in p.outputs],
+            client_timeout=timeout_s,
+        )
+    out = {}
+    for name in p.outputs:
+        value = result.as_numpy(name)
+        if value is None:
+            raise RuntimeError(f"{p.model}: no output {name!r} in the response")
+        out[name] = value
+    return out
+
+
+def as_uint8_images(array: np.ndarray) -> np.ndarray | None:
+    """A uint8 output as is; BYTES outputs decoded as images (PNG/JPEG); None for anything else."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.object_:
+        import io
+
+        from PIL import Image
+
+        try:
+            return np.stack(
+                [np.asarray(Image.open(io.BytesIO(bytes(b))).convert("RGB")) for b in array.reshape(-1)]
+            )
+        except OSError:
+            return None
+    return None
+
+
+def compare_outputs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> tuple[int, float]:
+    """Max uint8 difference and the lowest PSNR over the image outputs both answers hold."""
+    worst_diff, worst_psnr = 0, math.inf
+    for name in a.keys() & b.keys():
+        x, y = as_uint8_images(a[name]), as_uint8_images(b[name])
+        if x is None or y is None:
+            continue
+        worst_diff = max(worst_diff, int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max()))
+        worst_psnr = min(worst_psnr, psnr_uint8(x, y))
+    return worst_diff, worst_psnr
 
 
 # --- CPU accounting --------------------------------------------------------------
@@ -349,77 +467,57 @@ class CpuSampler:
 # --- machine facts ---------------------------------------------------------------
 
 
-def _lscpu() -> dict[str, str]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
-
-
-def cpu_flags() -> set[str]:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def gpu_present() -> bool:
     return shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
 
 
 def machine_info() -> dict[str, Any]:
-    lscpu = _lscpu()
-    flags = cpu_flags()
-    model = lscpu.get("Model name", platform.processor() or "unknown cpu")
-    cpus = len(os.sched_getaffinity(0))
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    vector = [f for f in wanted if f in flags]
+    """The machine a result was measured on (CPU facts from ecomgen.hostinfo)."""
+    flags = hostinfo.cpu_flags()
     return {
-        "model": model,
-        "cpus": cpus,
-        "threads_per_core": lscpu.get("Thread(s) per core", "?"),
-        "cpu_family_model": f"family {lscpu.get('CPU family', '?')} model {lscpu.get('Model', '?')}",
-        "hypervisor": lscpu.get("Hypervisor vendor", "none"),
+        "model": hostinfo.cpu_model(),
+        "description": hostinfo.machine_description(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "isa": hostinfo.isa_summary(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "vector_flags": vector,
-        "has_avx512": "avx512f" in flags,
-        "has_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
-        "has_amx": "amx_tile" in flags,
+        "has_bf16": hostinfo.has_bf16(),
+        "has_amx": "amx_tile" in flags or "amx_bf16" in flags,
         "gpu": gpu_present(),
         "python": platform.python_version(),
     }
 
 
-def machine_slug(info: dict[str, Any] | None = None) -> str:
+def machine_slug(info: Mapping[str, Any] | None = None) -> str:
+    """``intel-r-xeon-r-processor-2c``: CPU model and visible CPUs, for result file names."""
     info = info or machine_info()
     name = re.sub(r"[^a-z0-9]+", "-", str(info["model"]).lower()).strip("-")
     return f"{name}-{info['cpus']}c"
 
 
-def machine_line(info: dict[str, Any]) -> str:
-    flags = ", ".join(info["vector_flags"]) or "none"
+def machine_line(info: Mapping[str, Any]) -> str:
     return (
-        f"{info['model']} ({info['cpu_family_model']}), {info['cpus']} CPUs visible, "
-        f"{info['threads_per_core']} thread(s) per core, hypervisor {info['hypervisor']}, "
-        f"{info['memory_gib']} GiB RAM; vector flags: {flags}; "
-        f"AVX-512: {'yes' if info['has_avx512'] else 'no'}, AMX: {'yes' if info['has_amx'] else 'no'}, "
-        f"bf16 hardware: {'yes' if info['has_bf16'] else 'no'}"
+        f"{info['description']}; {info['cpus']} CPUs visible to the benchmark, {info['memory_gib']} GiB RAM; "
+        f"bf16 hardware: {'yes' if info['has_bf16'] else 'no'}, AMX: {'yes' if info['has_amx'] else 'no'}"
     )
 
 
 GPU_LINE = (
-    "GPU: none. This session had no GPU, so the `gpu` target (TensorRT ensemble) was not benchmarked; "
-    "every number here is CPU-only."
+    "GPU: none. These scripts serve the cpu target (embedded Triton, CPU runtimes), so every number "
+    "here is CPU-only; GPU numbers come from `python -m benchmarks.gpu` on a GPU host."
 )
+
+
+def bullet(line: str) -> str:
+    """``"GPU: none. ..."`` -> ``"- **GPU**: none. ..."``."""
+    head, _, rest = line.partition(":")
+    return f"- **{head}**:{rest}"
 
 
 def today() -> str:
     return dt.date.today().isoformat()
 
 
-def result_stem(kind: str = "", info: dict[str, Any] | None = None) -> str:
+def result_stem(kind: str = "", info: Mapping[str, Any] | None = None) -> str:
     """``<date>-<machine>`` (+ ``-kind``), the file-name stem of every results file."""
     stem = f"{today()}-{machine_slug(info)}"
     return f"{stem}-{kind}" if kind else stem
@@ -443,29 +541,11 @@ def newest(pattern: str, directory: Path = RESULTS_DIR) -> Path | None:
     return found[-1] if found else None
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> Path:
+def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
 
 
-# --- try-on inputs -----------------------------------------------------------------
-
-
-def tryon_pairs(spec: EnsembleSpec) -> list[dict[str, np.ndarray]]:
-    """The VITON fixture pairs (tests/fixtures/viton, unpaired protocol) as ``tryon`` inputs."""
-    from PIL import Image
-
-    pairs = []
-    for line in (VITON_FIXTURES / "test_pairs.txt").read_text().splitlines():
-        person, cloth = line.split()
-        feeds = {}
-        for t, path in zip(
-            spec.inputs,
-            (VITON_FIXTURES / "test" / "image" / person, VITON_FIXTURES / "test" / "cloth" / cloth),
-            strict=True,
-        ):
-            with Image.open(path) as im:
-                feeds[t.name] = np.asarray(im.convert("RGB"), dtype=np.uint8)[None]
-        pairs.append(feeds)
-    return pairs
+def fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"

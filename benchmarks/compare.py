@@ -1,13 +1,15 @@
-"""Triton vs. the eager-PyTorch baseline, under the same Locust load, in one command.
+"""Triton vs. the eager-PyTorch baseline, under the same Locust load, for any served model.
 
-Starts both servers (same weights, same images), then runs Locust headless at
-each concurrency, interleaving the servers (triton c=1, baseline c=1, triton c=8,
-...) so slow drifts of the machine hit both alike. Optionally cross-checks every
-point with perf_analyzer. Writes ``benchmarks/results/<date>-<machine>.md`` (+ a
-JSON twin and two PNG plots).
+Starts both servers for ``--model`` (same weights, same images), then runs Locust
+headless at each concurrency, interleaving the servers (triton c=1, baseline c=1,
+triton c=8, ...) so slow drifts of the machine hit both alike. Optionally cross-checks
+every point with perf_analyzer. Writes ``benchmarks/results/<date>-<machine>.md`` for
+product_gan, ``<date>-<machine>-<model>-compare.md`` for another model (+ a JSON twin and two
+PNG plots). Scenarios are request sizes: ``single`` (1 row per request) and
+``batch16`` (16 rows, an ad-creative batch), capped at the model's max_batch_size.
 
-    python -m benchmarks.compare                          # 1, 8, 32, 64 users; both scenarios
-    python -m benchmarks.compare --concurrency 1 32 --duration 10 --no-perf-analyzer
+    python -m benchmarks.compare                          # product_gan, 1, 8, 32, 64 users, 1 and 16 rows
+    python -m benchmarks.compare --model tryon --rows 1 --concurrency 1 8 --no-perf-analyzer
     python -m benchmarks.compare --smoke --out /tmp/bench # seconds long, for CI
 """
 
@@ -26,23 +28,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from benchmarks import perf_analyzer
 from benchmarks.baseline_server import default_threads
 from benchmarks.common import (
+    DEFAULT_MODEL,
     GPU_LINE,
     LOCUSTFILE,
     REPO_ROOT,
     RESULTS_DIR,
+    WEIGHT_CHOICES,
     CpuSampler,
     baseline_server,
     build_repository,
+    bullet,
     command_line,
-    export_onnx,
-    fetch_images,
-    load_generator,
+    compare_outputs,
+    export_networks,
+    fetch,
+    fmt,
     machine_info,
     machine_line,
     machine_slug,
@@ -52,13 +57,22 @@ from benchmarks.common import (
     today,
     triton_server,
     wait_until_quiet,
+    with_runtime,
     write_json,
 )
-from ecomgen_client.specs import PRODUCT_GAN, DynamicBatching, ModelSpec
+from benchmarks.payloads import payload
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.quality import PARITY_MIN_PSNR_DB
+from ecomgen.serving.runners import RUNTIMES
+from ecomgen.spec import Batching, ServedModel
 
-SCENARIOS = {"single": 1, "batch16": 16}  # Locust tag -> images per request
 SERVERS = ("triton", "baseline")
 GAP_THRESHOLD = 0.15
+
+
+def scenario_name(rows: int) -> str:
+    """``single`` (1 row per request) or ``batch<N>`` (the locustfile names its rows the same)."""
+    return "single" if rows == 1 else f"batch{rows}"
 
 
 @dataclass
@@ -87,10 +101,17 @@ class Point:
 
 
 def run_locust(
-    url: str, scenario: str, concurrency: int, duration_s: float, workdir: Path, budget_ms: float = 0.0
+    url: str,
+    model: str,
+    rows: int,
+    concurrency: int,
+    duration_s: float,
+    workdir: Path,
+    budget_ms: float = 0.0,
+    extra: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], int]:
-    """One headless Locust run; returns its summary (see locustfile) and exit code."""
-    prefix = workdir / f"{scenario}-c{concurrency}-{time.monotonic_ns()}"
+    """One headless Locust run of ``model``, ``rows`` per request; its summary (see locustfile), exit code."""
+    prefix = workdir / f"{model}-r{rows}-c{concurrency}-{time.monotonic_ns()}"
     summary = prefix.with_suffix(".json")
     cmd = [
         sys.executable,
@@ -112,13 +133,16 @@ def run_locust(
         "--host",
         url,
         "--tags",
-        scenario,
+        model,
+        "--rows",
+        str(rows),
         "--csv",
         str(prefix),
         "--summary-json",
         str(summary),
         "--p99-budget-ms",
         str(budget_ms),
+        *extra,
     ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=duration_s + 180)
     if not summary.exists():
@@ -128,14 +152,13 @@ def run_locust(
 
 def locust_point(
     server: str,
-    scenario: str,
+    rows: int,
     concurrency: int,
     summary: dict[str, Any],
     code: int,
     cpu: CpuSampler,
 ) -> Point:
     total, window = summary["total"], summary["window"]
-    n = SCENARIOS[scenario]
     ok = total["requests"] - total["failures"]
     rps_ok = total["rps"] * ok / total["requests"] if total["requests"] else 0.0
     other = next(s for s in SERVERS if s != server)
@@ -143,10 +166,10 @@ def locust_point(
     return Point(
         tool="locust",
         server=server,
-        scenario=scenario,
+        scenario=scenario_name(rows),
         concurrency=concurrency,
-        images_per_request=n,
-        images_per_s=rps_ok * n,
+        images_per_request=rows,
+        images_per_s=rps_ok * rows,
         requests=total["requests"],
         failures=total["failures"],
         p50_ms=total["p50_ms"],
@@ -162,28 +185,24 @@ def locust_point(
     )
 
 
-PARITY_MIN_PSNR_DB = 40.0  # the same tolerance as the runtime decision (benchmarks/roofline.py)
+def parity(model: ServedModel, triton_url: str, baseline_url: str) -> tuple[int, float, int]:
+    """Max uint8 difference, lowest PSNR and rows compared, both servers on the same payloads."""
+    rows = min(20, model.contract.max_batch_size) if model.contract.batched else 1
+    worst_diff, worst_psnr, compared = 0, math.inf, 0
+    for index in range(1 if rows >= 16 else 2):  # a few more rows when max_batch_size is small
+        p = payload(model.name, rows, index=index)
+        diff, psnr = compare_outputs(fetch(triton_url, p), fetch(baseline_url, p))
+        worst_diff, worst_psnr, compared = max(worst_diff, diff), min(worst_psnr, psnr), compared + p.rows
+    return worst_diff, worst_psnr, compared
 
 
-def parity(triton_url: str, baseline_url: str) -> tuple[int, float]:
-    """Max uint8 difference and PSNR between both servers on the same (class, seed) requests."""
-    classes, seeds = list(range(10)) * 2, [7 * i + 1 for i in range(20)]
-    a = fetch_images(triton_url, classes, seeds).astype(np.float64)
-    b = fetch_images(baseline_url, classes, seeds).astype(np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return int(np.abs(a - b).max()), (math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse))
-
-
-def warm_up(url: str) -> None:
-    for n in (1, 16, 64):
-        fetch_images(url, [i % 10 for i in range(n)], list(range(n)))
+def warm_up(url: str, model: ServedModel) -> None:
+    top = model.contract.max_batch_size if model.contract.batched else 1
+    for rows in sorted({1, min(16, top), top}):
+        fetch(url, payload(model.name, rows))
 
 
 # --- report ----------------------------------------------------------------------
-
-
-def _f(x: float, digits: int = 1) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
 def _ratio(a: float, b: float) -> float:
@@ -197,7 +216,7 @@ def _find(points: list[Point], tool: str, server: str, scenario: str, c: int) ->
     return None
 
 
-def plot(points: list[Point], scenarios: list[str], out_stem: Path) -> list[Path]:
+def plot(points: list[Point], scenarios: list[str], out_stem: Path, model: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,7 +258,7 @@ def plot(points: list[Point], scenarios: list[str], out_stem: Path) -> list[Path
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrency (closed-loop clients)")
         ax.set_ylabel("images / s")
-        ax.set_title(f"product_gan [{scenario}]: throughput")
+        ax.set_title(f"{model} [{scenario}]: throughput")
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -262,7 +281,7 @@ def plot(points: list[Point], scenarios: list[str], out_stem: Path) -> list[Path
         ax.set_yscale("log")
         ax.set_xlabel("images / s")
         ax.set_ylabel("latency per request (ms)")
-        ax.set_title(f"product_gan [{scenario}]: latency vs throughput")
+        ax.set_title(f"{model} [{scenario}]: latency vs throughput")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -272,73 +291,81 @@ def plot(points: list[Point], scenarios: list[str], out_stem: Path) -> list[Path
     return paths
 
 
-def efficiency_section(points: list[Point], roofline: dict[str, Any] | None, path: Path | None) -> list[str]:
+def efficiency_section(
+    points: list[Point], model: str, roofline: dict[str, Any] | None, path: Path | None
+) -> list[str]:
+    head = ["", "## Distance to the limit", ""]
     if roofline is None:
+        return [*head, "No roofline results for this machine: run `python -m benchmarks.roofline`."]
+    entry = roofline.get("models", {}).get(model)
+    if entry is None or not entry.get("network_ceiling"):
         return [
-            "",
-            "## Distance to the limit",
-            "",
-            "No roofline results found: run `python -m benchmarks.roofline`.",
+            *head,
+            f"{path.name if path else 'The roofline'} has no ceiling for {model} (an older format, or the "
+            "model was not measured): run `python -m benchmarks.roofline`.",
         ]
-    from benchmarks.roofline import SERVED
-
-    ceiling_row = dict(roofline["ceiling"])
-    if ceiling_row.get("runtime") != SERVED:
-        # The sweep ran another configuration; the runtimes table measured the served one.
-        row = next((r for r in roofline.get("runtimes", []) if r["runtime"] == SERVED), None)
-        if row is not None and row["images_per_s"]:
-            batch, ips = max(row["images_per_s"].items(), key=lambda kv: kv[1])
-            ceiling_row.update(images_per_s=ips, batch=batch, runtime=SERVED)
-    roofline = {**roofline, "ceiling": ceiling_row}
-    ceiling = ceiling_row["images_per_s"]
-    flops = roofline["flops_per_image"]
-    # The roof of the served precision: bf16 serving is measured against the bf16 GEMM peak.
-    precision, peak_gflops = "fp32", roofline["peak_fp32_gflops"]
-    bf16 = [g["gflops"] for g in roofline.get("gemm", []) if g["what"].startswith("bf16")]
-    if "bf16" in SERVED and bf16:
-        precision, peak_gflops = "bf16", max(bf16)
-    peak = peak_gflops * 1e9
+    ceiling = float(entry["network_ceiling"])
+    flops = float(entry["flops_per_row"])
+    precision = entry.get("precision", "fp32")
+    peak_gflops = roofline.get("peak_bf16_gflops") if precision == "bf16" else None
+    if not peak_gflops:
+        precision, peak_gflops = "fp32", roofline["peak_fp32_gflops"]
+    peak = float(peak_gflops) * 1e9
+    pipeline = entry.get("pipeline_ceiling") or {}
+    link = f"[{path.name}]({path.with_suffix('.md').name})" if path else "the roofline"
     lines = [
+        *head,
+        f"From {link}: offline ceiling of the served networks (each at its best batch, back to back "
+        f"on {roofline['threads']} threads) {fmt(ceiling)} images/s; the whole served pipeline offline "
+        f"(pre/post included, in one process) {fmt(pipeline.get('rows_per_s'))} images/s at batch "
+        f"{pipeline.get('batch', '–')}; {flops / 1e6:,.1f} MFLOP per image; measured peak {precision} GEMM "
+        f"{float(peak_gflops):,.1f} GFLOP/s (the served precision's roof).",
         "",
-        "## Distance to the limit",
-        "",
-        f"From [{path.name if path else 'roofline'}]({path.with_suffix('.md').name if path else ''}): "
-        f"offline ceiling of {roofline['ceiling'].get('runtime', 'the served runtime')} "
-        f"{_f(ceiling)} images/s (batch {roofline['ceiling']['batch']}, "
-        f"{roofline['ceiling']['threads']} threads), {flops / 1e6:,.1f} MFLOP per image, "
-        f"measured peak {precision} GEMM {peak_gflops:,.1f} GFLOP/s (the served precision's roof).",
-        "",
-        "| scenario | concurrency | Triton images/s | serving efficiency (served / ceiling) | "
+        "| scenario | concurrency | Triton images/s | serving efficiency (served / network ceiling) | "
         "compute efficiency (achieved FLOP/s / peak) |",
         "|---|---:|---:|---:|---:|",
     ]
     for p in sorted((p for p in points if p.tool == "locust" and p.server == "triton"), key=_key):
         lines.append(
-            f"| {p.scenario} | {p.concurrency} | {_f(p.images_per_s)} | {p.images_per_s / ceiling:.0%} | "
+            f"| {p.scenario} | {p.concurrency} | {fmt(p.images_per_s)} | {p.images_per_s / ceiling:.0%} | "
             f"{p.images_per_s * flops / peak:.1%} |"
         )
-    lines.append(
-        f"| (offline ceiling) | – | {_f(ceiling)} | 100% | {ceiling * flops / peak:.1%} |",
-    )
+    lines.append(f"| (offline ceiling) | – | {fmt(ceiling)} | 100% | {ceiling * flops / peak:.1%} |")
     return lines
 
 
 def _key(p: Point) -> tuple[int, int]:
-    return (list(SCENARIOS).index(p.scenario), p.concurrency)
+    return (p.images_per_request, p.concurrency)
+
+
+def describe_triton(model: ServedModel, runtimes: dict[str, str]) -> str:
+    b = model.batching
+    shape = (
+        "one fused Python model (pre, networks and post in one pass)"
+        if model.fuse_on_cpu
+        else "a Triton ensemble"
+    )
+    nets = ", ".join(f"{n} on {r}" for n, r in runtimes.items()) or "no networks"
+    return (
+        f"- **Triton** 2.51 (nvidia-pytriton 0.7.0), cpu target: {shape}, {nets}; "
+        f"{model.cpu_instances} instance(s) x {model.cpu_threads} threads, dynamic batching preferred "
+        f"{list(b.preferred_batch_sizes)}, max_queue_delay {b.max_queue_delay_us} µs, "
+        f"max_batch_size {model.contract.max_batch_size}."
+    )
 
 
 def report(
     points: list[Point],
     *,
+    model: ServedModel,
+    runtimes: dict[str, str],
     scenarios: list[str],
     concurrencies: list[int],
     duration_s: float,
     weights_label: str,
     info: dict[str, Any],
-    parity_diff: int,
-    parity_psnr: float,
+    parity_result: tuple[int, float, int],
     baseline_threads: int,
-    spec: ModelSpec,
     plots: list[Path],
     roofline: dict[str, Any] | None,
     roofline_path: Path | None,
@@ -347,29 +374,25 @@ def report(
 ) -> str:
     # Not `import locust`: that monkey-patches this (threaded) process for gevent and deadlocks it.
     locust_version = importlib.metadata.version("locust")
-    b = spec.batching
+    diff, psnr, rows = parity_result
     lines = [
-        f"# product_gan serving: Triton vs. eager-PyTorch baseline ({info['model']}, {info['cpus']} CPUs)",
+        f"# {model.name} serving: Triton vs. eager-PyTorch baseline ({info['model']}, {info['cpus']} CPUs)",
         "",
         f"- **Date**: {today()}",
         f"- **Command**: `{command_line()}` (took {wall_s / 60:.1f} min)",
         f"- **Machine**: {machine_line(info)}",
         f"- **Weights**: {weights_label}",
-        f"- **{GPU_LINE.split(':', 1)[0]}**:{GPU_LINE.split(':', 1)[1]}",
-        f"- **Triton** 2.51 (nvidia-pytriton 0.5.0), cpu target: Python backend + {spec.cpu_runtime} "
-        "(static power-of-two shapes), "
-        f"{spec.cpu_instances} instance(s) x {spec.cpu_threads} intra-op threads, dynamic batching "
-        f"preferred {list(b.preferred_batch_sizes)}, max_queue_delay {b.max_queue_delay_us} µs, "
-        f"max_batch_size {spec.max_batch_size}.",
-        f"- **Baseline**: `benchmarks/baseline_server.py`, the same generator in eager PyTorch behind a "
-        f"grpcio KServe v2 server, one request at a time (1 worker thread + lock), torch threads "
-        f"{baseline_threads} (= Triton's instances x intra-op threads), inter-op threads 1.",
-        f"- **Same images**: on 20 (class, seed) pairs the servers differ by at most {parity_diff} "
-        f"uint8 levels, PSNR {parity_psnr:.1f} dB (Triton serves {spec.cpu_runtime} "
-        f"{spec.cpu_precision}, the baseline PyTorch fp32; the gate is {PARITY_MIN_PSNR_DB:.0f} dB).",
+        bullet(GPU_LINE),
+        describe_triton(model, runtimes),
+        f"- **Baseline**: `benchmarks/baseline_server.py --model {model.name}`, the same steps with the "
+        "networks in eager PyTorch behind a grpcio KServe v2 server, one request at a time (1 worker thread "
+        f"+ lock), torch threads {baseline_threads} (= Triton's instances x threads), inter-op threads 1.",
+        f"- **Same images**: on {rows} rows the servers differ by at most {diff} uint8 levels, PSNR "
+        f"{psnr:.1f} dB (Triton's CPU runtimes vs PyTorch fp32; the gate is {PARITY_MIN_PSNR_DB:.0f} dB).",
         f"- **Load**: Locust {locust_version} over gRPC (tritonclient), closed loop (no wait time, "
-        f"users = concurrency), {duration_s:g} s measured per point after spawning, runs interleaved "
-        f"triton/baseline per concurrency; both servers stay up, the idle one's CPU is shown.",
+        f"users = concurrency), payloads from the model's contract, {duration_s:g} s measured per point "
+        "after spawning, runs interleaved triton/baseline per concurrency; both servers stay up, the idle "
+        "one's CPU is shown.",
         "- **Shared machine**: "
         + (
             f"each point starts once other jobs use < 0.3 cores for 3 s (waiting at most "
@@ -379,7 +402,7 @@ def report(
         ),
     ]
     for scenario in scenarios:
-        n = SCENARIOS[scenario]
+        n = next((p.images_per_request for p in points if p.scenario == scenario), 1)
         lines += [
             "",
             f"## {scenario}: {n} image{'s' if n > 1 else ''} per request",
@@ -394,9 +417,9 @@ def report(
                 if p is None:
                     continue
                 lines.append(
-                    f"| {c} | {server} | {_f(p.images_per_s)} | {_f(p.p50_ms, 0)} | {_f(p.p95_ms, 0)} | "
-                    f"{_f(p.p99_ms, 0)} | {p.requests:,} | {p.failures} | {_f(p.client_cores, 2)} | "
-                    f"{_f(p.server_cores, 2)} | {_f(p.idle_server_cores, 2)} | {_f(p.foreign_cores, 2)} |"
+                    f"| {c} | {server} | {fmt(p.images_per_s)} | {fmt(p.p50_ms, 0)} | {fmt(p.p95_ms, 0)} | "
+                    f"{fmt(p.p99_ms, 0)} | {p.requests:,} | {p.failures} | {fmt(p.client_cores, 2)} | "
+                    f"{fmt(p.server_cores, 2)} | {fmt(p.idle_server_cores, 2)} | {fmt(p.foreign_cores, 2)} |"
                 )
     lines += [
         "",
@@ -407,140 +430,166 @@ def report(
     ]
     for scenario in scenarios:
         for c in concurrencies:
-            t, bl = (
-                _find(points, "locust", "triton", scenario, c),
-                _find(points, "locust", "baseline", scenario, c),
-            )
+            t = _find(points, "locust", "triton", scenario, c)
+            bl = _find(points, "locust", "baseline", scenario, c)
             if t and bl:
                 lines.append(
-                    f"| {scenario} | {c} | {_f(_ratio(t.images_per_s, bl.images_per_s), 2)}x | "
-                    f"{_f(_ratio(t.p99_ms, bl.p99_ms), 2)}x |"
+                    f"| {scenario} | {c} | {fmt(_ratio(t.images_per_s, bl.images_per_s), 2)}x | "
+                    f"{fmt(_ratio(t.p99_ms, bl.p99_ms), 2)}x |"
                 )
     errors = {k: v for p in points for k, v in p.errors.items()}
     if errors:
         lines += ["", "Errors seen:", ""] + [f"- {v} x `{k[:300]}`" for k, v in errors.items()]
-
-    pa_points = [p for p in points if p.tool == "perf_analyzer"]
-    if pa_points:
-        lines += [
-            "",
-            "## Cross-check with perf_analyzer (tritonclient 2.41.0, C++ client)",
-            "",
-            "| scenario | concurrency | server | Locust images/s | perf_analyzer images/s | gap | "
-            "Locust p99 ms | PA p99 ms | Locust client cores | PA client cores | other jobs' CPU (L / PA) |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        big = []
-        for pa in sorted(pa_points, key=lambda p: (*_key(p), SERVERS.index(p.server))):
-            lo = _find(points, "locust", pa.server, pa.scenario, pa.concurrency)
-            if lo is None:
-                continue
-            gap = _ratio(pa.images_per_s - lo.images_per_s, pa.images_per_s)
-            if abs(gap) > GAP_THRESHOLD:
-                big.append((pa, lo, gap))
-            lines.append(
-                f"| {pa.scenario} | {pa.concurrency} | {pa.server} | {_f(lo.images_per_s)} | "
-                f"{_f(pa.images_per_s)} | {gap:+.0%} | {_f(lo.p99_ms, 0)} | {_f(pa.p99_ms, 0)} | "
-                f"{_f(lo.client_cores, 2)} | {_f(pa.client_cores, 2)} | "
-                f"{_f(lo.foreign_cores, 2)} / {_f(pa.foreign_cores, 2)} |"
-            )
-        lines += ["", "gap = (perf_analyzer - Locust) / perf_analyzer."]
-        if big:
-            lines += [
-                "",
-                f"Gaps above {GAP_THRESHOLD:.0%} (facts for the explanation in benchmarks/README.md):",
-                "",
-            ]
-            for pa, lo, gap in big:
-                lines.append(
-                    f"- {pa.scenario} c={pa.concurrency} {pa.server}: {gap:+.0%}; Locust's client used "
-                    f"{_f(lo.client_cores, 2)} cores and the server {_f(lo.server_cores, 2)} of "
-                    f"{info['cpus']}, perf_analyzer's client {_f(pa.client_cores, 2)} cores and the server "
-                    f"{_f(pa.server_cores, 2)}."
-                )
-        else:
-            lines += ["", f"All Locust and perf_analyzer throughputs agree within {GAP_THRESHOLD:.0%}."]
-
-    lines += efficiency_section(points, roofline, roofline_path)
+    lines += perf_analyzer_section(points, info)
+    lines += efficiency_section(points, model.name, roofline, roofline_path)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
+def perf_analyzer_section(points: list[Point], info: dict[str, Any]) -> list[str]:
+    pa_points = [p for p in points if p.tool == "perf_analyzer"]
+    if not pa_points:
+        return []
+    lines = [
+        "",
+        "## Cross-check with perf_analyzer (tritonclient 2.51.0, C++ client)",
+        "",
+        "| scenario | concurrency | server | Locust images/s | perf_analyzer images/s | gap | "
+        "Locust p99 ms | PA p99 ms | Locust client cores | PA client cores | other jobs' CPU (L / PA) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    big = []
+    for pa in sorted(pa_points, key=lambda p: (*_key(p), SERVERS.index(p.server))):
+        lo = _find(points, "locust", pa.server, pa.scenario, pa.concurrency)
+        if lo is None:
+            continue
+        gap = _ratio(pa.images_per_s - lo.images_per_s, pa.images_per_s)
+        if abs(gap) > GAP_THRESHOLD:
+            big.append((pa, lo, gap))
+        lines.append(
+            f"| {pa.scenario} | {pa.concurrency} | {pa.server} | {fmt(lo.images_per_s)} | "
+            f"{fmt(pa.images_per_s)} | {gap:+.0%} | {fmt(lo.p99_ms, 0)} | {fmt(pa.p99_ms, 0)} | "
+            f"{fmt(lo.client_cores, 2)} | {fmt(pa.client_cores, 2)} | "
+            f"{fmt(lo.foreign_cores, 2)} / {fmt(pa.foreign_cores, 2)} |"
+        )
+    lines += ["", "gap = (perf_analyzer - Locust) / perf_analyzer."]
+    if not big:
+        return [*lines, "", f"All Locust and perf_analyzer throughputs agree within {GAP_THRESHOLD:.0%}."]
+    lines += ["", f"Gaps above {GAP_THRESHOLD:.0%} (facts for the explanation in benchmarks/README.md):", ""]
+    for pa, lo, gap in big:
+        lines.append(
+            f"- {pa.scenario} c={pa.concurrency} {pa.server}: {gap:+.0%}; Locust's client used "
+            f"{fmt(lo.client_cores, 2)} cores and the server {fmt(lo.server_cores, 2)} of "
+            f"{info['cpus']}, perf_analyzer's client {fmt(pa.client_cores, 2)} cores and the server "
+            f"{fmt(pa.server_cores, 2)}."
+        )
+    return lines
+
+
 # --- main --------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=REGISTRY.names(), default=DEFAULT_MODEL)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per point")
-    p.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS))
+    p.add_argument(
+        "--rows", type=int, nargs="+", default=[1, 16], help="rows (images) per request: scenarios"
+    )
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
-    p.add_argument("--checkpoint", type=Path, default=None, help="default: the trained checkpoint if present")
-    p.add_argument("--random-weights", action="store_true", help="random Generator(ngf=48) even if trained")
-    p.add_argument("--baseline-threads", type=int, default=default_threads())
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
+    p.add_argument(
+        "--cpu-runtime", choices=["auto", *RUNTIMES], default="auto", help="auto: as `ecomgen serve`"
+    )
+    p.add_argument("--baseline-threads", type=int, default=None, help="default: Triton's instances x threads")
     p.add_argument("--perf-analyzer", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--pa-measurement-ms", type=int, default=5000)
     p.add_argument("--roofline", type=Path, default=None, help="roofline JSON (default: newest in results)")
     p.add_argument(
         "--quiet-timeout", type=float, default=300.0, help="max seconds to wait for other jobs to go quiet"
     )
-    p.add_argument("--smoke", action="store_true", help="one concurrency, 3 s, no perf_analyzer, no waiting")
-    g = p.add_argument_group("Triton config overrides (default: PRODUCT_GAN in specs.py)")
-    g.add_argument("--cpu-instances", type=int, default=PRODUCT_GAN.cpu_instances)
-    g.add_argument("--cpu-threads", type=int, default=PRODUCT_GAN.cpu_threads)
-    g.add_argument("--max-queue-delay-us", type=int, default=PRODUCT_GAN.batching.max_queue_delay_us)
-    g.add_argument(
-        "--preferred-batch-sizes",
-        type=int,
-        nargs="*",
-        default=list(PRODUCT_GAN.batching.preferred_batch_sizes),
+    p.add_argument(
+        "--smoke", action="store_true", help="one concurrency, 3 s, 1 row, no perf_analyzer, no waiting"
     )
+    g = p.add_argument_group("Triton config overrides (default: the model's spec in ecomgen/served)")
+    g.add_argument("--cpu-instances", type=int, default=None)
+    g.add_argument("--cpu-threads", type=int, default=None)
+    g.add_argument("--max-queue-delay-us", type=int, default=None)
+    g.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None)
     p.add_argument("--label", default="", help="suffix of the results file names, e.g. 'tuned'")
     opt = p.parse_args(argv)
-    spec = dataclasses.replace(
-        PRODUCT_GAN,
-        cpu_instances=opt.cpu_instances,
-        cpu_threads=opt.cpu_threads,
-        batching=DynamicBatching(tuple(opt.preferred_batch_sizes), opt.max_queue_delay_us),
-    )
     if opt.smoke:
-        opt.concurrency, opt.duration, opt.scenarios, opt.perf_analyzer = [4], 3.0, ["single"], False
+        opt.concurrency, opt.duration, opt.rows, opt.perf_analyzer = [4], 3.0, [1], False
         opt.quiet_timeout = 0.0
+    return opt
 
+
+def served_variant(opt: argparse.Namespace) -> ServedModel:
+    """The registry's model with the command line's overrides."""
+    model = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
+    b = model.batching
+    return dataclasses.replace(
+        model,
+        cpu_instances=opt.cpu_instances or model.cpu_instances,
+        cpu_threads=opt.cpu_threads or model.cpu_threads,
+        batching=Batching(
+            tuple(
+                b.preferred_batch_sizes if opt.preferred_batch_sizes is None else opt.preferred_batch_sizes
+            ),
+            b.max_queue_delay_us if opt.max_queue_delay_us is None else opt.max_queue_delay_us,
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    model = served_variant(opt)
+    c = model.contract
+    rows_list = sorted({min(r, c.max_batch_size) if c.batched else 1 for r in opt.rows})
+    scenarios = [scenario_name(r) for r in rows_list]
+    threads = opt.baseline_threads or default_threads(model)
     started = time.monotonic()
     info = machine_info()
-    weights = resolve_weights(opt.checkpoint, random=opt.random_weights)
+    weights = resolve_weights(opt.weights, [model])
     opt.out.mkdir(parents=True, exist_ok=True)
-    stem = opt.out / result_stem("-".join(filter(None, ["smoke" if opt.smoke else "", opt.label])), info)
+    kind = "-".join(
+        filter(
+            None,
+            [
+                "" if model.name == DEFAULT_MODEL else f"{model.name}-compare",
+                "smoke" if opt.smoke else "",
+                opt.label,
+            ],
+        )
+    )
+    stem = opt.out / result_stem(kind, info)
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="ecomgen-compare-") as tmp_dir:
         tmp = Path(tmp_dir)
-        onnx_file = export_onnx(load_generator(weights), tmp / "model.onnx")
-        repository = build_repository(tmp / "repo", onnx_file, spec)
+        export_networks([model], weights, tmp / "onnx")
+        repository, runtimes = build_repository(tmp / "repo", [model], tmp / "onnx")
         with (
             triton_server(repository, tmp / "tritonserver.log") as (triton_url, triton_pid),
-            baseline_server(weights, opt.baseline_threads, tmp / "baseline.log") as (
-                baseline_url,
-                baseline_pid,
-            ),
+            baseline_server(model, weights, threads, tmp / "baseline.log") as (baseline_url, baseline_pid),
             CpuSampler({"triton": triton_pid, "baseline": baseline_pid}) as cpu,
         ):
             urls = {"triton": triton_url, "baseline": baseline_url}
-            parity_diff, parity_psnr = parity(triton_url, baseline_url)
+            parity_result = parity(model, triton_url, baseline_url)
             for url in urls.values():
-                warm_up(url)
-            plan = [(s, c, srv) for s in opt.scenarios for c in opt.concurrency for srv in SERVERS]
-            for scenario, c, server in tqdm(plan, desc="locust", unit="run"):
+                warm_up(url, model)
+            plan = [(r, conc, srv) for r in rows_list for conc in opt.concurrency for srv in SERVERS]
+            for rows, conc, server in tqdm(plan, desc="locust", unit="run"):
                 wait_until_quiet(timeout_s=opt.quiet_timeout)  # shared machine: start each point when quiet
-                summary, code = run_locust(urls[server], scenario, c, opt.duration, tmp)
-                points.append(locust_point(server, scenario, c, summary, code, cpu))
+                summary, code = run_locust(urls[server], model.name, rows, conc, opt.duration, tmp)
+                points.append(locust_point(server, rows, conc, summary, code, cpu))
             if opt.perf_analyzer:
-                for scenario, c, server in tqdm(plan, desc="perf_analyzer", unit="run"):
+                for rows, conc, server in tqdm(plan, desc="perf_analyzer", unit="run"):
                     wait_until_quiet(timeout_s=opt.quiet_timeout)
                     t0 = time.time()
                     r = perf_analyzer.run(
-                        urls[server], c, SCENARIOS[scenario], measurement_ms=opt.pa_measurement_ms
+                        urls[server], conc, rows, model.name, measurement_ms=opt.pa_measurement_ms
                     )
                     other = next(s for s in SERVERS if s != server)
                     t1 = time.time()
@@ -548,9 +597,9 @@ def main(argv: list[str] | None = None) -> int:
                         Point(
                             tool="perf_analyzer",
                             server=server,
-                            scenario=scenario,
-                            concurrency=c,
-                            images_per_request=SCENARIOS[scenario],
+                            scenario=scenario_name(rows),
+                            concurrency=conc,
+                            images_per_request=rows,
                             images_per_s=r.images_per_s,
                             p50_ms=r.p50_ms,
                             p95_ms=r.p95_ms,
@@ -564,22 +613,20 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
 
-    roofline_path = opt.roofline or newest(f"*-{machine_slug(info)}-roofline.json", RESULTS_DIR)
-    if opt.smoke:
-        roofline_path = opt.roofline
+    roofline_path = opt.roofline or (None if opt.smoke else newest(f"*-{machine_slug(info)}-roofline.json"))
     roofline = json.loads(roofline_path.read_text()) if roofline_path and roofline_path.exists() else None
-    plots = plot(points, opt.scenarios, stem)
+    plots = plot(points, scenarios, stem, model.name)
     md = report(
         points,
-        scenarios=opt.scenarios,
+        model=model,
+        runtimes=runtimes,
+        scenarios=scenarios,
         concurrencies=opt.concurrency,
         duration_s=opt.duration,
-        weights_label=weights.label,
+        weights_label=weights.label([model]),
         info=info,
-        parity_diff=parity_diff,
-        parity_psnr=parity_psnr,
-        baseline_threads=opt.baseline_threads,
-        spec=spec,
+        parity_result=parity_result,
+        baseline_threads=threads,
         plots=plots,
         roofline=roofline,
         roofline_path=roofline_path,
@@ -591,10 +638,12 @@ def main(argv: list[str] | None = None) -> int:
         stem.with_suffix(".json"),
         {
             "command": command_line(),
+            "model": model.name,
             "machine": info,
-            "weights": weights.label,
-            "parity_max_uint8_diff": parity_diff,
-            "parity_psnr_db": parity_psnr,
+            "weights": weights.label([model]),
+            "runtimes": runtimes,
+            "parity_max_uint8_diff": parity_result[0],
+            "parity_psnr_db": parity_result[1],
             "points": [asdict(p) for p in points],
         },
     )
@@ -605,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.server} {f.scenario} c={f.concurrency}: {f.failures} failures, exit {f.exit_code}",
             file=sys.stderr,
         )
-    return 1 if failed or parity_psnr < PARITY_MIN_PSNR_DB else 0
+    return 1 if failed or parity_result[1] < PARITY_MIN_PSNR_DB else 0
 
 
 if __name__ == "__main__":

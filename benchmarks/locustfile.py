@@ -5,24 +5,34 @@ Follows Locust's gRPC recipe: gRPC is switched to gevent-friendly I/O with
 call fires a Locust ``request`` event (request_type "grpc"). Calls go through the
 synchronous ``tritonclient.grpc`` client, which cooperates with gevent after that.
 
-Scenarios are tags (pick with ``--tags``; default: all):
+Scenarios are tags, one per served model (``--tags product_gan``, ``--tags tryon``, ...;
+default: every model). The models come from the registry (``ecomgen.registry``, or the
+client's ``ecomgen_client.contracts.CONTRACTS`` when only the client is installed), and
+each request's payload from the model's contract (``benchmarks/payloads.py``). A model
+that is not ready on a server (the health API, which a hardened server leaves open) is
+skipped with a message, checked once per endpoint, so ``--tags tryon`` against a server
+without try-on ends cleanly.
 
-* ``single``  - product_gan, one image per request
-* ``batch16`` - product_gan, 16 images per request (an ad-creative batch)
-* ``tryon``   - the try-on model on fixture image pairs; skipped with a message
-  when no ``tryon`` model is in the server's repository index
+* ``--rows N``: rows per request on batched models (default 1; capped at max_batch_size):
+  ``--tags product_gan --rows 16`` is the 16-image ad-creative batch;
+* ``--image-size HxW``: the size of variable-size image inputs (default: see payloads.py).
+
+Endpoints: ``--host`` (or ``$ECOMGEN_ENDPOINTS`` when --host is not given) is one
+``host:port`` or a comma-separated list; users take them round robin (user i -> endpoint
+i mod n), and with several endpoints each statistics row is named ``model[...]@endpoint``.
 
 Users run closed-loop (no wait time), so ``-u`` is the concurrency. The quitting
 hook fails the process (exit code 1) when any request failed or when the p99
 latency is above ``--p99-budget-ms``:
 
     locust -f benchmarks/locustfile.py --headless -u 32 -r 32 -t 30s \\
-        --host 127.0.0.1:8001 --tags single --csv out/run --p99-budget-ms 500
+        --host 127.0.0.1:8001,127.0.0.1:9001 --tags product_gan --csv out/run --p99-budget-ms 500
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -35,22 +45,22 @@ from typing import Any, ClassVar
 import gevent
 import gevent.lock
 import grpc.experimental.gevent as grpc_gevent
-import numpy as np
 import tritonclient.grpc as grpcclient
-from locust import User, constant, events, tag, task  # importing locust monkey-patches the stdlib
+from locust import User, constant, events, tag  # importing locust monkey-patches the stdlib
 from locust.env import Environment
 from locust.exception import StopUser
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.common import tryon_pairs
-from ecomgen_client.specs import ENSEMBLES, PRODUCT_GAN
+from benchmarks.payloads import PayloadMaker, contracts, parse_size
+from ecomgen_client.contracts import Contract
 
 # After gevent's monkey-patching (done by importing locust), before any gRPC channel exists.
 grpc_gevent.init_gevent()
 
 log = logging.getLogger("ecomgen.locust")
-TRYON_MODEL = "tryon"
-BATCH = {"single": 1, "batch16": 16}
+ENDPOINTS_ENV = "ECOMGEN_ENDPOINTS"
+DEFAULT_ENDPOINT = "127.0.0.1:8001"
+CONTRACTS: dict[str, Contract] = contracts()
 
 
 @events.init_command_line_parser.add_listener
@@ -62,11 +72,29 @@ def _add_arguments(parser: Any) -> None:
         help="exit with code 1 when the p99 response time is above this (0: no latency budget)",
     )
     parser.add_argument("--request-timeout-s", type=float, default=120.0, help="gRPC deadline per request")
+    parser.add_argument("--rows", type=int, default=1, help="rows (images) per request on batched models")
+    parser.add_argument(
+        "--image-size", default="", help="HxW of variable-size image inputs (default: per model)"
+    )
     parser.add_argument(
         "--summary-json",
         default="",
         help="write final statistics and the client's CPU use over the measured window to this file",
     )
+
+
+def scenario_name(rows: int) -> str:
+    """What compare.py's reports call a request size: ``single`` or ``batch16``."""
+    return "single" if rows == 1 else f"batch{rows}"
+
+
+def endpoints(host: str | None) -> list[str]:
+    """``--host`` (else $ECOMGEN_ENDPOINTS, else the default) as a list of ``host:port``."""
+    text = host or os.environ.get(ENDPOINTS_ENV, "") or DEFAULT_ENDPOINT
+    urls = [u.strip().removeprefix("grpc://") for u in text.split(",") if u.strip()]
+    if len(set(urls)) != len(urls):
+        raise ValueError(f"duplicate endpoints in {text!r}")
+    return urls
 
 
 # --- failure gate (Locust docs: running-without-web-ui) ---------------------------
@@ -167,40 +195,47 @@ class GrpcCallError(Exception):
     """A failed call, named by status and message (InferenceServerException's repr is empty)."""
 
 
-class TritonGrpcUser(User):
-    """One closed-loop client over KServe v2 gRPC; ``--host`` is ``host:port`` (no scheme)."""
+def _model_task(model: str) -> Callable[[Any], None]:
+    def run(user: TritonGrpcUser) -> None:
+        user.call_model(model, run)
 
-    host = "127.0.0.1:8001"
+    run.__name__ = f"load_{model}"
+    return tag(model)(run)
+
+
+_user_numbers = itertools.count()
+
+
+class TritonGrpcUser(User):
+    """One closed-loop client over KServe v2 gRPC; ``--host`` is ``host:port[,host:port...]``."""
+
+    host = ""
     wait_time = constant(0)
-    # Per host: the try-on model's pairs, or None when it is not served (checked once per process).
-    _tryon: ClassVar[dict[str, list[dict[str, np.ndarray]] | None]] = {}
-    _tryon_lock: ClassVar[Any] = None
+    # One task per model the registry (or the client) knows; --tags picks among them.
+    tasks = [_model_task(name) for name in CONTRACTS]  # noqa: RUF012 (Locust reads it from the class)
+    # (endpoint, model) -> served there (checked once per process).
+    _served: ClassVar[dict[tuple[str, str], bool]] = {}
+    _served_lock: ClassVar[Any] = None
+    _warned: ClassVar[set[tuple[str, str]]] = set()
 
     def on_start(self) -> None:
-        self.url = self.host.removeprefix("grpc://")
+        urls = endpoints(self.host or None)
+        self.url = urls[next(_user_numbers) % len(urls)]  # round robin over the users
+        self.suffix = f"@{self.url}" if len(urls) > 1 else ""
         self.client = _Client(url=self.url)
         _clients.append(self.client)
-        self.timeout_s = float(getattr(self.environment.parsed_options, "request_timeout_s", 120.0))
-        self.rng = random.Random(os.getpid() ^ id(self))
+        options = self.environment.parsed_options
+        self.timeout_s = float(getattr(options, "request_timeout_s", 120.0))
+        self.rows = int(getattr(options, "rows", 1) or 1)
+        self.image_size = parse_size(str(getattr(options, "image_size", "") or ""))
+        seed = os.getpid() ^ id(self)
+        self.rng = random.Random(seed)
+        self.makers: dict[str, PayloadMaker] = {}
 
     def on_stop(self) -> None:
         self.client.close()
 
-    def _call(
-        self, name: str, model: str, inputs: list[grpcclient.InferInput], check: Callable[[Any], int]
-    ) -> None:
-        """One timed inference; reports success or failure to Locust."""
-        start = time.perf_counter()
-        start_time = time.time()
-        exc: Exception | None = None
-        length = 0
-        try:
-            result = self.client.infer(model, inputs, client_timeout=self.timeout_s)
-            length = check(result)
-        except InferenceServerException as e:
-            exc = GrpcCallError(f"{e.status() or 'no status'}: {e.message()}")
-        except ValueError as e:
-            exc = e
+    def _fire(self, name: str, start: float, start_time: float, length: int, exc: Exception | None) -> None:
         self.environment.events.request.fire(
             request_type="grpc",
             name=name,
@@ -213,93 +248,92 @@ class TritonGrpcUser(User):
             url=self.url,
         )
 
-    def _product(self, scenario: str) -> None:
-        n = BATCH[scenario]
-        classes = np.asarray([self.rng.randrange(len(PRODUCT_GAN.class_names)) for _ in range(n)], np.int32)
-        seeds = np.asarray([self.rng.randrange(2**62) for _ in range(n)], np.int64)
-        inputs = [
-            grpcclient.InferInput("class_id", [n, 1], "INT32"),
-            grpcclient.InferInput("seed", [n, 1], "INT64"),
-        ]
-        inputs[0].set_data_from_numpy(classes.reshape(n, 1))
-        inputs[1].set_data_from_numpy(seeds.reshape(n, 1))
-        expected = n * int(np.prod(PRODUCT_GAN.output("image").dims))
-
-        def check(result: Any) -> int:
-            raw = result.get_response().raw_output_contents
-            size = sum(len(r) for r in raw)
-            if size != expected:  # a wrong-sized answer is a failure, not a fast success
-                raise ValueError(f"expected {expected} bytes of images, got {size}")
-            return size
-
-        self._call(f"{PRODUCT_GAN.name}[{scenario}]", PRODUCT_GAN.name, inputs, check)
-
-    @tag("single")
-    @task
-    def product_single(self) -> None:
-        self._product("single")
-
-    @tag("batch16")
-    @task
-    def product_batch16(self) -> None:
-        self._product("batch16")
-
-    @tag("tryon")
-    @task
-    def tryon(self) -> None:
-        pairs = self._tryon_pairs()
-        if pairs is None:
-            return self._skip(self.tryon)
-        feeds = pairs[self.rng.randrange(len(pairs))]
+    def call_model(self, model: str, task: Callable[[Any], None]) -> None:
+        """One timed inference of ``model`` with a fresh payload; reports success or failure."""
+        if not self._is_served(model):
+            return self._skip(task)
+        maker = self.makers.get(model)
+        if maker is None:
+            maker = self.makers[model] = PayloadMaker(
+                CONTRACTS[model], self.rows, self.image_size, seed=self.rng.randrange(2**32)
+            )
+            maker.count = self.rng.randrange(1 << 16)  # users start on different photos
+        p = maker()
+        contract = CONTRACTS[model]
         inputs = []
-        for name, array in feeds.items():
-            dtype = "UINT8" if array.dtype == np.uint8 else grpcclient.np_to_triton_dtype(array.dtype)
-            inputs.append(grpcclient.InferInput(name, list(array.shape), dtype))
+        for name, array in p.inputs.items():
+            inputs.append(grpcclient.InferInput(name, list(array.shape), contract.input(name).dtype))
             inputs[-1].set_data_from_numpy(array)
-        self._call(f"{TRYON_MODEL}[pair]", TRYON_MODEL, inputs, lambda r: r.get_response().ByteSize())
-
-    def _tryon_pairs(self) -> list[dict[str, np.ndarray]] | None:
-        cls = type(self)
-        if cls._tryon_lock is None:
-            cls._tryon_lock = gevent.lock.Semaphore()
-        with cls._tryon_lock:  # one repository-index request per process, not one per user
-            if self.url not in cls._tryon:
-                cls._tryon[self.url] = self._check_tryon()
-        return cls._tryon[self.url]
-
-    def _check_tryon(self) -> list[dict[str, np.ndarray]] | None:
-        start = time.perf_counter()
+        outputs = [grpcclient.InferRequestedOutput(n) for n in p.outputs]
+        expected = p.expected_bytes(contract)
+        start, start_time = time.perf_counter(), time.time()
+        exc: Exception | None = None
+        length = 0
         try:
-            index = self.client.get_model_repository_index(client_timeout=self.timeout_s)
+            result = self.client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            raw = result.get_response().raw_output_contents
+            length = sum(len(r) for r in raw)
+            # A wrong-sized answer is a failure, not a fast success.
+            if len(raw) != len(p.outputs) or any(len(r) == 0 for r in raw):
+                raise ValueError(f"expected {len(p.outputs)} non-empty outputs, got {[len(r) for r in raw]}")
+            if expected is not None and length != expected:
+                raise ValueError(f"expected {expected} bytes of outputs, got {length}")
         except InferenceServerException as e:
-            # The server is unreachable: that is a failure, not a reason to skip.
-            self.environment.events.request.fire(
-                request_type="grpc",
-                name="repository_index",
-                response_time=(time.perf_counter() - start) * 1000.0,
-                response_length=0,
-                exception=GrpcCallError(f"{e.status() or 'no status'}: {e.message()}"),
-                context={},
-            )
-            raise StopUser() from e
-        served = {m.name for m in index.models if m.state in ("", "READY")}
-        if TRYON_MODEL not in served:
-            reason = (
-                f"model '{TRYON_MODEL}' is not in the repository index of {self.url} (has {sorted(served)})"
-            )
-        elif TRYON_MODEL not in ENSEMBLES:
-            reason = f"ecomgen_client.specs has no '{TRYON_MODEL}' spec to build its inputs from"
-        else:
-            return tryon_pairs(ENSEMBLES[TRYON_MODEL])
-        log.warning("tryon scenario skipped: %s", reason)
+            exc = GrpcCallError(f"{e.status() or 'no status'}: {e.message()}")
+        except ValueError as e:
+            exc = e
+        self._fire(f"{model}[{scenario_name(p.rows)}]{self.suffix}", start, start_time, length, exc)
         return None
 
-    def _skip(self, method: Callable[..., Any]) -> None:
-        """Drop a scenario from this user; end the test cleanly when nothing else is left to run."""
-        func = getattr(method, "__func__", method)
-        self.tasks = [t for t in self.tasks if t is not func]
+    def _is_served(self, model: str) -> bool:
+        cls = type(self)
+        if cls._served_lock is None:
+            cls._served_lock = gevent.lock.Semaphore()
+        key = (self.url, model)
+        with cls._served_lock:  # one readiness request per process, endpoint and model, not one per user
+            if key not in cls._served:
+                cls._served[key] = self._model_ready(model)
+            if cls._served[key] or key in cls._warned:
+                return cls._served[key]
+            cls._warned.add(key)
+        log.warning(
+            "%s scenario skipped: model '%s' is not ready on %s (not served there)", model, model, self.url
+        )
+        return False
+
+    def _model_ready(self, model: str) -> bool:
+        """The health API's model readiness (open on a hardened server, unlike the repository index)."""
+        start, start_time = time.perf_counter(), time.time()
+        try:
+            return bool(self.client.is_model_ready(model, client_timeout=self.timeout_s))
+        except InferenceServerException as e:
+            # The server is unreachable: that is a failure, not a reason to skip.
+            self._fire(
+                f"model_ready{self.suffix}",
+                start,
+                start_time,
+                0,
+                GrpcCallError(f"{e.status() or 'no status'}: {e.message()}"),
+            )
+            raise StopUser() from e
+
+    def _skip(self, task: Callable[[Any], None]) -> None:
+        """Drop a scenario from this user; the user stops when nothing is left for it to run, and
+        the test ends cleanly once no user is left (users of other endpoints may still have work)."""
+        self.tasks = [t for t in self.tasks if t is not task]
         if not self.tasks:
             runner = self.environment.runner
             if runner is not None:
-                gevent.spawn(runner.quit)
+                gevent.spawn(_quit_when_no_users, runner)
             raise StopUser()
+
+
+def _quit_when_no_users(runner: Any) -> None:
+    while True:
+        gevent.sleep(0.2)
+        spawning = getattr(runner, "spawning_greenlet", None)
+        if spawning is not None and not spawning.dead:
+            continue  # more users are on their way
+        if runner.user_count == 0:
+            runner.quit()
+        return

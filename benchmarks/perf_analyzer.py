@@ -1,4 +1,4 @@
-"""Run perf_analyzer (shipped in the tritonclient 2.41.0 wheel) against a KServe v2 gRPC server.
+"""Run perf_analyzer (shipped in the tritonclient 2.51.0 wheel) against a KServe v2 gRPC server.
 
 The wheel installs the binary as a data script (``<venv>/bin/perf_analyzer``,
 listed in tritonclient's RECORD). It links ``libb64.so.0d`` and
@@ -7,12 +7,16 @@ hashed names in ``site-packages/nvidia_pytriton.libs``, so this module links the
 under their sonames in ``build/perf_analyzer_libs`` and puts that dir on
 ``LD_LIBRARY_PATH``.
 
-    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001 --concurrency 32 --batch 1
+Any served model: the request data (``--input-data``) is a set of payloads built from the
+model's contract (``benchmarks/payloads.py``), the same as the Locust users send.
+
+    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001 --model product_gan --concurrency 32 --batch 1
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import importlib.metadata
 import json
@@ -27,10 +31,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import psutil
+from tritonclient.utils import serialize_byte_tensor
 
-from benchmarks.common import REPO_ROOT
-from ecomgen_client.specs import PRODUCT_GAN
+from benchmarks.common import DEFAULT_MODEL, REPO_ROOT
+from benchmarks.payloads import PayloadMaker, contracts
 
 LIB_DIR = REPO_ROOT / "build" / "perf_analyzer_libs"
 # soname -> glob of the hashed copy in nvidia_pytriton.libs
@@ -50,7 +56,7 @@ def binary() -> Path:
                 return path
     found = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
     if not Path(found).exists():
-        raise PerfAnalyzerError("perf_analyzer not found: install tritonclient[all]==2.41.0")
+        raise PerfAnalyzerError("perf_analyzer not found: install tritonclient[all]==2.51.0")
     return Path(found)
 
 
@@ -92,9 +98,29 @@ class PerfResult:
     command: str
 
 
-def input_data(path: Path, n: int = 64) -> Path:
-    """Valid, varied inputs (random data would put class ids out of range)."""
-    rows = [{"class_id": [i % len(PRODUCT_GAN.class_names)], "seed": [1000 + 7919 * i]} for i in range(n)]
+def input_data(path: Path, model: str, batch: int, n: int = 16) -> Path:
+    """Valid, varied requests of ``model`` (random data would break value ranges and image bounds).
+
+    perf_analyzer sends ``-b`` rows per request; each entry here is one row (batched models)
+    or one request (unbatched), with its shape when a dim is variable, BYTES as b64 of the serialized tensor.
+    """
+    contract = contracts()[model]
+    maker = PayloadMaker(contract, rows=1)
+    rows = []
+    for _ in range(n):
+        entry: dict[str, object] = {}
+        for name, array in maker().inputs.items():
+            row = array[0] if contract.batched else array
+            t = contract.input(name)
+            if t.dtype == "BYTES":
+                # perf_analyzer sends the decoded b64 as the serialized tensor: length-prefixed elements.
+                raw = serialize_byte_tensor(np.asarray(row, dtype=np.object_).reshape(-1)).item()
+                entry[name] = {"b64": base64.b64encode(raw).decode()}
+            elif t.variable:
+                entry[name] = {"content": row.reshape(-1).tolist(), "shape": list(row.shape)}
+            else:
+                entry[name] = row.reshape(-1).tolist()
+        rows.append(entry)
     path.write_text(json.dumps({"data": rows}))
     return path
 
@@ -103,7 +129,7 @@ def run(
     url: str,
     concurrency: int,
     batch: int = 1,
-    model: str = PRODUCT_GAN.name,
+    model: str = DEFAULT_MODEL,
     measurement_ms: int = 5000,
     windows: int = 3,
     timeout_s: float = 300.0,
@@ -112,6 +138,10 @@ def run(
 
     The result is perf_analyzer's average over ``windows`` windows of ``measurement_ms``.
     """
+    contract = contracts()[model]
+    if batch > 1 and any(t.dtype == "BYTES" for t in contract.inputs):
+        # Its data loader sends one element per BYTES input whatever -b says (then Triton rejects it).
+        raise PerfAnalyzerError(f"perf_analyzer 2.51 cannot batch BYTES inputs ({model}, -b {batch})")
     with tempfile.TemporaryDirectory(prefix="perf_analyzer-") as tmp:
         out = Path(tmp) / "pa.csv"
         cmd = [
@@ -129,8 +159,8 @@ def run(
             # A fixed number of windows, averaged: on a shared 2-core VM the default 10%
             # stability test can fail for minutes, and then perf_analyzer reports nothing.
             f"--max-trials={windows}",
-            "--stability-percentage=1000",
-            f"--input-data={input_data(Path(tmp) / 'inputs.json')}",
+            "--stability-percentage=100000",
+            f"--input-data={input_data(Path(tmp) / 'inputs.json', model, batch)}",
             "-v",  # prints every window's throughput
             "-f",
             str(out),
@@ -185,7 +215,7 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="127.0.0.1:8001")
-    p.add_argument("--model", default=PRODUCT_GAN.name)
+    p.add_argument("--model", choices=sorted(contracts()), default=DEFAULT_MODEL)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--measurement-ms", type=int, default=5000)

@@ -1,24 +1,33 @@
-"""Distance to the limit: peak GEMM, generator FLOPs, the offline runtime ceiling and CPU runtimes.
+"""Distance to the limit for every served network: peak GEMM, FLOPs, the served runner's ceiling, runtimes.
 
-* peak fp32 GEMM (torch.mm) at the served thread budget, and with one thread;
-  bf16 only where the CPU has bf16 hardware (avx512_bf16 / AMX), else recorded as absent;
-* FLOPs per image of the generator (torch.utils.flop_counter on the PyTorch module);
-* offline throughput of the served CPU runtime (the spec's ``cpu_runtime``, run by the
-  same runner class as the Triton model) per batch size with the served thread count:
-  the best is the ceiling that served throughput is compared against;
-* the same ONNX model on ONNX Runtime, OpenVINO and PyTorch (fp32 eager, bf16
-  autocast), with PSNR of the uint8 images against PyTorch fp32, and a decision:
-  the fastest runtime that keeps PSNR >= 40 dB.
+* peak fp32 GEMM (torch.mm) at the served thread budget, and with one thread; bf16 only
+  where the CPU has bf16 hardware (avx512_bf16 / AMX), else recorded as absent;
+* for every network of the registry (``REGISTRY.networks()``, or ``--networks``):
+
+  - FLOPs per item (``torch.utils.flop_counter`` on the PyTorch module, at the profile's
+    opt shape);
+  - offline throughput of the runner the server runs (``ecomgen.serving.runners.make_runner``
+    with the runtime ``ecomgen serve`` resolves on this host: the spec's ``cpu_runtime``, or
+    the calibrated choice) per batch size up to max_batch_size; the best is the ceiling;
+  - every CPU runtime and PyTorch (fp32 eager, bf16 autocast) on the same ONNX file, with
+    PSNR of the uint8 outputs against PyTorch fp32, and beside it the calibration's choice
+    measured now (``ecomgen.serving.calibrate``: the fastest runtime within 40 dB);
+
+* for every served model: FLOPs per row, the network ceiling (its networks back to back,
+  each at its best batch) and the pipeline ceiling: the whole served pipeline offline in
+  one process (the fused Python model's code, ``FusedPipeline``, through ``run_batch``:
+  checks, pre/post and networks) on payloads from the contract.
 
 Writes ``benchmarks/results/<date>-<machine>-roofline.{md,json}``; compare.py reads the JSON.
 
     python -m benchmarks.roofline
-    python -m benchmarks.roofline --seconds 1 --batches 1 16   # quick
+    python -m benchmarks.roofline --networks product_gan_generator --seconds 0.5 --rounds 1   # quick
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import statistics
@@ -35,12 +44,15 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import (
+    CALIBRATION_DIR,
     GPU_LINE,
     RESULTS_DIR,
+    WEIGHT_CHOICES,
     OwnCpu,
+    build_repository,
+    bullet,
     command_line,
-    export_onnx,
-    load_generator,
+    export_networks,
     machine_busy_seconds,
     machine_info,
     machine_line,
@@ -50,16 +62,20 @@ from benchmarks.common import (
     wait_until_quiet,
     write_json,
 )
-from ecomgen_client.specs import PRODUCT_GAN
-from export.triton_python.ecomgen_common import latents_from_seeds, one_hot, to_uint8_hwc
+from benchmarks.payloads import PayloadMaker
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.calibrate import quantised as quantised_outputs
+from ecomgen.serving.calibrate import calibrate
+from ecomgen.serving.quality import PARITY_MIN_PSNR_DB, psnr_uint8
+from ecomgen.serving.runners import RUNTIMES, make_runner
+from ecomgen.spec import NetworkSpec, ServedModel
 
-PSNR_FLOOR_DB = 40.0
-SWITCH_GAIN = 0.10  # a new runtime must beat ORT by more than run-to-run noise to be worth wiring in
 Feeds = dict[str, np.ndarray]
-
+Outputs = dict[str, np.ndarray]
 
 _OWN = OwnCpu()
 FOREIGN: list[float] = []  # other jobs' load (cores) during each timing, for the report
+WAIT_QUIET = [True]
 
 
 def timed(fn: Callable[[], object], seconds: float, warmup: int = 3, windows: int = 5) -> float:
@@ -67,7 +83,8 @@ def timed(fn: Callable[[], object], seconds: float, warmup: int = 3, windows: in
 
     Waits for a quiet machine first; the median shrugs off a short burst of someone else's work.
     """
-    wait_until_quiet(quiet_s=1.0, timeout_s=120.0)
+    if WAIT_QUIET[0]:
+        wait_until_quiet(quiet_s=1.0, timeout_s=120.0)
     for _ in range(warmup):
         fn()
     t0, busy0, own0 = time.perf_counter(), machine_busy_seconds(), _OWN.seconds()
@@ -84,149 +101,6 @@ def timed(fn: Callable[[], object], seconds: float, warmup: int = 3, windows: in
     t1, busy1, own1 = time.perf_counter(), machine_busy_seconds(), _OWN.seconds()
     FOREIGN.append(max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0))
     return statistics.median(per_call)
-
-
-# --- peak ----------------------------------------------------------------------------
-
-
-def peak_gemm(threads: int, dtype: torch.dtype, sizes: tuple[int, ...], seconds: float) -> dict[str, float]:
-    """Best GFLOP/s of a square torch.mm over ``sizes``."""
-    torch.set_num_threads(threads)
-    best: dict[str, float] = {"gflops": 0.0, "n": 0}
-    for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        per_call = timed(functools.partial(torch.mm, a, b), seconds)
-        gflops = 2 * n**3 / per_call / 1e9
-        if gflops > best["gflops"]:
-            best = {"gflops": gflops, "n": n}
-    return best
-
-
-def flops_per_image(generator: torch.nn.Module, batch: int = 16) -> tuple[float, dict[str, float]]:
-    """FLOPs of one image (multiply-adds count 2), from the PyTorch module; elementwise ops not counted."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    feeds = make_feeds(batch)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        generator(torch.from_numpy(feeds["z"]), torch.from_numpy(feeds["class_onehot"]))
-    by_op = {str(k): v / batch for k, v in counter.get_flop_counts()["Global"].items()}
-    return counter.get_total_flops() / batch, by_op
-
-
-# --- runtimes ----------------------------------------------------------------------
-
-
-def make_feeds(batch: int, offset: int = 0) -> Feeds:
-    """Generator inputs as the served model builds them: Philox latents, one-hot of mixed classes."""
-    seeds = np.arange(offset, offset + batch, dtype=np.int64)
-    classes = np.arange(batch) % len(PRODUCT_GAN.class_names)
-    return {
-        "z": latents_from_seeds(seeds, PRODUCT_GAN.latent_dim),
-        "class_onehot": one_hot(classes, len(PRODUCT_GAN.class_names)),
-    }
-
-
-def served_runner(
-    onnx_file: Path, threads: int, precision: str = PRODUCT_GAN.cpu_precision
-) -> Callable[[Feeds], np.ndarray]:
-    """The runner class the Triton model uses (export/triton_python/ecomgen_triton.cpu_runner)."""
-    import importlib
-    import types
-
-    # ecomgen_triton imports triton_python_backend_utils, which only execute() needs.
-    sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export" / "triton_python"))
-    cpu_runner = importlib.import_module("ecomgen_triton").cpu_runner
-    params = {"runtime": PRODUCT_GAN.cpu_runtime, "intra_op_threads": str(threads), "precision": precision}
-    runner = cpu_runner(str(onnx_file), params, max_batch=PRODUCT_GAN.max_batch_size)
-    return lambda feeds: runner.run(feeds)["image"]
-
-
-def served_label(precision: str = PRODUCT_GAN.cpu_precision) -> str:
-    """The runtimes-table row of the served runner at ``precision`` (f32 or bf16)."""
-    if precision == "bf16":
-        return f"{PRODUCT_GAN.cpu_runtime} bf16 (served runner, bf16 hint)"
-    return f"{PRODUCT_GAN.cpu_runtime} fp32 (served runner)"
-
-
-SERVED = served_label()
-
-
-def ort_runner(onnx_file: Path, threads: int) -> Callable[[Feeds], np.ndarray]:
-    """ONNX Runtime configured exactly like export/triton_python/ecomgen_triton.onnx_session."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
-    return lambda feeds: sess.run(["image"], feeds)[0]
-
-
-def openvino_runner(onnx_file: Path, threads: int, static: bool = False) -> Callable[[Feeds], np.ndarray]:
-    """OpenVINO CPU plugin on the same ONNX file, one stream, fp32.
-
-    ``static``: one compiled model per batch size (reshaped to it), which is how a served
-    model would use OpenVINO at its preferred batch sizes; else one dynamic-batch model.
-    """
-    import openvino as ov
-
-    core = ov.Core()
-    config = {
-        "INFERENCE_NUM_THREADS": threads,
-        "NUM_STREAMS": 1,
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
-    requests: dict[int, Any] = {}
-
-    def request_for(batch: int) -> Any:
-        key = batch if static else -1
-        if key not in requests:
-            model = core.read_model(str(onnx_file))
-            if static:
-                model.reshape({t.get_any_name(): [batch, *t.get_partial_shape()[1:]] for t in model.inputs})
-            requests[key] = core.compile_model(model, "CPU", config).create_infer_request()
-        return requests[key]
-
-    def run(feeds: Feeds) -> np.ndarray:
-        request = request_for(next(iter(feeds.values())).shape[0])
-        return np.asarray(request.infer(feeds)[0])
-
-    return run
-
-
-def torch_runner(generator: torch.nn.Module, threads: int, bf16: bool) -> Callable[[Feeds], np.ndarray]:
-    def run(feeds: Feeds) -> np.ndarray:
-        torch.set_num_threads(threads)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = generator(torch.from_numpy(feeds["z"]), torch.from_numpy(feeds["class_onehot"]))
-        return out.float().numpy()
-
-    return run
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-@dataclass
-class RuntimeResult:
-    runtime: str
-    images_per_s: dict[int, float]  # batch -> median images/s over the rounds (model run only)
-    spread: dict[int, tuple[float, float]]  # batch -> (min, max) images/s over the rounds
-    psnr_db: float
-    max_uint8_diff: int
-    error: str = ""
-
-    @property
-    def best(self) -> tuple[int, float]:
-        if not self.images_per_s:
-            return 0, 0.0
-        b = max(self.images_per_s, key=lambda k: self.images_per_s[k])
-        return b, self.images_per_s[b]
 
 
 K = TypeVar("K")
@@ -249,32 +123,116 @@ def interleaved(
     return out
 
 
+# --- peak ----------------------------------------------------------------------------
+
+
+def peak_gemm(threads: int, dtype: torch.dtype, sizes: tuple[int, ...], seconds: float) -> dict[str, float]:
+    """Best GFLOP/s of a square torch.mm over ``sizes``."""
+    torch.set_num_threads(threads)
+    best: dict[str, float] = {"gflops": 0.0, "n": 0}
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        per_call = timed(functools.partial(torch.mm, a, b), seconds)
+        gflops = 2 * n**3 / per_call / 1e9
+        if gflops > best["gflops"]:
+            best = {"gflops": gflops, "n": n}
+    return best
+
+
+def flops_per_item(module: torch.nn.Module, net: NetworkSpec) -> tuple[float, dict[str, float]]:
+    """FLOPs of one item at the opt shape (multiply-adds count 2); elementwise ops not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = net.profile.opt_batch
+    args = [torch.from_numpy(a) for a in net.sample_inputs(batch).values()]
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*args)
+    by_op = {str(k): v / batch for k, v in counter.get_flop_counts()["Global"].items()}
+    return counter.get_total_flops() / batch, by_op
+
+
+# --- runtimes ----------------------------------------------------------------------
+
+
+def torch_runner(
+    module: torch.nn.Module, net: NetworkSpec, threads: int, bf16: bool
+) -> Callable[[Feeds], Outputs]:
+    def run(feeds: Feeds) -> Outputs:
+        torch.set_num_threads(threads)
+        args = [torch.from_numpy(feeds[t.name]) for t in net.inputs]
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = module(*args)
+        outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        return {t.name: o.float().numpy() for t, o in zip(net.outputs, outs, strict=True)}
+
+    return run
+
+
+def runner_factories(
+    module: torch.nn.Module, net: NetworkSpec, onnx_file: Path, threads: int, served: str
+) -> dict[str, Callable[[], Callable[[Feeds], Outputs]]]:
+    """Label -> a factory of ``feeds -> outputs``; the CPU runtimes are the serving runners themselves."""
+    out: dict[str, Callable[[], Callable[[Feeds], Outputs]]] = {}
+    for runtime in RUNTIMES:
+        label = f"{runtime} (served)" if runtime == served else runtime
+        out[label] = functools.partial(
+            lambda r: make_runner(onnx_file, r, threads, net.max_batch_size).run, runtime
+        )
+    out["pytorch fp32 eager (baseline)"] = lambda: torch_runner(module, net, threads, bf16=False)
+    out["pytorch bf16 autocast"] = lambda: torch_runner(module, net, threads, bf16=True)
+    return out
+
+
+@dataclass
+class RuntimeResult:
+    runtime: str
+    items_per_s: dict[int, float]  # batch -> median items/s over the rounds (network run only)
+    spread: dict[int, tuple[float, float]]  # batch -> (min, max) items/s over the rounds
+    psnr_db: float  # lowest over the outputs, uint8 levels against PyTorch fp32
+    max_uint8_diff: int
+    error: str = ""
+
+    @property
+    def best(self) -> tuple[int, float]:
+        if not self.items_per_s:
+            return 0, 0.0
+        b = max(self.items_per_s, key=lambda k: self.items_per_s[k])
+        return b, self.items_per_s[b]
+
+
+def quality(net: NetworkSpec, out: Outputs, ref: Outputs) -> tuple[float, int]:
+    """Lowest PSNR and largest uint8 difference over the outputs, quantised as clients see them."""
+    got, want = quantised_outputs(net, out, ref), quantised_outputs(net, ref, ref)
+    psnr = min(psnr_uint8(w, g) for w, g in zip(want, got, strict=True))
+    diff = max(
+        int(np.abs(w.astype(np.int16) - g.astype(np.int16)).max()) for w, g in zip(want, got, strict=True)
+    )
+    return psnr, diff
+
+
 def compare_runtimes(
-    onnx_file: Path, generator: torch.nn.Module, threads: int, batches: list[int], seconds: float, rounds: int
+    module: torch.nn.Module,
+    net: NetworkSpec,
+    onnx_file: Path,
+    threads: int,
+    served: str,
+    batches: list[int],
+    seconds: float,
+    rounds: int,
 ) -> list[RuntimeResult]:
-    reference_feeds = make_feeds(64, offset=10_000)
-    reference = to_uint8_hwc(torch_runner(generator, threads, bf16=False)(reference_feeds))
-    factories: dict[str, Callable[[], Callable[[Feeds], np.ndarray]]] = {
-        served_label("f32"): lambda: served_runner(onnx_file, threads, "f32"),
-        "onnxruntime fp32": lambda: ort_runner(onnx_file, threads),
-        "openvino fp32 (dynamic batch)": lambda: openvino_runner(onnx_file, threads),
-        "openvino fp32 (static shape per batch)": lambda: openvino_runner(onnx_file, threads, static=True),
-        served_label("bf16"): lambda: served_runner(onnx_file, threads, "bf16"),
-        "pytorch fp32 eager (baseline)": lambda: torch_runner(generator, threads, bf16=False),
-        "pytorch bf16 autocast": lambda: torch_runner(generator, threads, bf16=True),
-    }
-    runners, quality, failed = {}, {}, []
-    for name, factory in factories.items():
+    reference_feeds = net.sample_inputs(net.profile.opt_batch, seed=10_000)
+    reference = torch_runner(module, net, threads, bf16=False)(reference_feeds)
+    runners, scores, failed = {}, {}, []
+    for name, factory in runner_factories(module, net, onnx_file, threads, served).items():
         try:
             runners[name] = factory()
-        except Exception as e:  # e.g. openvino not installable: report, don't abort the roofline
+            scores[name] = quality(net, runners[name](reference_feeds), reference)
+        except Exception as e:  # e.g. a runtime missing here: report, don't abort the roofline
+            runners.pop(name, None)
             failed.append(RuntimeResult(name, {}, {}, math.nan, -1, error=f"{type(e).__name__}: {e}"))
-            continue
-        images = to_uint8_hwc(runners[name](reference_feeds))
-        quality[name] = (psnr(reference, images), int(np.abs(images.astype(np.int16) - reference).max()))
-    feeds = {b: make_feeds(b) for b in batches}
+    feeds = {b: net.sample_inputs(b) for b in batches}
     cases = {(n, b): functools.partial(run, feeds[b]) for n, run in runners.items() for b in batches}
-    times = interleaved(cases, seconds, rounds, "runtimes")
+    times = interleaved(cases, seconds, rounds, f"{net.name}: runtimes")
     results = []
     for name in runners:
         speeds = {b: [b / t for t in times[(name, b)]] for b in batches}
@@ -283,96 +241,176 @@ def compare_runtimes(
                 name,
                 {b: statistics.median(v) for b, v in speeds.items()},
                 {b: (min(v), max(v)) for b, v in speeds.items()},
-                *quality[name],
+                *scores[name],
             )
         )
     return results + failed
 
 
 def served_sweep(
-    onnx_file: Path, threads: int, batches: list[int], seconds: float, rounds: int
+    net: NetworkSpec,
+    onnx_file: Path,
+    runtime: str,
+    threads: int,
+    batches: list[int],
+    seconds: float,
+    rounds: int,
 ) -> dict[int, dict[str, float]]:
-    """Served-runtime images/s per batch: the model run alone, and with the served pre/post."""
-    run = served_runner(onnx_file, threads)
-
-    def end_to_end(seeds: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        z = latents_from_seeds(seeds, PRODUCT_GAN.latent_dim)
-        y = one_hot(classes, len(PRODUCT_GAN.class_names))
-        return to_uint8_hwc(run({"z": z, "class_onehot": y}))
-
-    cases: dict[tuple[int, str], Callable[[], object]] = {}
-    for b in batches:
-        cases[(b, "run")] = functools.partial(run, make_feeds(b))
-        seeds, classes = np.arange(b, dtype=np.int64), np.arange(b) % len(PRODUCT_GAN.class_names)
-        cases[(b, "e2e")] = functools.partial(end_to_end, seeds, classes)
-    times = interleaved(cases, seconds, rounds, f"{PRODUCT_GAN.cpu_runtime} x{threads} threads")
+    """Items/s of the served runner (network only) per batch size."""
+    run = make_runner(onnx_file, runtime, threads, net.max_batch_size).run
+    cases = {b: functools.partial(run, net.sample_inputs(b)) for b in batches}
+    times = interleaved(cases, seconds, rounds, f"{net.name}: {runtime} x{threads} threads")
     out = {}
     for b in batches:
-        speed = [b / t for t in times[(b, "run")]]
+        speed = [b / t for t in times[b]]
         out[b] = {
-            "images_per_s": statistics.median(speed),
+            "items_per_s": statistics.median(speed),
             "min": min(speed),
             "max": max(speed),
-            "e2e_images_per_s": statistics.median(b / t for t in times[(b, "e2e")]),
-            "ms": statistics.median(times[(b, "run")]) * 1e3,
+            "ms": statistics.median(times[b]) * 1e3,
         }
+    return out
+
+
+def pipeline_sweep(
+    model: ServedModel, repository: Path, batches: list[int], seconds: float, rounds: int
+) -> dict[int, dict[str, float]]:
+    """Rows/s of the whole served pipeline offline: FusedPipeline through run_batch (``model`` is fused)."""
+    from google.protobuf import json_format
+
+    from ecomgen.serving.handlers.pipeline import FusedPipeline
+    from ecomgen.serving.step import Request, StepConfig, run_batch
+    from export.repository import model_configs
+
+    (repo_model,) = model_configs(model, "cpu")
+    config = json_format.MessageToDict(repo_model.config, preserving_proto_field_name=True)
+    pipeline = FusedPipeline(StepConfig.from_model_config(config, repository / model.name / "1"))
+
+    def call(requests: list[Request]) -> None:
+        for result in run_batch(pipeline, requests):
+            if isinstance(result, Exception):
+                raise result
+
+    cases = {}
+    for b in batches:
+        p = PayloadMaker(model.contract, rows=b)()
+        cases[b] = functools.partial(call, [Request(p.inputs)])
+    times = interleaved(cases, seconds, rounds, f"{model.name}: served pipeline")
+    return {
+        b: {"rows_per_s": statistics.median(b / t for t in times[b]), "ms": statistics.median(times[b]) * 1e3}
+        for b in batches
+    }
+
+
+def batch_sizes(max_batch: int, wanted: list[int] | None) -> list[int]:
+    """``wanted`` capped at max_batch, else the powers of two up to it (and max_batch itself)."""
+    top = max(1, max_batch)
+    if wanted:
+        return sorted({min(b, top) for b in wanted})
+    return sorted({*(1 << i for i in range(top.bit_length()) if (1 << i) <= top), top})
+
+
+# --- per network and per model -------------------------------------------------------
+
+
+def measure_network(
+    model: ServedModel,
+    net: NetworkSpec,
+    module: torch.nn.Module,
+    onnx_file: Path,
+    served: str,
+    opt: argparse.Namespace,
+    calibration_dir: Path,
+) -> dict[str, Any]:
+    threads = opt.threads or model.cpu_threads
+    flops, by_op = flops_per_item(module, net)
+    sweep = served_sweep(
+        net, onnx_file, served, threads, batch_sizes(net.max_batch_size, opt.batches), opt.seconds, opt.rounds
+    )
+    best = max(sweep, key=lambda b: sweep[b]["items_per_s"])
+    runtime_batches = batch_sizes(
+        net.max_batch_size, opt.runtime_batches or [1, net.profile.opt_batch, net.max_batch_size]
+    )
+    results = compare_runtimes(
+        module, net, onnx_file, threads, served, runtime_batches, opt.seconds, opt.rounds
+    )
+    # The calibration's batch when the table measured it, else the table's largest batch.
+    compared_at = net.profile.opt_batch if net.profile.opt_batch in runtime_batches else max(runtime_batches)
+    # The calibration measured now, exactly as `ecomgen build` would (its own timing and rule).
+    choice = calibrate(
+        net, onnx_file, calibration_dir, threads, seconds=opt.calibration_seconds, refresh=True
+    )
+    return {
+        "model": model.name,
+        "threads": threads,
+        "flops_per_item": flops,
+        "flops_by_op": by_op,
+        "served_runtime": served,
+        "sweep": sweep,
+        "ceiling": {"items_per_s": sweep[best]["items_per_s"], "batch": best},
+        "runtime_batches": runtime_batches,
+        "runtimes": [asdict(r) for r in results],
+        "calibration": {
+            "runtime": choice.runtime,
+            "batch": choice.batch,
+            "measurements": [asdict(m) for m in choice.measurements],
+        },
+        "fastest_passing": fastest_passing(results, compared_at),
+        "fastest_passing_batch": compared_at,
+    }
+
+
+def fastest_passing(results: list[RuntimeResult], batch: int) -> str:
+    """The fastest row of the runtimes table at ``batch`` whose PSNR clears the parity threshold."""
+    ok = [r for r in results if not r.error and r.psnr_db >= PARITY_MIN_PSNR_DB and batch in r.items_per_s]
+    return max(ok, key=lambda r: r.items_per_s[batch]).runtime if ok else "none"
+
+
+def model_summary(
+    model: ServedModel, networks: Mapping[str, dict[str, Any]], pipeline: dict[int, dict[str, float]] | None
+) -> dict[str, Any]:
+    """FLOPs per row and ceilings of a served model (each network runs once per row)."""
+    nets = [networks[n.name] for n in model.networks if n.name in networks]
+    # An unbatched model (a shopper's history in, several images out) runs its networks on several
+    # items per request, so "once per row" does not hold: no FLOPs per row or network ceiling.
+    complete = len(nets) == len(model.networks) and model.contract.batched
+    runtimes = {n["served_runtime"] for n in nets}
+    precision = (
+        "bf16" if runtimes == {"openvino-bf16"} else ("fp32" if "openvino-bf16" not in runtimes else "mixed")
+    )
+    ceiling = 1.0 / sum(1.0 / n["ceiling"]["items_per_s"] for n in nets) if nets and complete else None
+    out: dict[str, Any] = {
+        "networks": [n.name for n in model.networks],
+        "flops_per_row": sum(n["flops_per_item"] for n in nets) if complete else None,
+        "network_ceiling": ceiling,
+        "precision": precision,
+        "pipeline_sweep": pipeline,
+    }
+    if pipeline:
+        best = max(pipeline, key=lambda b: pipeline[b]["rows_per_s"])
+        out["pipeline_ceiling"] = {"rows_per_s": pipeline[best]["rows_per_s"], "batch": best}
     return out
 
 
 # --- report ----------------------------------------------------------------------------
 
 
-def decide(results: list[RuntimeResult]) -> tuple[RuntimeResult, str]:
-    """The runtime to serve: ORT unless another one with PSNR >= the floor is clearly better.
-
-    Clearly better = more than SWITCH_GAIN more images/s at its best batch (capacity under load)
-    while giving up no more than SWITCH_GAIN at batch 1 (what a lone request waits for).
-    """
-    served = next(r for r in results if r.runtime == SERVED)
-    notes, winners = [], []
-    for r in results:
-        if r is served or r.error:
-            continue
-        gain = r.best[1] / served.best[1] - 1
-        b1 = r.images_per_s.get(1, math.nan) / served.images_per_s.get(1, math.nan) - 1
-        if r.psnr_db < PSNR_FLOOR_DB:
-            notes.append(f"{r.runtime}: PSNR {r.psnr_db:.1f} dB < {PSNR_FLOOR_DB:.0f} dB")
-        elif gain > SWITCH_GAIN and not b1 < -SWITCH_GAIN:
-            winners.append((gain, r))
-            notes.append(f"{r.runtime}: {gain:+.0%} at best batch, {b1:+.0%} at batch 1")
-        else:
-            notes.append(f"{r.runtime}: {gain:+.0%} at best batch {r.best[0]}, {b1:+.0%} at batch 1")
-    if not winners:
-        return served, (
-            f"keep {SERVED}; no other runtime is clearly better ("
-            + "; ".join(notes)
-            + f"). Clearly better = > {SWITCH_GAIN:.0%} more images/s at its best batch without losing "
-            f"> {SWITCH_GAIN:.0%} at batch 1."
-        )
-    gain, best = max(winners, key=lambda w: w[0])
-    return best, (
-        f"switch to {best.runtime} ({'; '.join(notes)}); set it in the spec (cpu_runtime) and "
-        "export/triton_python/ecomgen_triton.py."
-    )
-
-
-def render(payload: dict[str, Any], results: list[RuntimeResult], decision: str) -> str:
+def render(payload: dict[str, Any]) -> str:
     info = payload["machine"]
-    peak, ceiling = payload["peak_fp32_gflops"], payload["ceiling"]
-    flops = payload["flops_per_image"]
-    threads = payload["threads"]
+    peak = payload["peak_fp32_gflops"]
     lines = [
-        f"# product_gan: distance to the limit ({info['model']}, {info['cpus']} CPUs)",
+        f"# Distance to the limit: every served network ({info['model']}, {info['cpus']} CPUs)",
         "",
-        f"- **Date**: {today()}",
-        f"- **Command**: `{payload['command']}`",
+        f"- **Date**: {payload['date']}",
+        f"- **Command**: `{payload['command']}` (took {payload['wall_s'] / 60:.1f} min)",
         f"- **Machine**: {machine_line(info)}",
         f"- **Weights**: {payload['weights']}",
-        f"- **{GPU_LINE.split(':', 1)[0]}**:{GPU_LINE.split(':', 1)[1]}",
-        f"- **Other jobs' load** during the timings (the machine is shared; each timing waits for "
-        f"quiet first and takes the median of 5 windows): median {payload['foreign_cores']['median']:.2f}, "
+        bullet(GPU_LINE),
+        "- **Other jobs' load** during the timings (the machine is shared; "
+        + ("each timing waits for quiet first and " if payload["wait_quiet"] else "no waiting for quiet; ")
+        + f"each takes the median of 5 windows): median {payload['foreign_cores']['median']:.2f}, "
         f"max {payload['foreign_cores']['max']:.2f} cores.",
-        f"- **Thread budget**: {threads} (= the served instance's intra-op threads); "
+        f"- **Thread budget**: each network's served threads (its model's `cpu_threads`); "
         f"torch {torch.__version__}.",
         "",
         "## Peak compute",
@@ -382,134 +420,211 @@ def render(payload: dict[str, Any], results: list[RuntimeResult], decision: str)
     ]
     for row in payload["gemm"]:
         lines.append(f"| {row['what']} | {row['threads']} | {row['gflops']:,.1f} | {row['n']} |")
+    lines += ["", f"bf16: {payload['bf16_note']}", "", "## Served models", ""]
     lines += [
-        "",
-        f"bf16: {payload['bf16_note']}",
-        "",
-        "## Work per image",
-        "",
-        f"{flops / 1e6:,.1f} MFLOP per 64x48 image (multiply-add = 2 FLOPs; from "
-        "`torch.utils.flop_counter.FlopCounterMode`; elementwise BN/ReLU/tanh not counted): "
-        + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in payload["flops_by_op"].items())
-        + ".",
-        "",
-        f"At the measured peak ({peak:,.1f} GFLOP/s) the compute roof is {peak * 1e9 / flops:,.0f} images/s.",
-        "",
-        f"## Offline {SERVED} ({threads} intra-op threads, as served)",
-        "",
-        "| batch | ms / batch | images/s (run) | min–max over rounds | images/s (+ seed->latent, uint8) | "
-        "compute efficiency |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| model | networks | MFLOP per row | network ceiling rows/s (back to back) | served pipeline rows/s "
+        "(best batch) | pipeline / network ceiling | compute efficiency of the network ceiling |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for b, row in payload["served_sweep"].items():
-        eff = row["images_per_s"] * flops / (peak * 1e9)
+    for name, m in payload["models"].items():
+        flops, ceiling = m["flops_per_row"], m["network_ceiling"]
+        pipe = m.get("pipeline_ceiling") or {}
+        roof = payload.get("peak_bf16_gflops") if m["precision"] == "bf16" else peak
+        eff = (
+            f"{ceiling * flops / (roof * 1e9):.1%} of {m['precision']} peak"
+            if ceiling and flops and roof
+            else "–"
+        )
         lines.append(
-            f"| {b} | {row['ms']:.2f} | {row['images_per_s']:,.1f} | {row['min']:,.0f}–{row['max']:,.0f} | "
-            f"{row['e2e_images_per_s']:,.1f} | {eff:.1%} |"
+            f"| {name} | {', '.join(m['networks'])} | {_mflop(flops)} | {_num(ceiling)} | "
+            f"{_num(pipe.get('rows_per_s'))} ({pipe.get('batch', '–')}) | "
+            f"{_pct(pipe.get('rows_per_s'), ceiling)} | {eff} |"
         )
-    lines += [
-        "",
-        f"**Ceiling**: {ceiling['images_per_s']:,.1f} images/s at batch {ceiling['batch']} "
-        f"= {ceiling['images_per_s'] * flops / 1e9:,.1f} GFLOP/s = "
-        f"{ceiling['images_per_s'] * flops / (peak * 1e9):.1%} of the measured fp32 peak. "
-        "Serving efficiency (served / ceiling) is in the comparison report.",
-        "",
-        f"## CPU runtimes on the same ONNX model ({threads} threads)",
-        "",
-        f"Median images/s over {payload['rounds']} interleaved rounds (min–max in brackets).",
-        "",
-        "| runtime | " + " | ".join(f"batch {b} images/s" for b in payload["runtime_batches"]) + " | "
-        "PSNR vs PyTorch fp32 (uint8) | max uint8 diff |",
-        "|---|" + "---:|" * (len(payload["runtime_batches"]) + 2),
-    ]
-    for r in results:
-        if r.error:
-            lines.append(f"| {r.runtime} | not run: {r.error[:200]} |")
-            continue
-        cells = " | ".join(
-            f"{r.images_per_s[b]:,.1f} ({r.spread[b][0]:,.0f}–{r.spread[b][1]:,.0f})"
-            for b in payload["runtime_batches"]
-        )
-        ps = "∞ (identical)" if math.isinf(r.psnr_db) else f"{r.psnr_db:.1f} dB"
-        lines.append(f"| {r.runtime} | {cells} | {ps} | {r.max_uint8_diff} |")
-    lines += [
-        "",
-        f"**Decision**: {decision}",
-    ]
+    for name, n in payload["networks"].items():
+        lines += network_section(name, n, peak)
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.1f}"
+
+
+def _mflop(x: float | None) -> str:
+    return "–" if x is None else f"{x / 1e6:,.1f}"
+
+
+def _pct(a: float | None, b: float | None) -> str:
+    return f"{a / b:.0%}" if a and b else "–"
+
+
+def network_section(name: str, n: dict[str, Any], peak: float) -> list[str]:
+    flops = n["flops_per_item"]
+    ceiling = n["ceiling"]
+    lines = [
+        "",
+        f"## {name} ({n['model']})",
+        "",
+        f"{flops / 1e6:,.1f} MFLOP per item at the opt shape (multiply-add = 2 FLOPs; "
+        "`torch.utils.flop_counter.FlopCounterMode`; elementwise ops not counted): "
+        + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in n["flops_by_op"].items())
+        + f". At the fp32 peak ({peak:,.1f} GFLOP/s) the compute roof is {peak * 1e9 / flops:,.0f} items/s.",
+        "",
+        f"### Offline served runner: {n['served_runtime']} ({n['threads']} threads, as served)",
+        "",
+        "| batch | ms / batch | items/s | min–max over rounds | compute efficiency (fp32 peak) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for b, row in n["sweep"].items():
+        lines.append(
+            f"| {b} | {row['ms']:.2f} | {row['items_per_s']:,.1f} | {row['min']:,.0f}–{row['max']:,.0f} | "
+            f"{row['items_per_s'] * flops / (peak * 1e9):.1%} |"
+        )
+    lines += [
+        "",
+        f"**Ceiling**: {ceiling['items_per_s']:,.1f} items/s at batch {ceiling['batch']} = "
+        f"{ceiling['items_per_s'] * flops / 1e9:,.1f} GFLOP/s.",
+        "",
+        f"### Runtimes on the same ONNX file ({n['threads']} threads)",
+        "",
+        "| runtime | " + " | ".join(f"batch {b} items/s" for b in n["runtime_batches"]) + " | "
+        "PSNR vs PyTorch fp32 (uint8, worst output) | max uint8 diff |",
+        "|---|" + "---:|" * (len(n["runtime_batches"]) + 2),
+    ]
+    for r in n["runtimes"]:
+        if r["error"]:
+            lines.append(f"| {r['runtime']} | not run: {r['error'][:200]} |")
+            continue
+        cells = " | ".join(
+            f"{r['items_per_s'][b]:,.1f} ({r['spread'][b][0]:,.0f}–{r['spread'][b][1]:,.0f})"
+            for b in n["runtime_batches"]
+        )
+        ps = "∞ (identical)" if math.isinf(r["psnr_db"]) else f"{r['psnr_db']:.1f} dB"
+        lines.append(f"| {r['runtime']} | {cells} | {ps} | {r['max_uint8_diff']} |")
+    cal = n["calibration"]
+    shown = "; ".join(
+        f"{m['runtime']} {m['items_per_s']:,.0f}/s, {m['min_psnr_db']:.1f} dB"
+        + ("" if m["passed"] else " (fails)")
+        for m in cal["measurements"]
+    )
+    agree = "agrees" if cal["runtime"] == n["fastest_passing"].removesuffix(" (served)") else "differs"
+    lines += [
+        "",
+        f"**Calibration** (`ecomgen.serving.calibrate`, measured now at batch {cal['batch']}: the fastest "
+        f"runtime within {PARITY_MIN_PSNR_DB:.0f} dB of ONNX Runtime fp32): **{cal['runtime']}** [{shown}]. "
+        f"Served: **{n['served_runtime']}** (the choice `ecomgen build` recorded for this host, or the "
+        "spec's pin). "
+        f"This table's fastest runtime within {PARITY_MIN_PSNR_DB:.0f} dB at batch "
+        f"{n['fastest_passing_batch']}: "
+        f"{n['fastest_passing']} ({agree} with the calibration).",
+    ]
+    return lines
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=PRODUCT_GAN.cpu_threads, help="default: the served threads")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
-    p.add_argument("--runtime-batches", type=int, nargs="+", default=[1, 16, 32, 64])
+    names = list(REGISTRY.networks())
+    p.add_argument(
+        "--networks", nargs="+", choices=names, default=names, help="default: every served network"
+    )
+    p.add_argument("--threads", type=int, default=None, help="default: each network's served threads")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="default: powers of two to max_batch")
+    p.add_argument("--runtime-batches", type=int, nargs="+", default=None, help="default: 1, opt, max")
     p.add_argument("--seconds", type=float, default=1.0, help="timing window per measurement")
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every timing")
+    p.add_argument("--calibration-seconds", type=float, default=1.5, help="per runtime, as `ecomgen build`")
     p.add_argument("--gemm-sizes", type=int, nargs="+", default=[1024, 2048, 3072])
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
+    p.add_argument(
+        "--pipelines", action=argparse.BooleanOptionalAction, default=True, help="served pipelines"
+    )
+    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    opt = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    info = machine_info()
-    weights = resolve_weights(opt.checkpoint, random=opt.random_weights)
-    generator = load_generator(weights)
+
+def peak_compute(
+    opt: argparse.Namespace, info: dict[str, Any], threads: int
+) -> tuple[list[dict[str, Any]], str]:
     gemm = []
-    for threads in tqdm(sorted({1, opt.threads}), desc="peak fp32 GEMM", unit="config"):
+    for t in tqdm(sorted({1, threads}), desc="peak fp32 GEMM", unit="config"):
         # A peak: the best of the rounds, not the median.
-        runs = [
-            peak_gemm(threads, torch.float32, tuple(opt.gemm_sizes), opt.seconds) for _ in range(opt.rounds)
-        ]
-        gemm.append({"what": "fp32 torch.mm", "threads": threads, **max(runs, key=lambda r: r["gflops"])})
+        runs = [peak_gemm(t, torch.float32, tuple(opt.gemm_sizes), opt.seconds) for _ in range(opt.rounds)]
+        gemm.append({"what": "fp32 torch.mm", "threads": t, **max(runs, key=lambda r: r["gflops"])})
     if info["has_bf16"]:
-        best = peak_gemm(opt.threads, torch.bfloat16, tuple(opt.gemm_sizes), opt.seconds)
-        gemm.append({"what": "bf16 torch.mm", "threads": opt.threads, **best})
-        bf16_note = "the CPU has bf16 hardware; bf16 GEMM peak measured above."
-    else:
-        bf16_note = (
-            "not measured: the CPU has neither avx512_bf16 nor AMX (flags: "
-            f"{', '.join(info['vector_flags'])}), so bf16 runs through conversions on fp32 units "
-            "and cannot beat fp32; the PyTorch bf16 autocast row below shows it."
-        )
-    peak = max(g["gflops"] for g in gemm if g["what"].startswith("fp32") and g["threads"] == opt.threads)
-    flops, by_op = flops_per_image(generator)
+        best = peak_gemm(threads, torch.bfloat16, tuple(opt.gemm_sizes), opt.seconds)
+        gemm.append({"what": "bf16 torch.mm", "threads": threads, **best})
+        return gemm, "the CPU has bf16 hardware; bf16 GEMM peak measured above."
+    return gemm, (
+        f"not measured: the CPU has neither avx512_bf16 nor AMX ({info['isa']}), so bf16 runs through "
+        "conversions on fp32 units and cannot beat fp32; the PyTorch bf16 autocast rows show it."
+    )
 
-    with tempfile.TemporaryDirectory(prefix="ecomgen-roofline-") as tmp:
-        onnx_file = export_onnx(load_generator(weights), Path(tmp) / "model.onnx")
-        sweep = served_sweep(onnx_file, opt.threads, opt.batches, opt.seconds, opt.rounds)
-        results = compare_runtimes(
-            onnx_file, generator, opt.threads, opt.runtime_batches, opt.seconds, opt.rounds
-        )
-    best_batch = max(sweep, key=lambda b: sweep[b]["images_per_s"])
-    winner, decision = decide(results)
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    WAIT_QUIET[0] = opt.wait_quiet
+    started = time.monotonic()
+    info = machine_info()
+    registry_nets = REGISTRY.networks()
+    owners = {name: registry_nets[name][0] for name in opt.networks}
+    models = [m for m in REGISTRY if m.name in {o.name for o in owners.values()}]
+    weights = resolve_weights(opt.weights, models)
+    threads = opt.threads or max(m.cpu_threads for m in models)
+    gemm, bf16_note = peak_compute(opt, info, threads)
+    peak = max(g["gflops"] for g in gemm if g["what"].startswith("fp32") and g["threads"] == threads)
+    bf16_peak = max((g["gflops"] for g in gemm if g["what"].startswith("bf16")), default=None)
+    networks: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="ecomgen-roofline-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        export_networks(models, weights, tmp / "onnx")
+        _, runtimes = build_repository(tmp / "repo", models, tmp / "onnx")
+        for model in models:
+            modules = weights.modules(model)
+            for net in model.networks:
+                if net.name not in owners or net.name in networks:
+                    continue
+                onnx_file = tmp / "onnx" / f"{net.name}.onnx"
+                served = runtimes[net.name].split(" ", 1)[0]  # "<runtime> ($ENV)" when forced
+                networks[net.name] = measure_network(
+                    model, net, modules[net.name], onnx_file, served, opt, tmp / "calibration"
+                )
+        for model in REGISTRY:  # every model whose networks were all measured (shared ones too)
+            if not model.networks or any(n.name not in networks for n in model.networks):
+                continue
+            pipeline = None
+            if opt.pipelines:
+                # The fused Python model's directory: every network's ONNX file and runtime choice.
+                fused = dataclasses.replace(model, fuse_on_cpu=True)
+                repository, _ = build_repository(tmp / f"pipeline-{model.name}", [fused], tmp / "onnx")
+                top = model.contract.max_batch_size if model.contract.batched else 1
+                pipeline = pipeline_sweep(
+                    fused, repository, batch_sizes(top, opt.batches), opt.seconds, opt.rounds
+                )
+            summaries[model.name] = model_summary(model, networks, pipeline)
     payload = {
         "command": command_line(),
         "date": today(),
         "machine": info,
-        "weights": weights.label,
-        "threads": opt.threads,
+        "weights": weights.label(models),
+        "threads": threads,
         "gemm": gemm,
         "bf16_note": bf16_note,
         "peak_fp32_gflops": peak,
-        "flops_per_image": flops,
-        "flops_by_op": by_op,
-        "served_sweep": sweep,
-        "ceiling": {
-            "images_per_s": sweep[best_batch]["images_per_s"],
-            "batch": best_batch,
-            "threads": opt.threads,
-            "runtime": SERVED,
-        },
-        "runtime_batches": opt.runtime_batches,
-        "rounds": opt.rounds,
-        "runtimes": [asdict(r) for r in results],
-        "decision": {"runtime": winner.runtime, "why": decision},
+        "peak_bf16_gflops": bf16_peak,
+        "calibration_cache": str(CALIBRATION_DIR),
+        "networks": networks,
+        "models": summaries,
+        "wait_quiet": opt.wait_quiet,
         "foreign_cores": {"median": statistics.median(FOREIGN), "max": max(FOREIGN)},
+        "wall_s": time.monotonic() - started,
     }
     stem = opt.out / result_stem("roofline", info)
     write_json(stem.with_suffix(".json"), payload)
-    stem.with_suffix(".md").write_text(render(payload, results, decision))
+    stem.with_suffix(".md").write_text(render(payload))
     print(stem.with_suffix(".md").read_text())
     return 0
 

@@ -1,20 +1,22 @@
-"""Sweep Triton's knobs for product_gan under load and recommend a configuration for specs.py.
+"""Sweep Triton's knobs for a served model under load and recommend a configuration for its spec.
 
-Each variant is ``dataclasses.replace`` on ``PRODUCT_GAN`` rendered into a temporary
-repository by the same builder as ``export/repository.py``; Triton is restarted for
-each and loaded at a fixed concurrency (default 32, one image per request) by
-perf_analyzer (a C++ client, so less of the 2 cores goes to the load generator than
-with Locust) or by Locust.
+Each variant is ``dataclasses.replace`` on the model's ``ServedModel`` (``--model``,
+default product_gan; on an ensemble the batching knobs apply to every step, capped at
+each step's max batch) rendered into a temporary repository by the same builder as
+``export/repository.py``; Triton is restarted for each and loaded at a fixed concurrency
+(default 32, one row per request) by perf_analyzer (a C++ client, so less of the 2 cores
+goes to the load generator than with Locust) or by Locust.
 
 Every variant is also measured at concurrency 1, where a queue delay is pure added
 latency. The search is greedy, one knob family at a time, each stage starting from the
-best so far: (instances x intra-op threads) -> max_queue_delay -> preferred batch sizes;
-within the noise of the best throughput, the lowest low-load p99 wins.
-At the end the winner and the current spec are re-measured alternately to show the
-noise. Writes ``benchmarks/results/<date>-<machine>-tune.{md,json}``.
+best so far: (instances x threads) -> max_queue_delay -> preferred batch sizes; within
+the noise of the best throughput, the lowest low-load p99 wins. At the end the winner
+and the current spec are re-measured alternately to show the noise. Writes
+``benchmarks/results/<date>-<machine>-tune.{md,json}`` (``-<model>-tune`` for another model).
 
     python -m benchmarks.tune
     python -m benchmarks.tune --load locust --concurrency 32 --seconds 10
+    python -m benchmarks.tune --model tryon --concurrency 8 --instances-threads 1x2 2x1
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from tqdm import tqdm
 
 from benchmarks import perf_analyzer
 from benchmarks.common import (
+    DEFAULT_MODEL,
     GPU_LINE,
     RESULTS_DIR,
+    WEIGHT_CHOICES,
     CpuSampler,
     build_repository,
+    bullet,
     command_line,
-    export_onnx,
-    load_generator,
+    export_networks,
     machine_info,
     machine_line,
     resolve_weights,
@@ -47,10 +51,13 @@ from benchmarks.common import (
     today,
     triton_server,
     wait_until_quiet,
+    with_runtime,
     write_json,
 )
 from benchmarks.compare import run_locust, warm_up
-from ecomgen_client.specs import PRODUCT_GAN, DynamicBatching, ModelSpec
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.runners import RUNTIMES
+from ecomgen.spec import Batching, NetworkStep, PythonStep, ServedModel, Step
 
 # Throughputs within this fraction of the best count as a tie, broken by the lower p99.
 TIE = 0.08  # run-to-run noise on this shared VM is about +-7% (see the confirm rows)
@@ -62,27 +69,37 @@ class Variant:
     threads: int
     delay_us: int
     preferred: tuple[int, ...]
-    # ONNX Runtime's intra-op pool spins after each run by default. "Off" is not a spec field:
-    # it is patched into the temporary copy of ecomgen_triton.py (see ORT_NO_SPIN).
-    spinning: bool = True
 
     @classmethod
-    def of(cls, spec: ModelSpec) -> Variant:
-        b = spec.batching
-        return cls(spec.cpu_instances, spec.cpu_threads, b.max_queue_delay_us, b.preferred_batch_sizes)
+    def of(cls, model: ServedModel) -> Variant:
+        b = model.batching
+        return cls(model.cpu_instances, model.cpu_threads, b.max_queue_delay_us, b.preferred_batch_sizes)
 
-    def spec(self, base: ModelSpec = PRODUCT_GAN) -> ModelSpec:
+    def apply(self, base: ServedModel) -> ServedModel:
+        """``base`` with these knobs; an ensemble's steps get the same batching, capped at their max."""
+
+        def batching(max_batch: int) -> Batching:
+            return Batching(tuple(p for p in self.preferred if p <= max_batch), self.delay_us)
+
+        def step(s: Step) -> Step:
+            if isinstance(s, NetworkStep):
+                net = dataclasses.replace(s.network, batching=batching(s.network.max_batch_size))
+                return dataclasses.replace(s, network=net)
+            if isinstance(s, PythonStep) and s.batching is not None:
+                return dataclasses.replace(s, batching=batching(base.step_max_batch(s)))
+            return s
+
         return dataclasses.replace(
             base,
             cpu_instances=self.instances,
             cpu_threads=self.threads,
-            batching=DynamicBatching(preferred_batch_sizes=self.preferred, max_queue_delay_us=self.delay_us),
+            batching=batching(base.contract.max_batch_size),
+            steps=tuple(step(s) for s in base.steps),
         )
 
     def __str__(self) -> str:
         pref = ",".join(map(str, self.preferred)) or "none"
-        spin = "" if self.spinning or self.threads == 1 else " ort-spin=off"
-        return f"{self.instances}x{self.threads}thr{spin} delay={self.delay_us}us pref=[{pref}]"
+        return f"{self.instances}x{self.threads}thr delay={self.delay_us}us pref=[{pref}]"
 
 
 @dataclass
@@ -105,21 +122,10 @@ class Measurement:
         return self.low.p99_ms if self.low is not None else math.nan
 
 
-ORT_NO_SPIN = "    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')\n"
-
-
-def _disable_ort_spinning(path: Path) -> None:
-    """Experiment only, on the temporary repository: ORT's worker threads block instead of spinning."""
-    anchor = "    opts.inter_op_num_threads = 1\n"
-    source = path.read_text()
-    if anchor not in source:
-        raise RuntimeError(f"{path}: cannot find where to disable ORT spinning")
-    path.write_text(source.replace(anchor, anchor + ORT_NO_SPIN))
-
-
 def measure(
     variant: Variant,
-    onnx_file: Path,
+    base: ServedModel,
+    onnx_dir: Path,
     stage: str,
     opt: argparse.Namespace,
     workdir: Path,
@@ -127,25 +133,24 @@ def measure(
 ) -> list[Measurement]:
     """Start Triton with ``variant``, load it at each concurrency in turn, stop it."""
     root = Path(tempfile.mkdtemp(dir=workdir))
-    repository = build_repository(root, onnx_file, variant.spec())
-    if not variant.spinning:
-        _disable_ort_spinning(repository / PRODUCT_GAN.name / "1" / "ecomgen_triton.py")
+    model = variant.apply(base)
+    repository, _ = build_repository(root, [model], onnx_dir)
     out = []
     with (
         triton_server(repository, root / "tritonserver.log") as (url, pid),
         CpuSampler({"triton": pid}) as cpu,
     ):
-        warm_up(url)
+        warm_up(url, model)
         for c in concurrencies or [opt.concurrency]:
-            wait_until_quiet()  # the machine is shared: start on a quiet machine
-            out.append(_load(url, c, pid, cpu, stage, variant, opt, root))
+            wait_until_quiet(timeout_s=opt.quiet_timeout)  # the machine is shared: start on a quiet machine
+            out.append(_load(url, model.name, c, cpu, stage, variant, opt, root))
     return out
 
 
 def _load(
     url: str,
+    model: str,
     concurrency: int,
-    pid: int,
     cpu: CpuSampler,
     stage: str,
     variant: Variant,
@@ -154,7 +159,7 @@ def _load(
 ) -> Measurement:
     t0 = time.time()
     if opt.load == "perf_analyzer":
-        r = perf_analyzer.run(url, concurrency, opt.batch, measurement_ms=int(opt.seconds * 1000))
+        r = perf_analyzer.run(url, concurrency, opt.rows, model, measurement_ms=int(opt.seconds * 1000))
         t1 = time.time()
         return Measurement(
             stage,
@@ -168,14 +173,13 @@ def _load(
             note=_spread(r.window_images_per_s),
             concurrency=concurrency,
         )
-    scenario = {1: "single", 16: "batch16"}[opt.batch]
-    summary, _code = run_locust(url, scenario, concurrency, opt.seconds, root)
+    summary, _code = run_locust(url, model, opt.rows, concurrency, opt.seconds, root)
     total, window = summary["total"], summary["window"]
     ok = total["requests"] - total["failures"]
     return Measurement(
         stage,
         variant,
-        total["rps"] * (ok / total["requests"] if total["requests"] else 0.0) * opt.batch,
+        total["rps"] * (ok / total["requests"] if total["requests"] else 0.0) * opt.rows,
         total["p50_ms"],
         total["p99_ms"],
         cpu.cores("triton", window["start"], window["end"]),
@@ -190,10 +194,6 @@ def _low(m: Measurement) -> str:
     if m.low is None:
         return "– | – | – | "
     return f"{m.low.images_per_s:,.1f} | {m.low.p50_ms:,.1f} | {m.low.p99_ms:,.1f} | "
-
-
-def _spin(v: Variant) -> str:
-    return "" if v.spinning or v.threads == 1 else " (ORT spin off)"
 
 
 def _spread(windows: list[float]) -> str:
@@ -211,24 +211,24 @@ def best_of(ms: list[Measurement]) -> Measurement:
     return min(tied, key=lambda m: (m.low_p99_ms if not math.isnan(m.low_p99_ms) else 0.0, m.p99_ms))
 
 
-def stages(opt: argparse.Namespace) -> list[tuple[str, Any]]:
+def stages(opt: argparse.Namespace, max_batch: int) -> list[tuple[str, Any]]:
+    preferred = {tuple(int(x) for x in s.split(",") if x and int(x) <= max_batch) for s in opt.preferred}
     return [
         ("instances x threads", [_instances_threads(s) for s in opt.instances_threads]),
         ("max_queue_delay_us", opt.delays),
-        ("preferred_batch_sizes", [tuple(int(x) for x in s.split(",") if x) for s in opt.preferred]),
+        ("preferred_batch_sizes", sorted(preferred, key=lambda p: (len(p), p))),
     ]
 
 
-def _instances_threads(text: str) -> tuple[int, int, bool]:
-    """``"2x1"`` -> (2, 1, spinning); ``"1x2-nospin"`` turns ORT's spin-waiting off."""
-    counts, _, flag = text.partition("-")
-    instances, threads = map(int, counts.split("x"))
-    return instances, threads, flag != "nospin"
+def _instances_threads(text: str) -> tuple[int, int]:
+    """``"2x1"`` -> (2 instances, 1 thread each)."""
+    instances, threads = map(int, text.split("x"))
+    return instances, threads
 
 
 def apply(v: Variant, stage: str, value: Any) -> Variant:
     if stage == "instances x threads":
-        return dataclasses.replace(v, instances=value[0], threads=value[1], spinning=value[2])
+        return dataclasses.replace(v, instances=value[0], threads=value[1])
     if stage == "max_queue_delay_us":
         return dataclasses.replace(v, delay_us=value)
     return dataclasses.replace(v, preferred=value)
@@ -236,6 +236,7 @@ def apply(v: Variant, stage: str, value: Any) -> Variant:
 
 def render(
     opt: argparse.Namespace,
+    model: ServedModel,
     info: dict[str, Any],
     weights: str,
     rows: list[Measurement],
@@ -245,25 +246,25 @@ def render(
     wall_s: float,
 ) -> str:
     load = (
-        f"{opt.load}, concurrency {opt.concurrency}, {opt.batch} image(s) per request, "
-        f"{opt.seconds:g} s windows"
+        f"{opt.load}, concurrency {opt.concurrency}, {opt.rows} row(s) per request, {opt.seconds:g} s windows"
     )
+    lows = ", ".join(map(str, opt.low_concurrency))
     lines = [
-        f"# product_gan: Triton configuration sweep ({info['model']}, {info['cpus']} CPUs)",
+        f"# {model.name}: Triton configuration sweep ({info['model']}, {info['cpus']} CPUs)",
         "",
         f"- **Date**: {today()}",
         f"- **Command**: `{command_line()}` (took {wall_s / 60:.1f} min)",
         f"- **Machine**: {machine_line(info)}",
         f"- **Weights**: {weights}",
-        f"- **{GPU_LINE.split(':', 1)[0]}**:{GPU_LINE.split(':', 1)[1]}",
-        f"- **Load**: {load}; every variant also at low load (concurrency "
-        f"{', '.join(map(str, opt.low_concurrency)) or 'none'}); Triton restarted per variant.",
+        bullet(GPU_LINE),
+        f"- **Load**: {load}; every variant also at low load (concurrency {lows or 'none'}); "
+        "Triton restarted per variant.",
         f"- **Current spec**: {current}",
         "- **Search**: greedy, one knob family per stage, each stage starting from the best so far; "
         f"ties (within {TIE:.0%} images/s at concurrency {opt.concurrency}) go to the lower p99 at "
-        f"concurrency {', '.join(map(str, opt.low_concurrency)) or '-'}, then under load.",
+        f"concurrency {lows or '-'}, then under load.",
         "",
-        "| stage | instances | intra-op threads | max_queue_delay µs | preferred | images/s | p50 ms | "
+        "| stage | instances | threads | max_queue_delay µs | preferred | images/s | p50 ms | "
         "p99 ms | low-load images/s | low-load p50 ms | low-load p99 ms | server CPU (cores) | "
         "client CPU (cores) | other jobs' CPU | failures | note |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -273,7 +274,7 @@ def render(
         pref = ", ".join(map(str, v.preferred)) or "none"
         mark = " **best**" if m is best else (" (current)" if v == current else "")
         lines.append(
-            f"| {m.stage} | {v.instances} | {v.threads}{_spin(v)} | {v.delay_us} | [{pref}] | "
+            f"| {m.stage} | {v.instances} | {v.threads} | {v.delay_us} | [{pref}] | "
             f"{m.images_per_s:,.1f}{mark} | {m.p50_ms:,.0f} | {m.p99_ms:,.0f} | {_low(m)}"
             f"{m.server_cores:.2f} | {m.client_cores:.2f} | {m.foreign_cores:.2f} | {m.failures} | {m.note} |"
         )
@@ -311,38 +312,34 @@ def render(
     lines += ["", f"Best: **{b}**{' (the current spec)' if b == current else ''}."]
     lines += [
         "",
-        "In `client/ecomgen_client/specs.py` (PRODUCT_GAN):",
+        f"In the `ServedModel` of {model.name} (`ecomgen/served/`):",
         "",
         "```python",
-        f"    batching=DynamicBatching(preferred_batch_sizes={b.preferred!r}, "
-        f"max_queue_delay_us={b.delay_us}),",
+        f"    batching=Batching(preferred_batch_sizes={b.preferred!r}, max_queue_delay_us={b.delay_us}),",
         f"    cpu_instances={b.instances},",
         f"    cpu_threads={b.threads},",
         "```",
     ]
-    if not b.spinning and b.threads > 1:
+    if not model.fuse_on_cpu and model.networks:
         lines += [
             "",
-            "and in `export/triton_python/ecomgen_triton.py` (`onnx_session`):",
-            "",
-            "```python",
-            ORT_NO_SPIN.rstrip(),
-            "```",
+            "(an ensemble: the sweep gave every network step the same batching; set it per NetworkSpec)",
         ]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=REGISTRY.names(), default=DEFAULT_MODEL)
     p.add_argument("--load", choices=["perf_analyzer", "locust"], default="perf_analyzer")
     p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--batch", type=int, choices=[1, 16], default=1, help="images per request")
+    p.add_argument("--rows", type=int, default=1, help="rows (images) per request")
     p.add_argument("--seconds", type=float, default=5.0, help="measurement window")
     p.add_argument(
         "--instances-threads",
         nargs="+",
         default=["1x2", "1x1", "2x1", "2x2", "3x1"],
-        help="INSTANCESxTHREADS; '-nospin': ORT allow_spinning=0 (cpu_runtime onnxruntime only)",
+        help="INSTANCESxTHREADS",
     )
     p.add_argument("--delays", type=int, nargs="+", default=[0, 500, 2000, 5000, 10000, 20000])
     p.add_argument(
@@ -354,23 +351,32 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="*",
         default=[1],
-        help="also confirm at these concurrencies (queue delay shows up as latency at low load)",
+        help="also measure at these concurrencies (queue delay shows up as latency at low load)",
     )
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
+    p.add_argument(
+        "--cpu-runtime", choices=["auto", *RUNTIMES], default="auto", help="auto: as `ecomgen serve`"
+    )
+    p.add_argument("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for other jobs")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    opt = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
     started = time.monotonic()
     info = machine_info()
-    weights = resolve_weights(opt.checkpoint, random=opt.random_weights)
-    current = Variant.of(PRODUCT_GAN)
+    base = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
+    if base.contract.batched:
+        opt.rows = min(opt.rows, base.contract.max_batch_size)
+    weights = resolve_weights(opt.weights, [base])
+    current = Variant.of(base)
     rows: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="ecomgen-tune-") as tmp_dir:
         tmp = Path(tmp_dir)
-        onnx_file = export_onnx(load_generator(weights), tmp / "model.onnx")
+        export_networks([base], weights, tmp / "onnx")
         best_variant = current
-        plan = stages(opt)
+        plan = stages(opt, base.contract.max_batch_size)
         bar = tqdm(total=sum(len(values) for _, values in plan) + 2 * opt.confirm, desc="tune", unit="config")
         for stage, values in plan:
             stage_rows = []
@@ -381,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                 if done is not None:
                     m = dataclasses.replace(done, stage=stage, note=f"reused from {done.stage}")
                 else:
-                    m, *low = measure(v, onnx_file, stage, opt, tmp, [opt.concurrency, *opt.low_concurrency])
+                    m, *low = measure(
+                        v, base, tmp / "onnx", stage, opt, tmp, [opt.concurrency, *opt.low_concurrency]
+                    )
                     m.low = low[0] if low else None
                 bar.set_postfix_str(f"{v}: {m.images_per_s:,.0f} img/s")
                 bar.update()
@@ -391,20 +399,25 @@ def main(argv: list[str] | None = None) -> int:
         confirm: list[Measurement] = []
         for _ in range(opt.confirm):
             for v in (best_variant, current):
-                confirm += measure(v, onnx_file, "confirm", opt, tmp, [opt.concurrency, *opt.low_concurrency])
+                confirm += measure(
+                    v, base, tmp / "onnx", "confirm", opt, tmp, [opt.concurrency, *opt.low_concurrency]
+                )
                 bar.update()
         bar.close()
     best = next(m for m in rows if m.variant == best_variant)
-    stem = opt.out / result_stem("tune", info)
+    kind = "tune" if base.name == DEFAULT_MODEL else f"{base.name}-tune"
+    stem = opt.out / result_stem(kind, info)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    md = render(opt, info, weights.label, rows, current, best, confirm, time.monotonic() - started)
+    label = weights.label([base])
+    md = render(opt, base, info, label, rows, current, best, confirm, time.monotonic() - started)
     stem.with_suffix(".md").write_text(md)
     write_json(
         stem.with_suffix(".json"),
         {
             "command": command_line(),
+            "model": base.name,
             "machine": info,
-            "weights": weights.label,
+            "weights": label,
             "current": asdict(current),
             "best": asdict(best_variant),
             "rows": [asdict(m) for m in rows],

@@ -51,13 +51,17 @@ def calibrate_runtimes(repository: Path, refresh: bool = False) -> None:
         if model.cpu_runtime != "auto":
             continue
         for net in model.networks:
-            choice = calibrate(net, onnx_path(net, ONNX_DIR), CALIBRATION_DIR, model.cpu_threads, refresh=refresh)
+            choice = calibrate(
+                net, onnx_path(net, ONNX_DIR), CALIBRATION_DIR, model.cpu_threads, refresh=refresh
+            )
             for placed in (repository / "cpu").glob(f"*/1/{net.name}.onnx"):
                 write_choice(placed, choice)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ecomgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ecomgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the cpu repository on the embedded tritonserver")
     s.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")

@@ -338,8 +338,8 @@ def wire(model: ServedModel) -> list[Wire]:
             ens, produced, p_batched = scope[source]
             if not _fits(produced, t, p_batched, step_batched):
                 raise WiringError(
-                    f"{model.name}: step {step.name} input {t.name!r} ({t.dtype} {list(t.dims)}) does not fit "
-                    f"{source!r} ({produced.dtype} {list(produced.dims)})"
+                    f"{model.name}: step {step.name} input {t.name!r} ({t.dtype} {list(t.dims)}) does not "
+                    f"fit {source!r} ({produced.dtype} {list(produced.dims)})"
                 )
             inputs[t.name] = ens
             used.add(ens)

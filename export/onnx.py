@@ -148,7 +148,8 @@ def check_parity(
                     worst_u8 = max(worst_u8, int(u8))
                 if diff > atol:
                     raise ParityError(
-                        f"{net.name}.{t.name}: ONNX vs PyTorch max |diff| {diff:.3e} > {atol:.1e} at batch {b}"
+                        f"{net.name}.{t.name}: ONNX vs PyTorch max |diff| {diff:.3e} > {atol:.1e} "
+                        f"at batch {b}"
                     )
     report = ParityReport(tuple(batch_sizes), worst, worst_u8)
     log.info("%s: %s", net.name, report)

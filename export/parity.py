@@ -65,7 +65,7 @@ from export.onnx import (
 
 log = logging.getLogger("export.parity")
 
-Feeds = Mapping[str, np.ndarray]
+Feeds = dict[str, np.ndarray]
 Outputs = Mapping[str, np.ndarray]
 Runner = Callable[[Feeds], Outputs]
 

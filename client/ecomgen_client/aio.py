@@ -11,29 +11,21 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
+from ._base import ClientBase
 from ._common import (
     Array,
     Call,
     Deadline,
-    EndpointPool,
     InferResultLike,
-    RetryPolicy,
-    RetryThrottle,
     Send,
     attempts,
     build_request,
-    channel_args,
-    check_timeout,
     concat_outputs,
-    known_contract,
-    parse_endpoints,
     plan_chunks,
     read_outputs,
 )
-from ._methods import TypedMethods
-from .client import TlsConfig
 from .contracts import Contract
-from .errors import ServerError, from_triton_error
+from .errors import from_triton_error
 from .ops import class_names
 
 __all__ = ["AsyncProductClient", "AsyncTransport"]
@@ -63,40 +55,14 @@ class AsyncTransport(Protocol):
     async def close(self) -> None: ...
 
 
-class AsyncProductClient(TypedMethods):
+class AsyncProductClient(ClientBase["AsyncTransport"]):
     """Non-blocking client; see :class:`ecomgen_client.ProductClient` for the semantics.
 
     gRPC channels are opened on first use because grpc.aio binds them to the running loop.
     Chunks of a large batch are sent one after another, leaving concurrency to the caller.
     """
 
-    def __init__(
-        self,
-        url: str | Sequence[str] = "localhost:8001",
-        *,
-        timeout_s: float | None = 30.0,
-        retries: int = 3,
-        backoff_s: float = 0.1,
-        tls: TlsConfig | None = None,
-        transport: AsyncTransport | None = None,
-        throttle: RetryThrottle | None = None,
-        verbose: bool = False,
-    ) -> None:
-        self.urls = parse_endpoints(url)
-        self.timeout_s = check_timeout(timeout_s)
-        self.retry = RetryPolicy(retries, backoff_s, throttle=throttle or RetryThrottle())
-        tls_kwargs = tls.kwargs() if tls else {}
-
-        def make(target: str) -> AsyncTransport:
-            if transport is not None:
-                return transport
-            return grpcaio.InferenceServerClient(
-                url=target, verbose=verbose, channel_args=channel_args(target), **tls_kwargs
-            )
-
-        self._owns_transport = transport is None
-        self.pool: EndpointPool[AsyncTransport] = EndpointPool(self.urls, make)
-        self._contracts: dict[str, Contract] = {}
+    transport_class = grpcaio.InferenceServerClient
 
     async def __aenter__(self) -> AsyncProductClient:
         return self
@@ -111,9 +77,6 @@ class AsyncProductClient(TypedMethods):
             for transport in self.pool.transports():
                 await transport.close()
 
-    def _timeout(self, timeout_s: float | None) -> float | None:
-        return self.timeout_s if timeout_s is None else check_timeout(timeout_s)
-
     async def _send(self, model: str, deadline: Deadline, request: Any) -> InferResultLike:
         plan = attempts(self.pool, self.retry, model, deadline)
         step = next(plan)
@@ -121,12 +84,9 @@ class AsyncProductClient(TypedMethods):
             try:
                 if isinstance(step, Send):
                     try:
-                        outcome: Any = await self.pool.transport(step.url).infer(
-                            model,
-                            request.inputs,
-                            outputs=request.outputs,
-                            client_timeout=step.client_timeout,
-                            timeout=step.server_timeout_us,
+                        transport = self.pool.transport(step.url)
+                        outcome: Any = await transport.infer(
+                            model, request.inputs, **self._infer_kwargs(request, step)
                         )
                     except InferenceServerException as exc:
                         outcome = exc
@@ -135,16 +95,13 @@ class AsyncProductClient(TypedMethods):
                     await asyncio.sleep(step.seconds)
                     step = next(plan)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return done.value
 
     async def contract(self, model: str | Contract, *, timeout_s: float | None = None) -> Contract:
-        found = known_contract(model)
+        found = self._cached_contract(model)
         if found is not None:
             return found
-        name = str(model)
-        if name not in self._contracts:
-            self._contracts[name] = Contract.from_config(await self.model_config(name, timeout_s=timeout_s))
-        return self._contracts[name]
+        return self._learn_contract(str(model), await self.model_config(str(model), timeout_s=timeout_s))
 
     async def infer(
         self,
@@ -189,8 +146,6 @@ class AsyncProductClient(TypedMethods):
             )
         except InferenceServerException as exc:
             raise from_triton_error(exc) from exc
-        if not isinstance(config, dict):
-            raise ServerError(f"{model}: unexpected model config {type(config).__name__}")
         return config
 
     async def class_names(self, *, timeout_s: float | None = None) -> tuple[str, ...]:

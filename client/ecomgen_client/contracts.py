@@ -81,6 +81,22 @@ class TensorSpec:
     def batched_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, *self.dims)
 
+    @classmethod
+    def from_config(cls, t: Mapping[str, Any], params: Mapping[str, str]) -> TensorSpec:
+        """A tensor of a served config (JSON form), with the bounds of its ``contract.<name>`` parameter."""
+        dtype = str(t["data_type"]).removeprefix("TYPE_")
+        extra = json.loads(params.get(f"contract.{t['name']}", "{}"))
+        return cls(
+            name=t["name"],
+            dtype="BYTES" if dtype == "STRING" else dtype,
+            dims=tuple(int(d) for d in t.get("dims", [])),
+            optional=bool(t.get("optional", False)),
+            value_range=tuple(extra["value_range"]) if "value_range" in extra else None,
+            min_dims=tuple(extra["min_dims"]) if "min_dims" in extra else None,
+            max_dims=tuple(extra["max_dims"]) if "max_dims" in extra else None,
+            max_bytes=int(extra.get("max_bytes", 0)),
+        )
+
     def largest_dims(self) -> tuple[int, ...]:
         """``dims`` with every variable dim at its maximum (ValueError when unbounded)."""
         if not self.variable:
@@ -161,25 +177,10 @@ class Contract:
         """
         cfg = config.get("config", config)
         params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
-
-        def tensor(t: Mapping[str, Any]) -> TensorSpec:
-            dtype = str(t["data_type"]).removeprefix("TYPE_")
-            extra = json.loads(params.get(f"contract.{t['name']}", "{}"))
-            return TensorSpec(
-                name=t["name"],
-                dtype="BYTES" if dtype == "STRING" else dtype,
-                dims=tuple(int(d) for d in t.get("dims", [])),
-                optional=bool(t.get("optional", False)),
-                value_range=tuple(extra["value_range"]) if "value_range" in extra else None,  # type: ignore[arg-type]
-                min_dims=tuple(extra["min_dims"]) if "min_dims" in extra else None,
-                max_dims=tuple(extra["max_dims"]) if "max_dims" in extra else None,
-                max_bytes=int(extra.get("max_bytes", 0)),
-            )
-
         return cls(
             name=cfg["name"],
-            inputs=tuple(tensor(t) for t in cfg.get("input", [])),
-            outputs=tuple(tensor(t) for t in cfg.get("output", [])),
+            inputs=tuple(TensorSpec.from_config(t, params) for t in cfg.get("input", [])),
+            outputs=tuple(TensorSpec.from_config(t, params) for t in cfg.get("output", [])),
             max_batch_size=int(cfg.get("max_batch_size", 0)),
             description=params.get("description", ""),
             class_names=_class_names(params.get("class_names", "")),

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from ecomgen.models import randomize_batchnorm
 from ecomgen.served.product_gan import GENERATOR, LATENT_DIM
 from ecomgen.serving.tensors import latents_from_seeds, one_hot
 from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW
@@ -126,17 +127,6 @@ def generate(g: Generator, class_ids: np.ndarray, seeds: np.ndarray) -> np.ndarr
     z = torch.from_numpy(latents_from_seeds(seeds, g.nz))
     y = torch.from_numpy(one_hot(class_ids, g.num_classes))
     return g(z, y).numpy()
-
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running stats, so eval-mode BatchNorm is really exercised by tests."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            assert m.running_mean is not None and m.running_var is not None
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
 
 
 def load_networks(checkpoint_dir: Path = REPO_ROOT / "checkpoints") -> dict[str, nn.Module]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ecomgen.models import randomize_batchnorm
 from ecomgen.served.tryon import PARSER, SYNTHESIS, WARP
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -292,22 +293,12 @@ def save_checkpoints(pipe: TryOnPipeline, directory: Path, meta: dict) -> None:
     (directory / "tryon.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running stats, so eval-mode BatchNorm is really exercised by tests."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            assert m.running_mean is not None and m.running_var is not None
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
-
-
 def tiny_pipeline(seed: int = 0) -> TryOnPipeline:
     """A tiny random pipeline (width 8) whose warp moves pixels (non-zero flow heads)."""
     torch.manual_seed(seed)
     pipe = build({"parser": 8, "warp": 8, "synthesis": 8})
     for head in pipe.warp.heads:  # the flow heads start at zero; make the warp do something
+        assert isinstance(head, nn.Conv2d)
         nn.init.normal_(head.weight, std=0.05)
     randomize_batchnorm(pipe, seed)
     return pipe.eval()

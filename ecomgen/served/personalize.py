@@ -7,9 +7,9 @@ history's photos and the requested images).
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, TEN_SECOND_QUEUE
+from ecomgen.served.common import HANDLERS, TEN_SECOND_QUEUE, network
 from ecomgen.serving.handlers.personalize import CATALOGUE_FILE
-from ecomgen.spec import Batching, NetworkSpec, NetworkStep, OptimizationProfile, PythonStep, ServedModel
+from ecomgen.spec import Batching, NetworkSpec, NetworkStep, PythonStep, ServedModel
 from ecomgen_client import contracts
 from ecomgen_client.contracts import MAX_COUNT, MAX_HISTORY, PRODUCT_IMAGE_HW, TensorSpec
 
@@ -20,7 +20,9 @@ TEMPERATURE = "0.75"
 MODULE = "ecomgen.models.vae"
 
 IMAGE = TensorSpec("image", "FP32", (3, *PRODUCT_IMAGE_HW), kind="image")
-ROWS = TensorSpec("image", "FP32", (-1, 3, *PRODUCT_IMAGE_HW), max_dims=(MAX_HISTORY, 3, *PRODUCT_IMAGE_HW), kind="image")
+ROWS = TensorSpec(
+    "image", "FP32", (-1, 3, *PRODUCT_IMAGE_HW), max_dims=(MAX_HISTORY, 3, *PRODUCT_IMAGE_HW), kind="image"
+)
 MU = TensorSpec("mu", "FP32", (LATENT,))
 LOGVAR = TensorSpec("logvar", "FP32", (LATENT,))
 Z = TensorSpec("z", "FP32", (LATENT,))
@@ -30,20 +32,13 @@ def _rows(t: TensorSpec, n: int) -> TensorSpec:
     return TensorSpec(t.name, t.dtype, (-1, *t.dims), max_dims=(n, *t.dims), kind=t.kind)
 
 
-# Up to 32 photos of a history, or 16 images of a shopper, per request; 64 rows a batch.
-BATCHING = Batching(preferred_batch_sizes=(32, 64), max_queue_delay_us=1000)
+# Up to 32 photos of a history, or 16 images of a shopper, per request; 64 rows a batch. No queue
+# delay: every step of the chain would pay it again (see ecomgen/served/upscale.py).
+BATCHING = Batching(preferred_batch_sizes=(32, 64), max_queue_delay_us=0)
 
 
 def _net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> NetworkSpec:
-    return NetworkSpec(
-        name=name,
-        inputs=inputs,
-        outputs=outputs,
-        max_batch_size=64,
-        profile=OptimizationProfile(min_batch=1, opt_batch=16, max_batch=64),
-        batching=BATCHING,
-        queue=TEN_SECOND_QUEUE,
-    )
+    return network(name, inputs, outputs, max_batch=64, opt_batch=16, batching=BATCHING)
 
 
 ENCODER = _net("personalize_encoder", (IMAGE,), (MU, LOGVAR))

@@ -6,8 +6,8 @@ synthesis) on both targets; they differ only in their first and last Python step
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, NO_DELAY_BATCHING, TEN_SECOND_QUEUE, TO_UINT8
-from ecomgen.spec import NetworkSpec, NetworkStep, OptimizationProfile, PythonStep, ServedModel
+from ecomgen.served.common import HANDLERS, NO_DELAY_BATCHING, TEN_SECOND_QUEUE, TO_UINT8, network
+from ecomgen.spec import NetworkSpec, NetworkStep, PythonStep, ServedModel
 from ecomgen_client import contracts
 from ecomgen_client.contracts import TRYON_HW, TensorSpec
 
@@ -22,16 +22,7 @@ CHECKPOINTS = (
 
 
 def _net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> NetworkSpec:
-    return NetworkSpec(
-        name=name,
-        inputs=inputs,
-        outputs=outputs,
-        max_batch_size=8,
-        profile=OptimizationProfile(min_batch=1, opt_batch=4, max_batch=8),
-        batching=NO_DELAY_BATCHING,
-        queue=TEN_SECOND_QUEUE,
-        gpu_instances=1,
-    )
+    return network(name, inputs, outputs, max_batch=8, opt_batch=4, batching=NO_DELAY_BATCHING)
 
 
 PERSON = TensorSpec("person", "FP32", (3, *TRYON_HW), kind="image")

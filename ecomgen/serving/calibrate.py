@@ -75,7 +75,7 @@ def _runner(runtime: str, path: Path, threads: int, batch: int) -> Runner:
     return OpenVinoRunner(path, threads, batch, runtime.split("-", 1)[1], compile_sizes=(batch,))
 
 
-def _quantised(net: NetworkSpec, outputs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> list:
+def quantised(net: NetworkSpec, outputs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> list:
     """Every output as uint8 levels the way a client would see it."""
     out = []
     for t in net.outputs:
@@ -97,20 +97,24 @@ def measure(
     batch = batch or net.profile.opt_batch
     feeds = net.sample_inputs(batch, seed=7)
     reference = OnnxRuntimeRunner(path, threads).run(feeds)
-    ref_q = _quantised(net, reference, reference)
+    ref_q = quantised(net, reference, reference)
     results = []
     for runtime in candidates():
         start = time.perf_counter()
         runner = _runner(runtime, path, threads, batch)
         compile_s = time.perf_counter() - start
         out = runner.run(feeds)  # warm-up, and the parity sample
-        psnr = min(psnr_uint8(r, g) for r, g in zip(ref_q, _quantised(net, out, reference), strict=True))
+        psnr = min(psnr_uint8(r, g) for r, g in zip(ref_q, quantised(net, out, reference), strict=True))
         runs, start = 0, time.perf_counter()
         while runs < 3 or time.perf_counter() - start < seconds:
             runner.run(feeds)
             runs += 1
         rate = runs * batch / (time.perf_counter() - start)
-        results.append(Measurement(runtime, round(rate, 1), round(psnr, 2), psnr >= PARITY_MIN_PSNR_DB, round(compile_s, 2)))
+        results.append(
+            Measurement(
+                runtime, round(rate, 1), round(psnr, 2), psnr >= PARITY_MIN_PSNR_DB, round(compile_s, 2)
+            )
+        )
         log.info("calibrate %s: %s %.0f items/s, PSNR %.1f dB", net.name, runtime, rate, psnr)
     return results
 
@@ -124,7 +128,12 @@ def sha256(path: Path) -> str:
 
 
 def calibrate(
-    net: NetworkSpec, path: Path, cache_dir: Path, threads: int = 2, seconds: float = 1.5, refresh: bool = False
+    net: NetworkSpec,
+    path: Path,
+    cache_dir: Path,
+    threads: int = 2,
+    seconds: float = 1.5,
+    refresh: bool = False,
 ) -> Choice:
     """The cached choice for this CPU and ONNX file, or a fresh measurement."""
     digest = sha256(path)

@@ -12,7 +12,6 @@ responses; tests drive this module directly.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -24,18 +23,10 @@ import numpy as np
 
 from ecomgen.serving.errors import DeadlineExceeded, RequestError
 from ecomgen.serving.tensors import check_finite, check_range
+from ecomgen_client.contracts import TensorSpec
 
 log = logging.getLogger("ecomgen.serving")
 
-CONFIG_DTYPES: dict[str, type[np.generic]] = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_STRING": np.object_,
-}
 DEADLINE = "deadline_ns"
 
 
@@ -54,16 +45,16 @@ class TensorInfo:
 
     @classmethod
     def from_config(cls, t: Mapping[str, Any], params: Mapping[str, str]) -> TensorInfo:
-        extra = json.loads(params.get(f"contract.{t['name']}", "{}"))
+        spec = TensorSpec.from_config(t, params)
         return cls(
-            name=t["name"],
-            dtype=np.dtype(CONFIG_DTYPES[t["data_type"]]),
-            dims=tuple(int(d) for d in t.get("dims", [])),
-            optional=bool(t.get("optional", False)),
-            value_range=tuple(extra["value_range"]) if "value_range" in extra else None,  # type: ignore[arg-type]
-            min_dims=tuple(extra["min_dims"]) if "min_dims" in extra else None,
-            max_dims=tuple(extra["max_dims"]) if "max_dims" in extra else None,
-            max_bytes=int(extra.get("max_bytes", 0)),
+            spec.name,
+            spec.numpy_dtype,
+            spec.dims,
+            spec.optional,
+            spec.value_range,
+            spec.min_dims,
+            spec.max_dims,
+            spec.max_bytes,
         )
 
 

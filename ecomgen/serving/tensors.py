@@ -6,7 +6,6 @@ import numpy as np
 
 from ecomgen.serving.errors import RequestError
 
-
 # numpy's SeedSequence constants (numpy/random/bit_generator.pyx): Philox(seed) keys itself with
 # SeedSequence(seed).generate_state(2, uint64), which costs ~45 us a seed in Python; the same
 # hash over a whole batch in numpy costs about 1 us a seed.
@@ -105,11 +104,10 @@ def check_range(name: str, array: np.ndarray, low: float, high: float) -> None:
         # Python ints: numpy would compare int64 extremes with a float bound through float.
         if int(array.min()) >= low and int(array.max()) <= high:
             return
-        values = array.reshape(-1).tolist()
-        bad = [v for v in values if v < low or v > high]
+        offending = [v for v in array.reshape(-1).tolist() if v < low or v > high]
         raise RequestError(
-            f"input '{name}' value {bad[0]} out of range [{int(low)}, {int(high)}] "
-            f"({len(bad)} of {array.size} values)"
+            f"input '{name}' value {offending[0]} out of range [{int(low)}, {int(high)}] "
+            f"({len(offending)} of {array.size} values)"
         )
     bad = (array < low) | (array > high)
     if bad.any():

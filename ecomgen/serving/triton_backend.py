@@ -25,7 +25,7 @@ from ecomgen.serving.errors import DeadlineExceeded, RequestError
 from ecomgen.serving.step import DEADLINE, Request, Step, StepConfig, run_batch
 
 # The file Triton loads from <backend dir>/model.py: the code lives in the installed package.
-BACKEND_SHIM = '''"""Triton Python-based backend "ecomgen": the code lives in the installed ecomgen package."""
+BACKEND_SHIM = '''"""Triton's Python-based backend "ecomgen": the code is in the installed ecomgen package."""
 
 from ecomgen.serving.triton_backend import TritonPythonModel  # noqa: F401
 '''
@@ -59,10 +59,11 @@ def install(backend_dir: Path, python_backend: Path | None = None) -> Path:
     target = backend_dir / "model.py"
     if not target.exists() or target.read_text() != BACKEND_SHIM:
         target.write_text(BACKEND_SHIM)
-    for name in PYTHON_BACKEND_FILES if python_backend is not None else ():
-        src, dest = (python_backend / name).resolve(), backend_dir / name
-        if not dest.exists() or dest.stat().st_size != src.stat().st_size:
-            shutil.copy2(src, dest)
+    if python_backend is not None:
+        for name in PYTHON_BACKEND_FILES:
+            src, dest = (python_backend / name).resolve(), backend_dir / name
+            if not dest.exists() or dest.stat().st_size != src.stat().st_size:
+                shutil.copy2(src, dest)
     return target
 
 

@@ -1,4 +1,5 @@
-"""Benchmark tooling: the Locust failure gate, and a seconds-long compare.py smoke run."""
+"""Benchmark tooling: the Locust failure gate over several endpoints, and seconds-long smoke runs of
+compare.py (Triton vs the eager baseline) and ensemble.py (tryon's overhead from Triton's statistics)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ LOCUSTFILE = REPO_ROOT / "benchmarks" / "locustfile.py"
 
 
 def test_locust_gate_fails_when_no_server_listens(tmp_path: Path) -> None:
-    port = free_port()  # bound and released: nothing listens there
+    ports = [free_port(), free_port()]  # bound and released: nothing listens there
     proc = subprocess.run(
         [
             sys.executable,
@@ -38,9 +39,9 @@ def test_locust_gate_fails_when_no_server_listens(tmp_path: Path) -> None:
             "-t",
             "2s",
             "--host",
-            f"127.0.0.1:{port}",
+            ",".join(f"127.0.0.1:{p}" for p in ports),  # two endpoints: users take them round robin
             "--tags",
-            "single",
+            "product_gan",
             "--csv",
             str(tmp_path / "gate"),
             "--p99-budget-ms",
@@ -54,6 +55,8 @@ def test_locust_gate_fails_when_no_server_listens(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "requests failed" in proc.stderr
     assert "UNAVAILABLE" in proc.stderr
+    for p in ports:  # each user's failure is reported under its own endpoint
+        assert f"@127.0.0.1:{p}" in proc.stderr
     assert (tmp_path / "gate_stats.csv").exists()
 
 
@@ -74,14 +77,14 @@ def test_compare_smoke_writes_report(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*-smoke-*.png"))) == 2
 
 
-def test_tryon_benchmark_smoke_reports_ensemble_overhead(tmp_path: Path) -> None:
-    if not (REPO_ROOT / "checkpoints" / "tryon.json").exists():
-        pytest.skip("no trained try-on checkpoints")
+def test_ensemble_benchmark_smoke_reports_tryon_overhead(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "benchmarks.tryon",
+            "benchmarks.ensemble",
+            "--model",
+            "tryon",
             "--requests",
             "8",
             "--concurrency",
@@ -101,7 +104,21 @@ def test_tryon_benchmark_smoke_reports_ensemble_overhead(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     (report,) = tmp_path.glob("*-tryon.md")
     text = report.read_text()
-    assert "Ratio ensemble / sum of steps" in text and "tryon_warp" in text
+    assert "Ratio ensemble / sum of steps" in text
+    for step in ("tryon_pre", "tryon_parser", "tryon_warp", "tryon_synthesis", "tryon_post"):
+        assert f"| {step} |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
-    assert float(row.split("|")[2]) > 0  # pairs/s under load
+    assert float(row.split("|")[2]) > 0  # requests (pairs) per second under load
     assert row.split("|")[6].strip() == "0"  # no failures
+
+
+def test_ensemble_benchmark_refuses_a_fused_model(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ensemble", "--model", "product_gan", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and "not an ensemble on the cpu target" in proc.stderr

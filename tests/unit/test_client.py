@@ -139,7 +139,9 @@ class AsyncFakeTransport:
         client_timeout: float | None = None,
         timeout: int | None = None,
     ) -> FakeResult:
-        return self.sync.infer(model_name, inputs, outputs=outputs, client_timeout=client_timeout, timeout=timeout)
+        return self.sync.infer(
+            model_name, inputs, outputs=outputs, client_timeout=client_timeout, timeout=timeout
+        )
 
     async def is_model_ready(self, model_name: str, *, client_timeout: float | None = None) -> bool:
         return self.sync.is_model_ready(model_name, client_timeout=client_timeout)
@@ -242,7 +244,7 @@ def test_unknown_model_contract_comes_from_the_server_config() -> None:
     }
     transport = FakeTransport(config=config, respond=lambda inputs: {"y": np.ones((1, 2), np.float32)})
     client = make_client(transport)
-    with pytest.raises(InvalidInputError, match="value 2.0 out of range"):
+    with pytest.raises(InvalidInputError, match=r"value 2\.0 out of range"):
         client.infer("dummy", {"x": np.full((1, 2), 2.0, np.float32)})
     with pytest.raises(InvalidInputError, match="unknown inputs"):
         client.infer("dummy", valid_inputs())

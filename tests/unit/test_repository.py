@@ -99,7 +99,9 @@ def _wired(cfgs: dict[str, mc.ModelConfig], name: str) -> list[str]:
         required = {i.name for i in step_cfg.input if not i.optional}
         assert required <= set(step.input_map) <= {i.name for i in step_cfg.input}, step.model_name
         assert set(step.output_map) <= {o.name for o in step_cfg.output}
-        assert set(step.input_map.values()) <= produced, f"{name}: {step.model_name} reads an unproduced tensor"
+        assert set(step.input_map.values()) <= produced, (
+            f"{name}: {step.model_name} reads an unproduced tensor"
+        )
         produced |= set(step.output_map.values())
     assert {o.name for o in ens.output} <= produced
     return [s.model_name for s in ens.ensemble_scheduling.step]
@@ -121,7 +123,13 @@ def test_one_deadline_crosses_every_python_step_of_an_ensemble(target):
         if ens.platform != "ensemble":
             continue
         steps = list(ens.ensemble_scheduling.step)
-        python = [s for s in steps if not cfgs[s.model_name].platform]
+        # The deadline is [1] a request: it reaches the Python steps that batch like the first one.
+        first_batched = cfgs[steps[0].model_name].max_batch_size > 0
+        python = [
+            s
+            for s in steps
+            if not cfgs[s.model_name].platform and (cfgs[s.model_name].max_batch_size > 0) == first_batched
+        ]
         assert python[0] is steps[0]
         assert steps[0].output_map[DEADLINE.name] == "_deadline_ns"
         assert cfgs[steps[0].model_name].parameters["deadline_us"].string_value == str(m.deadline_us)
@@ -155,7 +163,9 @@ def test_fused_cpu_model_runs_the_same_steps_as_the_gpu_ensemble():
     cpu, gpu = configs("cpu"), configs("gpu")
     for m in REGISTRY:
         if m.fuse_on_cpu:
-            assert not cpu[m.name].platform and cpu[m.name].parameters["handler"].string_value.endswith("FusedPipeline")
+            assert not cpu[m.name].platform and cpu[m.name].parameters["handler"].string_value.endswith(
+                "FusedPipeline"
+            )
             assert _wired(gpu, m.name) == [s.model_name for s in m.steps]
 
 
@@ -167,7 +177,8 @@ def test_variable_tensors_declare_their_largest_shape():
 def test_shared_steps_must_generate_the_same_config():
     bad = dataclasses.replace(TRYON.steps[1].network, gpu_instances=3)  # type: ignore[union-attr]
     twin = dataclasses.replace(
-        REGISTRY["tryon_bytes"], steps=(REGISTRY["tryon_bytes"].steps[0], NetworkStep(bad), *REGISTRY["tryon_bytes"].steps[2:])
+        REGISTRY["tryon_bytes"],
+        steps=(REGISTRY["tryon_bytes"].steps[0], NetworkStep(bad), *REGISTRY["tryon_bytes"].steps[2:]),
     )
     with pytest.raises(ValueError, match="different configs for 'tryon_parser'"):
         repository_models("gpu", [TRYON, twin])

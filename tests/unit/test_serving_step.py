@@ -74,8 +74,16 @@ def test_mixed_good_and_bad_batch_gives_per_request_errors():
     messages = [str(r) for r in results[1:-1]]
     assert all(isinstance(r, RequestError) for r in results[1:-1])
     for fragment, message in zip(
-        ["empty batch", "dtype float64", "shape [1, 3]", "NaN or Inf", "value 500", "may not contain 7",
-         "missing input 'x'", "could not be read"],
+        [
+            "empty batch",
+            "dtype float64",
+            "shape [1, 3]",
+            "NaN or Inf",
+            "value 500",
+            "may not contain 7",
+            "missing input 'x'",
+            "could not be read",
+        ],
         messages,
         strict=True,
     ):
@@ -101,7 +109,9 @@ def test_outputs_are_split_back_in_order_and_never_mixed():
 def test_unbatched_step_computes_each_request_alone():
     step = doubler(max_batch=0)
     step.config.inputs["x"] = info("x", np.float32, (-1, 2))
-    results = run_batch(step, [Request({"x": np.ones((3, 2), np.float32)}), Request({"x": np.ones((1, 2), np.float32)})])
+    results = run_batch(
+        step, [Request({"x": np.ones((3, 2), np.float32)}), Request({"x": np.ones((1, 2), np.float32)})]
+    )
     assert [r["y"].shape for r in results] == [(3, 2), (1, 2)]
 
 
@@ -166,12 +176,16 @@ def test_batched_key_derivation_is_numpys_seed_sequence_bit_for_bit():
     from ecomgen.serving.tensors import philox_keys
 
     rng = np.random.default_rng(1)
-    seeds = np.concatenate([np.arange(50), rng.integers(0, 2**63 - 1, 300, dtype=np.int64), [2**32 - 1, 2**32]])
+    seeds = np.concatenate(
+        [np.arange(50), rng.integers(0, 2**63 - 1, 300, dtype=np.int64), [2**32 - 1, 2**32]]
+    )
     expected = np.stack([np.random.SeedSequence(int(s)).generate_state(2, np.uint64) for s in seeds])
     np.testing.assert_array_equal(philox_keys(seeds), expected)
     latents = latents_from_seeds(seeds[:40], 16)
     for s, z in zip(seeds[:40], latents, strict=True):
-        np.testing.assert_array_equal(z, np.random.Generator(np.random.Philox(int(s))).standard_normal(16, np.float32))
+        np.testing.assert_array_equal(
+            z, np.random.Generator(np.random.Philox(int(s))).standard_normal(16, np.float32)
+        )
 
 
 def test_one_hot_and_uint8_conversion():
@@ -226,7 +240,9 @@ class FakeError:
 
 
 class FakeResponse:
-    def __init__(self, output_tensors: list[FakeTensor] | None = None, error: FakeError | None = None) -> None:
+    def __init__(
+        self, output_tensors: list[FakeTensor] | None = None, error: FakeError | None = None
+    ) -> None:
         self.output_tensors, self.error = output_tensors, error
 
 
@@ -250,7 +266,9 @@ def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         "output": [{"name": "image", "data_type": "TYPE_UINT8", "dims": ["2", "2", "3"]}],
         "parameters": {"handler": {"string_value": "ecomgen.serving.handlers.convert:ToUint8"}},
     }
-    model.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"})
+    model.initialize(
+        {"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"}
+    )
     return model
 
 
@@ -267,7 +285,9 @@ def test_backend_execute_answers_every_request_with_its_own_result_or_error(back
     )
     assert responses[0].error is None and responses[0].output_tensors[0].as_numpy().shape == (2, 2, 2, 3)
     assert responses[1].error.code == FakeError.INVALID_ARG and "NaN" in responses[1].error.message
-    assert responses[2].error.code == FakeError.INVALID_ARG and "could not be read" in responses[2].error.message
+    assert (
+        responses[2].error.code == FakeError.INVALID_ARG and "could not be read" in responses[2].error.message
+    )
     assert responses[3].error.code == FakeError.UNAVAILABLE and "cancelled" in responses[3].error.message
     assert (responses[4].output_tensors[0].as_numpy() == 255).all()
     assert all(r.error is None or r.error.message.startswith("product_gan_post: ") for r in responses)

@@ -204,7 +204,8 @@ def test_cli_fails_cleanly_without_tensorrt(no_tensorrt, onnx_file, tmp_path, ca
     out = tmp_path / "model.plan"
     assert T.main(["--onnx", str(onnx_file), "--out", str(out), "--no-timing-cache"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: product_gan_generator: TensorRT is not available") and "Traceback" not in err
+    assert err.startswith("error: product_gan_generator: TensorRT is not available")
+    assert "Traceback" not in err
     assert not out.exists()
 
 
