@@ -98,14 +98,19 @@ class RetryPolicy:
             raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s}")
 
     def should_retry(self, error: EcomgenError, attempt: int, endpoints: int = 1) -> bool:
-        """``attempt`` counts from 0; other errors would fail the same way again."""
+        """``attempt`` counts from 0; other errors would fail the same way again.
+
+        Failing over from an endpoint that is down to one not yet tried moves load rather than
+        adding it, so it does not need a throttle token (once per other endpoint); every other
+        retry does.
+        """
         if attempt >= self.retries:
             return False
         if isinstance(error, ServerOverloadedError):
-            retryable = endpoints > 1
-        else:
-            retryable = isinstance(error, ServerUnavailableError)
-        return retryable and self.throttle.allows_retry()
+            return endpoints > 1 and self.throttle.allows_retry()
+        if not isinstance(error, ServerUnavailableError):
+            return False
+        return attempt < endpoints - 1 or self.throttle.allows_retry()
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Exponential backoff with "equal jitter": in [d/2, d] for d = backoff_s * 2**attempt.

@@ -503,6 +503,18 @@ def test_retry_throttle_stops_retries_when_most_calls_fail() -> None:
     assert policy.should_retry(down, 0)
 
 
+def test_failover_to_an_untried_endpoint_needs_no_token() -> None:
+    throttle = RetryThrottle(max_tokens=10, token_ratio=0.1)
+    for _ in range(10):
+        throttle.on_failure()  # budget exhausted
+    policy = RetryPolicy(retries=5, throttle=throttle)
+    down = ServerUnavailableError("connection reset")
+    assert policy.should_retry(down, 0, endpoints=2)  # move to the other endpoint
+    assert not policy.should_retry(down, 1, endpoints=2)  # both tried: the throttle decides
+    assert not policy.should_retry(down, 0, endpoints=1)
+    assert not policy.should_retry(QueueFullError("full"), 0, endpoints=2)
+
+
 def test_throttle_is_shared_by_every_call_of_a_client(sleeps: list[float]) -> None:
     transport = FakeTransport(failures=[triton_error("UNAVAILABLE")] * 100)
     client = make_client(transport, retries=3, backoff_s=0.0)
