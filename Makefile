@@ -3,7 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup serve build test test-unit test-integration lint format typecheck check-repository train-product-gan eval-product-gan train-tryon eval-tryon bench clean
+.PHONY: setup serve build test test-unit test-integration lint format check-repository \
+	train-product-gan eval-product-gan train-tryon eval-tryon train-sr eval-sr train-vae eval-vae \
+	bench bench-models bench-gpu soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,7 +40,7 @@ test-integration:
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy client/ecomgen_client export ecomgen
+	$(BIN)/mypy client/ecomgen_client export ecomgen benchmarks
 
 format:
 	$(BIN)/ruff check --fix .
@@ -60,12 +62,37 @@ train-tryon:
 eval-tryon:
 	$(BIN)/python -m training.tryon_eval
 
+train-sr:
+	$(BIN)/python -m training.sr
+
+eval-sr:
+	$(BIN)/python -m training.sr_eval
+
+train-vae:
+	$(BIN)/python -m training.vae
+
+eval-vae:
+	$(BIN)/python -m training.vae_eval
+
 # The committed benchmark results, in order (~1 h on 2 cores; keep the machine quiet).
 bench: setup
 	$(BIN)/python -m benchmarks.roofline
 	$(BIN)/python -m benchmarks.tune
 	$(BIN)/python -m benchmarks.compare
 	$(BIN)/python -m benchmarks.tryon
+
+# The ensembles: each against the sum of its steps, load at 1/8/32 users, batching per step.
+bench-models: setup
+	for m in upscale product_detail personalize ad_creative; do \
+		$(BIN)/python -m benchmarks.ensemble --model $$m --concurrency 1 8 32 || exit 1; done
+
+# On a GPU host with torch (no TensorRT needed): eager / fp16 / CUDA graphs / torch.compile.
+bench-gpu:
+	$(BIN)/python -m benchmarks.gpu
+
+# Twice the measured capacity through the real launcher for 5 minutes (not in CI).
+soak: build
+	$(BIN)/python -m benchmarks.soak --minutes 5
 
 clean:
 	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

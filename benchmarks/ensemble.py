@@ -82,6 +82,13 @@ def model_stats(client: grpcclient.InferenceServerClient) -> dict[str, dict[str,
     return out
 
 
+def rows_per_execution(before: dict[str, Any], after: dict[str, Any], model: str) -> float:
+    """The batching a step achieved: rows computed per execution (Triton counts rows as inferences)."""
+    rows = after[model]["success"][0] - before[model]["success"][0]
+    runs = after[model]["executions"][0] - before[model]["executions"][0]
+    return rows / runs if runs else float("nan")
+
+
 def per_request_ms(before: dict[str, Any], after: dict[str, Any], model: str, key: str) -> float:
     c = after[model][key][0] - before[model][key][0]
     ns = after[model][key][1] - before[model][key][1]
@@ -200,6 +207,17 @@ def render(
             f"| {r['concurrency']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
             f"{r['p99_ms']:.0f} | {r['failures']} | {r['server_cores']:.2f} | {r['foreign_cores']:.2f} |"
         )
+    steps = [s["step"] for s in result["steps"]]
+    lines += [
+        "",
+        "## Batching each step achieved under that load (Triton statistics: rows per execution)",
+        "",
+        "| concurrency | " + " | ".join(steps) + " |",
+        "|---:|" + "---:|" * len(steps),
+    ]
+    for r in loads:
+        cells = " | ".join(f"{r['rows_per_execution'].get(s, float('nan')):.1f}" for s in steps)
+        lines.append(f"| {r['concurrency']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -248,9 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             CpuSampler({"triton": pid}) as cpu,
         ):
             result = overhead(url, model, opt.requests, quiet)
+            steps = ensemble_steps(model)
             for c in opt.concurrency:
                 quiet()
+                with grpcclient.InferenceServerClient(url) as client:
+                    before = model_stats(client)
                 summary, code = run_locust(url, model.name, 1, c, opt.seconds, tmp)
+                with grpcclient.InferenceServerClient(url) as client:
+                    after = model_stats(client)
+                batches = {s: rows_per_execution(before, after, s) for s in steps}
                 total, window = summary["total"], summary["window"]
                 ok = total["requests"] - total["failures"]
                 loads.append(
@@ -264,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                         "server_cores": cpu.cores("triton", window["start"], window["end"]),
                         "foreign_cores": cpu.foreign(window["start"], window["end"]),
                         "exit_code": code,
+                        "rows_per_execution": batches,
                     }
                 )
     label = weights.label([model])
