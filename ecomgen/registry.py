@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ecomgen.served import personalize, product_gan, tryon, upscale
+from ecomgen.served import ads, personalize, product_gan, tryon, upscale
 from ecomgen.spec import NetworkSpec, ServedModel, step_index
 
 
@@ -63,3 +63,6 @@ REGISTRY.register(tryon.TRYON_BYTES)
 REGISTRY.register(upscale.UPSCALE)
 REGISTRY.register(upscale.PRODUCT_DETAIL)
 REGISTRY.register(personalize.PERSONALIZE)
+REGISTRY.register(ads.AD_CREATIVE)
+REGISTRY.register(ads.INVENTORY_IMAGE)
+REGISTRY.register(ads.INVENTORY_SHEET)

@@ -173,9 +173,13 @@ def _python_model(
     return config
 
 
-def _step_model(model: ServedModel, step: Step, target: str, stamps: bool, checks: bool) -> RepoModel:
-    """The model of one step; ``stamps``/``checks``: it makes / honours the deadline tensor."""
-    deadline_in = (dataclasses.replace(DEADLINE, optional=True),) if checks else ()
+def _step_model(
+    model: ServedModel, step: Step, target: str, stamps: bool, in_ensemble: bool = True
+) -> RepoModel:
+    """The model of one step. ``stamps``: it makes the deadline tensor; every other Python model of
+    an ensemble takes it as an optional input (wired where the batching allows), so a step shared
+    by two ensembles gets one config."""
+    deadline_in = (dataclasses.replace(DEADLINE, optional=True),) if in_ensemble and not stamps else ()
     deadline_out = (DEADLINE,) if stamps else ()
     extra = {"deadline_us": str(model.deadline_us)} if stamps else {}
     if isinstance(step, PythonStep):
@@ -284,7 +288,7 @@ def _ensemble(model: ServedModel, target: str) -> list[RepoModel]:
                 model_name=w.step.model_name, model_version=-1, input_map=ins, output_map=outs
             )
         )
-        models.append(_step_model(model, w.step, target, stamps, checks))
+        models.append(_step_model(model, w.step, target, stamps))
     return [RepoModel(config), *models]
 
 
@@ -301,9 +305,9 @@ def _public_single(model: ServedModel, target: str) -> RepoModel:
             step.max_batch_size,
             step.batching,
         )
-        base = _step_model(model, step, target, stamps=False, checks=False)
+        base = _step_model(model, step, target, stamps=False, in_ensemble=False)
     else:
-        base = _step_model(model, step, target, stamps=False, checks=False)
+        base = _step_model(model, step, target, stamps=False, in_ensemble=False)
         base.config.name = model.name
     _params(base.config, {**model.contract.public_parameters(), **dict(model.extra_parameters)})
     return base

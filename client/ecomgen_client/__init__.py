@@ -34,7 +34,9 @@ _WHERE = {
     "AsyncProductClient": ".aio",
     "ProductClient": ".client",
     "TlsConfig": ".client",
-    **dict.fromkeys(("CONTRACTS", "PRODUCT_GAN", "TRYON", "TRYON_BYTES", "Contract", "TensorSpec"), ".contracts"),
+    **dict.fromkeys(
+        ("CONTRACTS", "PRODUCT_GAN", "TRYON", "TRYON_BYTES", "Contract", "TensorSpec"), ".contracts"
+    ),
     **dict.fromkeys(
         (
             "EcomgenError",
@@ -52,7 +54,30 @@ _WHERE = {
     "Personalized": ".ops",
     "TryOnResult": ".ops",
 }
-__all__ = sorted([*_WHERE, "__version__"])
+__all__ = [
+    "CONTRACTS",
+    "PRODUCT_GAN",
+    "TRYON",
+    "TRYON_BYTES",
+    "AsyncProductClient",
+    "Contract",
+    "EcomgenError",
+    "InvalidInputError",
+    "Personalized",
+    "ProductClient",
+    "QueueFullError",
+    "QueueTimeoutError",
+    "RequestTimeoutError",
+    "ServerError",
+    "ServerOverloadedError",
+    "ServerUnavailableError",
+    "TensorSpec",
+    "TlsConfig",
+    "TryOnResult",
+    "__version__",
+    "from_triton_error",
+    "ops",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -63,3 +63,17 @@ class TypedMethods:
     ) -> Any:
         """``count`` new images in the style of a shopper's browsed photos (:class:`ops.Personalized`)."""
         return self._run(ops.personalize(history, count, seed, weights), timeout_s=timeout_s)
+
+    def ad_creatives(
+        self, title: str, price: str, currency: str, *, timeout_s: float | None = None, **kw: Any
+    ) -> Any:
+        """Encoded ad creatives (a list of bytes); keywords as :func:`ops.ad_creatives`."""
+        return self._run(ops.ad_creatives(title, price, currency, **kw), timeout_s=timeout_s)
+
+    def inventory_image(self, stock: int, *, timeout_s: float | None = None, **kw: Any) -> Any:
+        """The encoded product image with its stock state; keywords as :func:`ops.inventory_image`."""
+        return self._run(ops.inventory_image(stock, **kw), timeout_s=timeout_s)
+
+    def inventory_sheet(self, items: Any, *, timeout_s: float | None = None, **kw: Any) -> Any:
+        """One encoded contact sheet of up to 64 :class:`ops.SheetItem`."""
+        return self._run(ops.inventory_sheet(items, **kw), timeout_s=timeout_s)

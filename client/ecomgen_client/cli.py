@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,39 @@ def build_parser() -> argparse.ArgumentParser:
         "without it their ids are printed",
     )
 
+    ad = sub.add_parser(
+        "ads", parents=[common], help="a batch of ad creatives for one product, labelled as AI"
+    )
+    ad.add_argument("--class", dest="cls", metavar="CLASS", help="generated product: class name or id")
+    ad.add_argument("--seed", type=int, default=0, help="first product seed (variant k uses seed+k)")
+    ad.add_argument("--product", type=Path, help="or an uploaded product photo (JPEG/PNG/WebP)")
+    ad.add_argument("--title", required=True)
+    ad.add_argument("--price", required=True, help='e.g. "49.90"')
+    ad.add_argument("--currency", required=True, help="ISO 4217 code or symbol, e.g. EUR")
+    ad.add_argument("--badge")
+    ad.add_argument("--cta")
+    ad.add_argument("--brand-colour", help="#RRGGBB")
+    ad.add_argument("--format", default="1080x1080", help="1080x1080, 1080x1350, 1200x628 or 1080x1920")
+    ad.add_argument("--variants", type=int, default=4)
+    ad.add_argument("--encoding", default="jpeg", choices=["jpeg", "png", "webp"])
+    ad.add_argument("--out", type=Path, required=True, help="directory for the creatives (+ a preview grid)")
+
+    inv = sub.add_parser("inventory", parents=[common], help="a product image with its stock state")
+    inv.add_argument("--class", dest="cls", metavar="CLASS")
+    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--product", type=Path, help="or an uploaded product photo")
+    inv.add_argument("--stock", type=int, required=True)
+    inv.add_argument("--low-stock-threshold", type=int)
+    inv.add_argument("--restock-date", help="YYYY-MM-DD (with stock 0: back-order)")
+    inv.add_argument("--out", type=Path, required=True, help="PNG file")
+
+    sheet = sub.add_parser("sheet", parents=[common], help="a warehouse contact sheet of up to 64 SKUs")
+    sheet.add_argument(
+        "items", type=Path, help="CSV with columns sku,class,seed,stock[,low_stock_threshold,restock_date]"
+    )
+    sheet.add_argument("--title")
+    sheet.add_argument("--out", type=Path, required=True, help="PNG file")
+
     upscale = sub.add_parser(
         "upscale", parents=[common], help="x4 close-up of an image file (16-512 px a side)"
     )
@@ -217,6 +251,73 @@ def _personalize(client: ProductClient, args: argparse.Namespace) -> None:
         print(f"generated {k}: similar catalogue ids {ids.tolist()}")
 
 
+def _product_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.product is not None:
+        return {"product": args.product.read_bytes()}
+    if args.cls is None:
+        raise InvalidInputError("give --class (a generated product) or --product (a photo)")
+    return {"class_id": args.cls, "seed": args.seed}
+
+
+def _ads(client: ProductClient, args: argparse.Namespace) -> None:
+    extra = {"badge": args.badge, "cta": args.cta, "brand_colour": args.brand_colour}
+    creatives = client.ad_creatives(
+        args.title,
+        args.price,
+        args.currency,
+        variants=args.variants,
+        format=args.format,
+        encoding=args.encoding,
+        **_product_args(args),
+        **{k: v for k, v in extra.items() if v is not None},
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    ext = {"jpeg": "jpg"}.get(args.encoding, args.encoding)
+    paths = []
+    for k, data in enumerate(creatives):
+        paths.append(args.out / f"ad_{args.format}_{k}.{ext}")
+        paths[-1].write_bytes(data)
+    previews = np.stack([_images.fit(_images.load_rgb(p), 360, 360) for p in paths])
+    grid = _images.save_png(_images.make_grid(previews, cols=len(paths)), args.out / "preview.png")
+    print(f"wrote {len(paths)} creatives to {args.out}/ and {grid.name}; check them with `ecomgen verify`")
+
+
+def _inventory(client: ProductClient, args: argparse.Namespace) -> None:
+    data = client.inventory_image(
+        args.stock,
+        low_stock_threshold=args.low_stock_threshold,
+        restock_date=args.restock_date,
+        **_product_args(args),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(data)
+    print(f"wrote {args.out}")
+
+
+def _sheet(client: ProductClient, args: argparse.Namespace) -> None:
+    import csv
+
+    from .ops import SheetItem
+
+    with args.items.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    items = [
+        SheetItem(
+            sku=r["sku"],
+            stock=int(r["stock"]),
+            class_id=r["class"],
+            seed=int(r.get("seed") or 0),
+            low_stock_threshold=int(r["low_stock_threshold"]) if r.get("low_stock_threshold") else None,
+            restock_date=r.get("restock_date") or None,
+        )
+        for r in rows
+    ]
+    data = client.inventory_sheet(items, title=args.title)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(data)
+    print(f"wrote {args.out} ({len(items)} SKUs)")
+
+
 def _upscale(client: ProductClient, args: argparse.Namespace) -> None:
     out = client.upscale(_images.load_rgb(args.image))
     path = _images.save_png(out, args.out or args.image.with_name(f"{args.image.stem}_x4.png"))
@@ -238,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "detail": _detail,
                 "upscale": _upscale,
                 "personalize": _personalize,
+                "ads": _ads,
+                "inventory": _inventory,
+                "sheet": _sheet,
             }
             if args.command in commands:
                 commands[args.command](client, args)

@@ -360,6 +360,99 @@ PERSONALIZE = Contract(
     max_batch_size=0,
 )
 
+# --- ad creatives and inventory images ---------------------------------------------
+
+AD_FORMATS = ("1080x1080", "1080x1350", "1200x628", "1080x1920")
+AD_ENCODINGS = ("jpeg", "png", "webp")
+MAX_VARIANTS, MAX_SKUS = 16, 64
+
+
+def _text(name: str, optional: bool = False, max_bytes: int = 1024, rows: bool = False) -> TensorSpec:
+    return TensorSpec(name, "BYTES", (-1,) if rows else (1,), optional=optional, max_bytes=max_bytes)
+
+
+def _product_choice(rows: bool = False) -> tuple[TensorSpec, ...]:
+    """The product: class_id and seed (generated), or an uploaded photo (JPEG/PNG/WebP bytes)."""
+    dims = (-1,) if rows else (1,)
+    return (
+        TensorSpec("class_id", "INT32", dims, optional=True, value_range=CLASS_ID.value_range),
+        TensorSpec("seed", "INT64", dims, optional=True, value_range=SEED.value_range),
+        TensorSpec("product", "BYTES", dims, optional=True, max_bytes=MAX_ENCODED_BYTES),
+    )
+
+
+AD_CREATIVE = Contract(
+    name="ad_creative",
+    description=(
+        "A batch of ad creatives for A/B tests: the product (generated, upscaled x4, or uploaded), "
+        "title, price, badge and call to action laid out in one of the common ad sizes; variants "
+        "differ in product seed and layout. Encoded images labelled as AI-generated (XMP, "
+        "watermark, C2PA when configured)."
+    ),
+    inputs=(
+        *_product_choice(),
+        TensorSpec("variants", "INT32", (1,), value_range=(1, MAX_VARIANTS)),
+        _text("title", max_bytes=512),
+        _text("price", max_bytes=32),
+        _text("currency", max_bytes=16),
+        _text("badge", optional=True, max_bytes=64),
+        _text("cta", optional=True, max_bytes=96),
+        _text("format", max_bytes=16),
+        _text("brand_colour", optional=True, max_bytes=16),
+        _text("encoding", optional=True, max_bytes=8),
+    ),
+    outputs=(TensorSpec("images", "BYTES", (-1,), max_dims=(MAX_VARIANTS,)),),
+    max_batch_size=0,
+    class_names=PRODUCT_CLASSES,
+    parameters=(("formats", json.dumps(AD_FORMATS)), ("encodings", json.dumps(AD_ENCODINGS))),
+)
+
+_STOCK = (
+    TensorSpec("stock", "INT32", (1,), value_range=(0, INT32_MAX)),
+    TensorSpec("low_stock_threshold", "INT32", (1,), optional=True, value_range=(1, INT32_MAX)),
+    _text("restock_date", optional=True, max_bytes=10),
+)
+
+INVENTORY_IMAGE = Contract(
+    name="inventory_image",
+    description=(
+        "A product image with its live stock state: in stock, low stock with the count, sold out "
+        "(desaturated) or back-order with the date. Encoded, labelled as AI-generated."
+    ),
+    inputs=(*_product_choice(), *_STOCK, _text("encoding", optional=True, max_bytes=8)),
+    outputs=(TensorSpec("image", "BYTES", (1,)),),
+    max_batch_size=0,
+    class_names=PRODUCT_CLASSES,
+)
+
+INVENTORY_SHEET = Contract(
+    name="inventory_sheet",
+    description="A contact sheet of up to 64 SKUs with colour-coded stock states, for warehouse dashboards.",
+    inputs=(
+        *_product_choice(rows=True),
+        _text("sku", max_bytes=128, rows=True),
+        TensorSpec("stock", "INT32", (-1,), value_range=(0, INT32_MAX), max_dims=(MAX_SKUS,)),
+        TensorSpec("low_stock_threshold", "INT32", (-1,), optional=True, value_range=(1, INT32_MAX)),
+        _text("restock_date", optional=True, max_bytes=10, rows=True),
+        _text("title", optional=True, max_bytes=256),
+        _text("encoding", optional=True, max_bytes=8),
+    ),
+    outputs=(TensorSpec("sheet", "BYTES", (1,)),),
+    max_batch_size=0,
+    class_names=PRODUCT_CLASSES,
+)
+
 CONTRACTS: dict[str, Contract] = {
-    c.name: c for c in (PRODUCT_GAN, TRYON, TRYON_BYTES, UPSCALE, PRODUCT_DETAIL, PERSONALIZE)
+    c.name: c
+    for c in (
+        PRODUCT_GAN,
+        TRYON,
+        TRYON_BYTES,
+        UPSCALE,
+        PRODUCT_DETAIL,
+        PERSONALIZE,
+        AD_CREATIVE,
+        INVENTORY_IMAGE,
+        INVENTORY_SHEET,
+    )
 }

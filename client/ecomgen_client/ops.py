@@ -16,7 +16,18 @@ import numpy.typing as npt
 
 from . import _images
 from ._common import Array, Call
-from .contracts import PERSONALIZE, PRODUCT_DETAIL, PRODUCT_GAN, TRYON, UPSCALE, Contract, TensorSpec
+from .contracts import (
+    AD_CREATIVE,
+    INVENTORY_IMAGE,
+    INVENTORY_SHEET,
+    PERSONALIZE,
+    PRODUCT_DETAIL,
+    PRODUCT_GAN,
+    TRYON,
+    UPSCALE,
+    Contract,
+    TensorSpec,
+)
 from .errors import InvalidInputError
 
 Seeds = Sequence[int] | Array
@@ -164,6 +175,111 @@ def personalize(
     if weights is not None:
         inputs["weights"] = np.asarray(weights, dtype=np.float32).reshape(-1)
     return Call(PERSONALIZE, inputs, lambda out: Personalized(out["image"], out["similar"]))
+
+
+def _bytes(values: Sequence[str | bytes | None]) -> Array:
+    return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=np.object_)
+
+
+def _product(
+    model: Contract, class_id: int | str | None, seed: int, product: bytes | None
+) -> dict[str, Array]:
+    """The product of an ad or inventory request: a generated one (class, seed) or an uploaded photo."""
+    if product is not None:
+        if not isinstance(product, bytes | bytearray) or not product:
+            raise InvalidInputError(f"{model.name}: product must be the bytes of a JPEG/PNG/WebP photo")
+        return {"product": _bytes([bytes(product)])}
+    if class_id is None:
+        raise InvalidInputError(f"{model.name}: give class_id (and seed), or an uploaded product photo")
+    # One request is one product: the model has no batch axis, so the [1, 1] rows become [1].
+    return {k: v.reshape(-1) for k, v in class_and_seed_inputs(model, class_id, [seed]).items()}
+
+
+def ad_creatives(
+    title: str,
+    price: str,
+    currency: str,
+    *,
+    class_id: int | str | None = None,
+    seed: int = 0,
+    product: bytes | None = None,
+    variants: int = 4,
+    format: str = "1080x1080",
+    badge: str | None = None,
+    cta: str | None = None,
+    brand_colour: str | None = None,
+    encoding: str = "jpeg",
+) -> Call[list[bytes]]:
+    """``variants`` ad creatives (encoded, labelled as AI-generated): one product, several layouts.
+
+    The product is generated (``class_id``, seeds ``seed``, ``seed+1``, ...) or ``product``, the
+    bytes of an uploaded photo. ``format``: 1080x1080, 1080x1350, 1200x628 or 1080x1920.
+    """
+    inputs = _product(AD_CREATIVE, class_id, seed, product)
+    inputs["variants"] = np.array([variants], dtype=np.int32)
+    text = {"title": title, "price": price, "currency": currency, "format": format, "encoding": encoding}
+    text |= {
+        k: v for k, v in (("badge", badge), ("cta", cta), ("brand_colour", brand_colour)) if v is not None
+    }
+    inputs |= {k: _bytes([v]) for k, v in text.items()}
+    return Call(AD_CREATIVE, inputs, lambda out: [bytes(b) for b in out["images"]])
+
+
+def inventory_image(
+    stock: int,
+    *,
+    class_id: int | str | None = None,
+    seed: int = 0,
+    product: bytes | None = None,
+    low_stock_threshold: int | None = None,
+    restock_date: str | None = None,
+    encoding: str = "png",
+) -> Call[bytes]:
+    """The product image with its stock state (in stock, only N left, sold out, back on a date)."""
+    inputs = _product(INVENTORY_IMAGE, class_id, seed, product)
+    inputs["stock"] = np.array([stock], dtype=np.int32)
+    if low_stock_threshold is not None:
+        inputs["low_stock_threshold"] = np.array([low_stock_threshold], dtype=np.int32)
+    if restock_date is not None:
+        inputs["restock_date"] = _bytes([restock_date])
+    inputs["encoding"] = _bytes([encoding])
+    return Call(INVENTORY_IMAGE, inputs, lambda out: bytes(out["image"][0]))
+
+
+@dataclass(frozen=True)
+class SheetItem:
+    """One SKU of an inventory sheet (generated product by class and seed)."""
+
+    sku: str
+    stock: int
+    class_id: int | str
+    seed: int = 0
+    low_stock_threshold: int | None = None
+    restock_date: str | None = None
+
+
+def inventory_sheet(
+    items: Sequence[SheetItem], *, title: str | None = None, encoding: str = "png"
+) -> Call[bytes]:
+    """One contact sheet of up to 64 SKUs with colour-coded stock states."""
+    if not items:
+        raise InvalidInputError("inventory_sheet: no SKUs given")
+    model = INVENTORY_SHEET
+    classes = [model.class_id(i.class_id) if isinstance(i.class_id, str) else int(i.class_id) for i in items]
+    inputs: dict[str, Array] = {
+        "class_id": np.array(classes, dtype=np.int32),
+        "seed": np.array([i.seed for i in items], dtype=np.int64),
+        "sku": _bytes([i.sku for i in items]),
+        "stock": np.array([i.stock for i in items], dtype=np.int32),
+        "encoding": _bytes([encoding]),
+    }
+    if any(i.low_stock_threshold is not None for i in items):
+        inputs["low_stock_threshold"] = np.array([i.low_stock_threshold or 5 for i in items], dtype=np.int32)
+    if any(i.restock_date for i in items):
+        inputs["restock_date"] = _bytes([i.restock_date or "" for i in items])
+    if title is not None:
+        inputs["title"] = _bytes([title])
+    return Call(model, inputs, lambda out: bytes(out["sheet"][0]))
 
 
 @dataclass(frozen=True)

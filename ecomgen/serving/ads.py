@@ -24,14 +24,14 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from scipy import ndimage
 
 from ecomgen.serving.errors import RequestError
 from ecomgen.serving.text import (
     RGB,
+    Align,
     Box,
     TextLayout,
-    Weight,
+    VAlign,
     adjust_for_contrast,
     check_drawable,
     contrast_ratio,
@@ -131,7 +131,8 @@ def parse_currency(value: str) -> Currency:
     code = SYMBOLS.get(v, v.upper())
     if code not in CURRENCIES:
         raise RequestError(
-            f"currency: {value!r} is not a supported ISO 4217 code or symbol (supported: {', '.join(CURRENCIES)})"
+            f"currency: {value!r} is not a supported ISO 4217 code or symbol "
+            f"(supported: {', '.join(CURRENCIES)})"
         )
     return CURRENCIES[code]
 
@@ -191,7 +192,9 @@ def _text_field(name: str, value: str | bytes | None, required: bool) -> str | N
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise RequestError(f"{name}: not valid UTF-8 (byte 0x{value[e.start]:02x} at offset {e.start})") from e
+            raise RequestError(
+                f"{name}: not valid UTF-8 (byte 0x{value[e.start]:02x} at offset {e.start})"
+            ) from e
     text = unicodedata.normalize("NFC", value)
     for i, ch in enumerate(text):
         cat = unicodedata.category(ch)
@@ -309,7 +312,12 @@ def _edge_colour(img: np.ndarray) -> tuple[RGB, float]:
     h, w = img.shape[:2]
     k = max(2, round(0.03 * min(h, w)))
     ring = np.concatenate(
-        [img[:k].reshape(-1, 3), img[-k:].reshape(-1, 3), img[:, :k].reshape(-1, 3), img[:, -k:].reshape(-1, 3)]
+        [
+            img[:k].reshape(-1, 3),
+            img[-k:].reshape(-1, 3),
+            img[:, :k].reshape(-1, 3),
+            img[:, -k:].reshape(-1, 3),
+        ]
     ).astype(np.float32)
     med = np.median(ring, axis=0)
     uniform = float(np.mean(np.linalg.norm(ring - med, axis=1) < 18.0))
@@ -326,7 +334,8 @@ def _dominant_colour(img: np.ndarray, backdrop: RGB) -> RGB | None:
     q = strip.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
     pal = q.getpalette() or []
     best, best_score = None, 0.0
-    for count, idx in q.getcolors() or []:
+    for count, index in q.getcolors() or []:
+        idx = int(index)  # type: ignore[arg-type]  # a palette index: the image is mode "P"
         rgb = (pal[3 * idx], pal[3 * idx + 1], pal[3 * idx + 2])
         _, lightness, s = _hls(rgb)
         chroma = s * (1 - abs(2 * lightness - 1))
@@ -359,12 +368,30 @@ def _fill(canvas: Image.Image, box: Box, colour: RGB) -> None:
     ImageDraw.Draw(canvas).rectangle((box.x0, box.y0, box.x1 - 1, box.y1 - 1), fill=colour)
 
 
-def _rounded_mask(size: tuple[int, int], radius: float, ss: int = 4) -> Image.Image:
-    """An anti-aliased rounded-rectangle mask: drawn at ``ss`` x and reduced (Pillow draws it aliased)."""
+def rounded_mask(size: tuple[int, int], radius: float) -> Image.Image:
+    """An anti-aliased rounded-rectangle mask (Pillow draws it aliased): each corner pixel gets the
+    fraction of it inside the arc, approximated by its centre's distance to the arc."""
     w, h = size
-    big = Image.new("L", (w * ss, h * ss), 0)
-    ImageDraw.Draw(big).rounded_rectangle((0, 0, w * ss - 1, h * ss - 1), radius=radius * ss, fill=255)
-    return big.resize((w, h), Image.Resampling.LANCZOS)
+    m = np.ones((h, w), np.float32)
+    r = max(0.0, min(radius, w / 2, h / 2))
+    if r > 0:
+        k = int(np.ceil(r))
+        yy, xx = np.mgrid[0:k, 0:k].astype(np.float32) + 0.5
+        d = np.hypot(xx - r, yy - r)
+        a = np.where((xx >= r) | (yy >= r), 1.0, np.clip(r - d + 0.5, 0.0, 1.0)).astype(np.float32)
+        for corner, (ys, xs) in {
+            "tl": (slice(0, k), slice(0, k)),
+            "tr": (slice(0, k), slice(w - k, w)),
+            "bl": (slice(h - k, h), slice(0, k)),
+            "br": (slice(h - k, h), slice(w - k, w)),
+        }.items():
+            c = a[:, ::-1] if corner[1] == "r" else a
+            c = c[::-1, :] if corner[0] == "b" else c
+            m[ys, xs] = np.minimum(m[ys, xs], c)
+    return Image.fromarray(np.rint(m * 255).astype(np.uint8))
+
+
+_rounded_mask = rounded_mask
 
 
 def _paste_shape(canvas: Image.Image, box: Box, colour: RGB, radius: float, opacity: float = 1.0) -> None:
@@ -437,7 +464,9 @@ def _feather_mask(w: int, h: int, edge: int) -> Image.Image:
     return Image.fromarray((m * 255).astype(np.uint8))
 
 
-def _place_product_img(canvas: Image.Image, product: Image.Image, area: Box, pal: Palette, scale: float) -> Box:
+def _place_product_img(
+    canvas: Image.Image, product: Image.Image, area: Box, pal: Palette, scale: float
+) -> Box:
     """The product contain-fitted in ``area`` (times ``scale``): studio shots blend into the backdrop,
     other photos sit on a rounded card with a soft shadow."""
     inner = Box(
@@ -448,7 +477,9 @@ def _place_product_img(canvas: Image.Image, product: Image.Image, area: Box, pal
     )
     img, box = _contain(product, inner)
     if pal.studio:
-        canvas.paste(img, (box.x0, box.y0), _feather_mask(box.w, box.h, max(4, round(0.05 * min(box.w, box.h)))))
+        canvas.paste(
+            img, (box.x0, box.y0), _feather_mask(box.w, box.h, max(4, round(0.05 * min(box.w, box.h))))
+        )
     else:
         r = max(8, round(0.03 * min(box.w, box.h)))
         _shadow(canvas, box, r, blur=max(6, box.w // 40), offset=max(4, box.h // 60), strength=0.45)
@@ -456,7 +487,9 @@ def _place_product_img(canvas: Image.Image, product: Image.Image, area: Box, pal
     return box
 
 
-def _gradient(canvas: Image.Image, box: Box, colour: RGB, a0: float, a1: float, vertical: bool = True) -> None:
+def _gradient(
+    canvas: Image.Image, box: Box, colour: RGB, a0: float, a1: float, vertical: bool = True
+) -> None:
     """Alpha ramp from ``a0`` (top or left) to ``a1`` (bottom or right), eased (smoothstep)."""
     n = box.h if vertical else box.w
     t = np.linspace(0.0, 1.0, n)
@@ -481,11 +514,25 @@ class TextPlacement:
     plate: bool  # a plate had to be put behind the text to reach the contrast
 
 
-def _behind(canvas: Image.Image, mask: Image.Image, ink: Box) -> np.ndarray:
-    """Canvas pixels under the glyphs (and a 2 px halo), inside the text's ink box."""
-    b = (max(ink.x0 - 2, 0), max(ink.y0 - 2, 0), min(ink.x1 + 2, canvas.width), min(ink.y1 + 2, canvas.height))
-    m = ndimage.binary_dilation(np.asarray(mask.crop(b)) > 32, structure=np.ones((5, 5), bool))
-    return np.asarray(canvas.crop(b))[m]
+def _dilate(m: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a (2r+1)-square, separably (numpy only: no SciPy in the serving image)."""
+    out = m.copy()
+    for axis in (0, 1):
+        src = out.copy()
+        for k in range(1, r + 1):
+            if axis == 0:
+                out[k:] |= src[:-k]
+                out[:-k] |= src[k:]
+            else:
+                out[:, k:] |= src[:, :-k]
+                out[:, :-k] |= src[:, k:]
+    return out
+
+
+def _behind(canvas: Image.Image, mask: Image.Image, region: Box) -> np.ndarray:
+    """Canvas pixels under the glyphs and a 2 px halo (``mask`` covers ``region`` of the canvas)."""
+    m = _dilate(np.asarray(mask) > 32, 2)
+    return np.asarray(canvas.crop((region.x0, region.y0, region.x1, region.y1)))[m]
 
 
 def draw_text(
@@ -498,31 +545,35 @@ def draw_text(
 ) -> TextPlacement:
     """Draw ``layout`` in ``colour``, adjusted to reach ``min_ratio`` against the pixels behind it; if no
     colour can (a busy photo), put a translucent plate behind the text first."""
-    mask = layout.draw_mask(canvas.size)
-    bg = _behind(canvas, mask, layout.ink)
-    c, ok = adjust_for_contrast(colour, bg, min_ratio)
+    k = layout.ink
+    region = Box(
+        max(k.x0 - 4, 0), max(k.y0 - 4, 0), min(k.x1 + 4, canvas.width), min(k.y1 + 4, canvas.height)
+    )
+    mask = layout.draw_mask(canvas.size, region)
+    c, ok = adjust_for_contrast(colour, _behind(canvas, mask, region), min_ratio)
     plate = False
     if not ok:
-        # A plate 8% bigger than the ink, in the colour opposite to the text's.
+        # A plate a little bigger than the ink, in the colour opposite to the text's.
         pc = plate_colour or (INK if contrast_ratio(c, INK) > contrast_ratio(c, WHITE) else WHITE)
         pad = max(6, round(layout.size * 0.3))
-        ink = layout.ink
         box = Box(
-            max(ink.x0 - pad, 0),
-            max(ink.y0 - pad // 2, 0),
-            min(ink.x1 + pad, canvas.width),
-            min(ink.y1 + pad // 2, canvas.height),
+            max(k.x0 - pad, 0),
+            max(k.y0 - pad // 2, 0),
+            min(k.x1 + pad, canvas.width),
+            min(k.y1 + pad // 2, canvas.height),
         )
         for opacity in (0.6, 0.75, 0.9, 1.0):
-            trial = canvas.copy()
-            _paste_shape(trial, box, pc, radius=pad, opacity=opacity)
-            c2, ok2 = adjust_for_contrast(colour, _behind(trial, mask, layout.ink), min_ratio)
+            trial = canvas.crop((box.x0, box.y0, box.x1, box.y1))
+            _paste_shape(trial, Box(0, 0, box.w, box.h), pc, radius=pad, opacity=opacity)
+            test = canvas.copy()
+            test.paste(trial, (box.x0, box.y0))
+            c2, ok2 = adjust_for_contrast(colour, _behind(test, mask, region), min_ratio)
             if ok2 or opacity == 1.0:
-                canvas.paste(trial)
+                canvas.paste(trial, (box.x0, box.y0))
                 c, plate = c2, True
                 break
-    ratio = worst_contrast(c, _behind(canvas, mask, layout.ink))
-    canvas.paste(Image.new("RGB", canvas.size, c), (0, 0), mask)
+    ratio = worst_contrast(c, _behind(canvas, mask, region))
+    canvas.paste(Image.new("RGB", (region.w, region.h), c), (region.x0, region.y0), mask)
     return TextPlacement(field, layout, c, ratio, plate)
 
 
@@ -554,12 +605,24 @@ def _pill_plan(text: str, field: str, height: int, max_w: int) -> _PillPlan:
     size = round(height * 0.47)
     inner_w = max(1, max_w - 2 * pad_x)
     try:
-        probe = fit_text(text, Box(0, 0, inner_w, height), max_size=size, min_size=max(12, size * 2 // 3),
-                         max_lines=1, field=field)
+        probe = fit_text(
+            text,
+            Box(0, 0, inner_w, height),
+            max_size=size,
+            min_size=max(12, size * 2 // 3),
+            max_lines=1,
+            field=field,
+        )
         h = height
     except RequestError:
-        probe = fit_text(text, Box(0, 0, inner_w, 4 * height), max_size=size * 2 // 3,
-                         min_size=max(12, size // 2), max_lines=2, field=field)
+        probe = fit_text(
+            text,
+            Box(0, 0, inner_w, 4 * height),
+            max_size=size * 2 // 3,
+            min_size=max(12, size // 2),
+            max_lines=2,
+            field=field,
+        )
         h = probe.ink.y1 - min(probe.ink.y0, 0) + round(height * 0.5)
     w = min(max_w, probe.ink.x1 - min(probe.ink.x0, 0) + 2 * pad_x)
     return _PillPlan(w, h, probe.size, len(probe.lines), height / 2)
@@ -583,8 +646,16 @@ def _pill(
     _paste_shape(canvas, box, fill, radius=min(plan.radius, box.h / 2))
     pad_x = round(plan.radius)
     text_box = Box(box.x0 + pad_x // 2, box.y0, box.x1 - pad_x // 2, box.y1)
-    layout = fit_text(text, text_box, max_size=plan.size, min_size=plan.size, max_lines=plan.lines,
-                      align="center", valign="middle", field=field)
+    layout = fit_text(
+        text,
+        text_box,
+        max_size=plan.size,
+        min_size=plan.size,
+        max_lines=plan.lines,
+        align="center",
+        valign="middle",
+        field=field,
+    )
     placements.append(draw_text(canvas, layout, tcol, field))
 
 
@@ -604,9 +675,12 @@ class _Ctx:
 
     @property
     def kind(self) -> str:
-        return {"1080x1080": "square", "1080x1350": "portrait", "1200x628": "landscape", "1080x1920": "story"}[
-            self.fields.format
-        ]
+        return {
+            "1080x1080": "square",
+            "1080x1350": "portrait",
+            "1200x628": "landscape",
+            "1080x1920": "story",
+        }[self.fields.format]
 
     def px(self, v: float) -> int:
         return round(v * self.u)
@@ -620,23 +694,35 @@ class _Item:
     pill: _PillPlan | None = None
 
 
-def _fit_title(ctx: _Ctx, box: Box, align: str, max_size: int | None = None) -> TextLayout:
-    """Headline: the largest size with at most 3 lines, else 4, else as many as it takes (smaller)."""
+def _fit_title(ctx: _Ctx, box: Box, align: Align, max_size: int | None = None) -> TextLayout:
+    """Headline: 2 or 3 lines at the largest size (3 only when that is clearly bigger type: fewer lines
+    read faster); else up to 4 lines, smaller; else as many lines as it takes, at the minimum size."""
     top = max_size or ctx.px(76)
-    found: list[TextLayout] = []
-    for lines, lo in ((2, ctx.px(40)), (3, ctx.px(40)), (4, ctx.px(32)), (None, ctx.px(26))):
+
+    def fit(lines: int | None, lo: int) -> TextLayout | None:
         try:
-            found.append(fit_text(ctx.fields.title, box, max_size=top, min_size=min(lo, top), max_lines=lines,
-                                  align=align, field="title"))  # type: ignore[arg-type]
+            return fit_text(
+                ctx.fields.title,
+                box,
+                max_size=top,
+                min_size=min(lo, top),
+                max_lines=lines,
+                align=align,
+                field="title",
+            )
         except RequestError:
-            if lines is None and not found:
-                raise
-        if len(found) == 2 or (found and lines is None):
-            break
-    # Fewer lines read faster: keep the first fit unless the next allows clearly bigger type.
-    if len(found) == 2 and found[1].size > found[0].size * 1.15:
-        return found[1]
-    return found[0]
+            return None
+
+    two, three = fit(2, ctx.px(40)), fit(3, ctx.px(40))
+    if two and three:
+        return three if three.size > two.size * 1.15 else two
+    best = two or three or fit(4, ctx.px(32))
+    if best is not None:
+        return best
+    # The last resort raises the TextFitError naming the field.
+    return fit_text(
+        ctx.fields.title, box, max_size=top, min_size=min(ctx.px(26), top), align=align, field="title"
+    )
 
 
 def _shift(layout: TextLayout, dx: int, dy: int) -> TextLayout:
@@ -655,8 +741,8 @@ def _plan_stack(
     ctx: _Ctx,
     col: Box,
     *,
-    align: str = "left",
-    valign: str = "middle",
+    align: Align = "left",
+    valign: VAlign = "middle",
     badge: bool = True,
     cta: bool = True,
     title_max: int | None = None,
@@ -676,8 +762,15 @@ def _plan_stack(
     reserved = sum(it.box.h + gap for it in items) + price_h + gap + (cta_h + gap if cta_item else 0)
     title = _fit_title(ctx, Box(0, 0, col.w, max(ctx.px(80), col.h - reserved)), align, title_max)
     items.append(_Item("title", Box(0, 0, col.w, title.ink.y1), title))
-    price = fit_text(f.price.format(), Box(0, 0, col.w, price_h), max_size=ctx.px(112),
-                     min_size=ctx.px(44), max_lines=1, align=align, field="price")  # type: ignore[arg-type]
+    price = fit_text(
+        f.price.format(),
+        Box(0, 0, col.w, price_h),
+        max_size=ctx.px(112),
+        min_size=ctx.px(30),
+        max_lines=1,
+        align=align,
+        field="price",
+    )
     items.append(_Item("price", Box(0, 0, col.w, price.ink.y1), price))
     if cta_item:
         items.append(cta_item)
@@ -720,7 +813,9 @@ def _corner_badge(ctx: _Ctx, x: int, y: int) -> None:
     f = ctx.fields
     if f.badge:
         bp = _pill_plan(f.badge, "badge", ctx.px(74), ctx.w // 2)
-        _pill(ctx.canvas, f.badge, "badge", Box(x, y, x + bp.w, y + bp.h), bp, _badge_fill(ctx), ctx.placements)
+        _pill(
+            ctx.canvas, f.badge, "badge", Box(x, y, x + bp.w, y + bp.h), bp, _badge_fill(ctx), ctx.placements
+        )
 
 
 def _text_on(fill: RGB) -> RGB:
@@ -736,7 +831,7 @@ def _panel(ctx: _Ctx) -> None:
         split = round(w * 0.55)
         area, panel = Box(0, 0, split, h), Box(split, 0, w, h)
     else:
-        split = round(h * {"square": 0.64, "portrait": 0.66, "story": 0.60}[ctx.kind])
+        split = round(h * {"square": 0.64, "portrait": 0.66, "story": 0.54}[ctx.kind])
         area, panel = Box(0, 0, w, split), Box(0, split, w, h)
     if pal.studio:
         _fill(c, area, pal.backdrop)
@@ -784,8 +879,15 @@ def _editorial(ctx: _Ctx) -> None:
     y = safe_top
     if f.badge:
         bp = _pill_plan(f.badge, "badge", ctx.px(70), w - 2 * m)
-        _pill(c, f.badge, "badge", Box((w - bp.w) // 2, y, (w + bp.w) // 2, y + bp.h), bp, _badge_fill(ctx),
-              ctx.placements)
+        _pill(
+            c,
+            f.badge,
+            "badge",
+            Box((w - bp.w) // 2, y, (w + bp.w) // 2, y + bp.h),
+            bp,
+            _badge_fill(ctx),
+            ctx.placements,
+        )
         y += bp.h + ctx.px(24)
     title = _fit_title(ctx, Box(m, y, w - m, y + ctx.px(250)), "center", ctx.px(76))
     ctx.placements.append(draw_text(c, title, INK, "title"))
@@ -796,14 +898,29 @@ def _editorial(ctx: _Ctx) -> None:
     if f.cta:
         cp = _pill_plan(f.cta, "cta", ctx.px(96), ctx.px(440))
         cw = max(cp.w, ctx.px(280))
-        price = fit_text(price_text, Box(foot.x0, foot.y0, foot.x1 - cw - ctx.px(40), foot.y1),
-                         max_size=ctx.px(112), min_size=ctx.px(44), max_lines=1, valign="middle", field="price")
+        price = fit_text(
+            price_text,
+            Box(foot.x0, foot.y0, foot.x1 - cw - ctx.px(40), foot.y1),
+            max_size=ctx.px(112),
+            min_size=ctx.px(30),
+            max_lines=1,
+            valign="middle",
+            field="price",
+        )
         ctx.placements.append(draw_text(c, price, pal.accent, "price"))
         y = foot.y0 + (foot_h - cp.h) // 2
         _pill(c, f.cta, "cta", Box(foot.x1 - cw, y, foot.x1, y + cp.h), cp, pal.accent, ctx.placements)
     else:
-        price = fit_text(price_text, foot, max_size=ctx.px(112), min_size=ctx.px(44), max_lines=1,
-                         align="center", valign="middle", field="price")
+        price = fit_text(
+            price_text,
+            foot,
+            max_size=ctx.px(112),
+            min_size=ctx.px(30),
+            max_lines=1,
+            align="center",
+            valign="middle",
+            field="price",
+        )
         ctx.placements.append(draw_text(c, price, pal.accent, "price"))
 
 
@@ -821,7 +938,9 @@ def _scrim(ctx: _Ctx) -> None:
         right = max(max(it.layout.ink.x1 if it.layout else it.box.x1 for it in items), block.x0)
         solid = right + ctx.px(40)
         _fill_alpha(c, Box(0, 0, solid, h), pal.accent_dark, 0.94)
-        _gradient(c, Box(solid, 0, min(w, solid + round(w * 0.22)), h), pal.accent_dark, 0.94, 0.0, vertical=False)
+        _gradient(
+            c, Box(solid, 0, min(w, solid + round(w * 0.22)), h), pal.accent_dark, 0.94, 0.0, vertical=False
+        )
         _draw_stack(ctx, items, WHITE, WHITE, WHITE)
         return
     top = 250 if ctx.kind == "story" else 0
@@ -839,8 +958,11 @@ def _scrim(ctx: _Ctx) -> None:
 
 def _fill_alpha(canvas: Image.Image, box: Box, colour: RGB, alpha: float) -> None:
     if box.w > 0 and box.h > 0:
-        canvas.paste(Image.new("RGB", (box.w, box.h), colour), (box.x0, box.y0),
-                     Image.new("L", (box.w, box.h), round(alpha * 255)))
+        canvas.paste(
+            Image.new("RGB", (box.w, box.h), colour),
+            (box.x0, box.y0),
+            Image.new("L", (box.w, box.h), round(alpha * 255)),
+        )
 
 
 def _story_safe(ctx: _Ctx, box: Box) -> Box:
@@ -869,11 +991,18 @@ def render_ad(
     if not 0 <= template < len(TEMPLATES):
         raise ValueError(f"template must be 0..{len(TEMPLATES) - 1}, got {template}")
     w, h = fields.size
-    pal = palette_for(product, fields.brand_colour)
+    src = Image.fromarray(product)
+    if max(src.size) > 1400:  # a big upload: no layout shows the product larger than this
+        src.thumbnail((1400, 1400), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        product = np.asarray(src)
+    small = src.copy()
+    small.thumbnail((256, 256), Image.Resampling.BILINEAR)  # colours are read from a small copy
+    pal = palette_for(np.asarray(small), fields.brand_colour)
     img = Image.fromarray(_autocrop(product, pal.backdrop) if pal.studio else product)
     canvas = Image.new("RGB", (w, h), WHITE)
     # The landscape format is short: type is sized for its height rather than for 1080.
-    u = 628 / 760 if fields.format == "1200x628" else min(w, h) / 1080
+    # Stories are seen full screen on a phone: a little bigger type than the feed formats.
+    u = {"1200x628": 628 / 760, "1080x1920": 1.12}.get(fields.format, min(w, h) / 1080)
     ctx = _Ctx(canvas, img, fields, pal, w, h, u)
     (_panel, _editorial, _scrim)[template](ctx)
     if placements is not None:

@@ -1,6 +1,9 @@
 """Provenance on every encoded output: an invisible watermark, IPTC XMP and a signed C2PA manifest.
 
-Torch-free (numpy, scipy, PyWavelets, Pillow, c2pa-python, cryptography).
+Torch-free, and light on dependencies: numpy, Pillow, c2pa-python, cryptography. The watermark needs
+only the LL band of the Haar DWT and 4x4 DCTs, both computed directly with numpy (``haar_ll``,
+``_dct4``; ~10x faster than a full PyWavelets pyramid). The unit tests check them against PyWavelets'
+``wavedec2`` and SciPy's ``dctn``.
 
 ``encode_labelled(image, encoding, source_type, signer=...)``
 
@@ -14,16 +17,25 @@ Torch-free (numpy, scipy, PyWavelets, Pillow, c2pa-python, cryptography).
 
 ``verify(data)`` reads all three back.
 
-The watermark. Luma is split by a Haar DWT (level 2, or 1 for images under ~100k pixels); the LL band
-is cut into 4x4 blocks and each block's 4x4 DCT carries one bit in the sign of the difference of two
-mid-frequency coefficients, (0,1)-(1,0)... precisely ``C[1,2] - C[2,1]`` (Koch-Zhao pair modulation).
-A keyed table assigns blocks to the 48 payload bits (each bit repeats in many blocks across the image)
-and a keyed sign per block whitens the pattern; decoding sums the blocks' votes per bit (a soft
-majority vote). Why a coefficient pair rather than quantising one coefficient (the scheme
-``invisible-watermark`` uses): resizing scales coefficients, which moves a quantised value into the
-wrong bin, but leaves the sign of a difference of two symmetric frequencies intact. Why the LL band
-of a Haar pyramid: a 0.5x resize turns level L into level L-1, with the same block grid, so the
-decoder simply tries every level.
+The watermark. The luma is decomposed by a Haar DWT: level 2 for images of about 100k pixels and
+more (every ad format), level 1 below that (the 256x192 try-on output). The LL band is cut into 4x4
+blocks. Each block's 4x4 DCT carries one bit in the sign of ``C[1,2] - C[2,1]``, a pair of
+coefficients at the same frequency radius (Koch-Zhao pair modulation). A keyed table assigns the
+blocks to the 48 payload bits, so each bit repeats in many blocks spread over the image. A keyed sign
+per block whitens the pattern. The decoder sums each bit's clipped votes (a soft majority vote).
+
+- Only blocks that lack the margin are changed. A block whose texture says the other bit strongly is
+  left alone, because the change would be visible. Perceptual masking scales each block's margin by
+  its texture (its median AC coefficient). Solid panels and studio backdrops get a faint mark, and
+  textured areas get a stronger one.
+- It uses a coefficient pair rather than quantising one coefficient (the scheme of
+  ``invisible-watermark``). Resizing scales coefficients, and that moves a quantised value into the
+  wrong bin. The sign of a difference between two symmetric frequencies stays the same.
+- It uses the LL band of a Haar pyramid because a 0.5x resize turns level L into level L-1 on the
+  same block grid, so the decoder simply tries every level.
+
+Measured robustness and PSNR: ``benchmarks/results/watermark-robustness.md``. The 64x48 thumbnails
+are too small: they hold one copy of the payload and no redundancy.
 """
 
 from __future__ import annotations
@@ -39,10 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pywt
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from scipy.fft import dctn, idctn
 
 log = logging.getLogger("ecomgen.provenance")
 
@@ -85,7 +95,9 @@ def _crc8(bits: np.ndarray) -> int:
 def _payload() -> np.ndarray:
     """48 bits: a 32-bit ecomgen tag (from a hash, so the bits are balanced), 8-bit version, CRC-8."""
     tag = int.from_bytes(hashlib.sha256(_KEY).digest()[:4], "big")
-    head = np.array([(tag >> (31 - i)) & 1 for i in range(32)] + [(_VERSION >> (7 - i)) & 1 for i in range(8)])
+    head = np.array(
+        [(tag >> (31 - i)) & 1 for i in range(32)] + [(_VERSION >> (7 - i)) & 1 for i in range(8)]
+    )
     crc = _crc8(head)
     return np.concatenate([head, [(crc >> (7 - i)) & 1 for i in range(8)]]).astype(np.uint8)
 
@@ -101,10 +113,17 @@ _yy, _xx = np.mgrid[0:_TABLE, 0:_TABLE]
 _BIT_OF_BLOCK = _PERM[(_yy * 29 + _xx * 7) % PAYLOAD_BITS]
 del _yy, _xx
 
-# Embedding margin for |C[1,2] - C[2,1]| in pixel units (the LL band is scaled by 2**level). Chosen
-# from the PSNR/robustness trade-off measured in benchmarks/results/watermark-robustness.md.
-STRENGTH = 10.0
-MAX_PUSH = 3.0  # in margins
+# Embedding margin for |C[1,2] - C[2,1]| per embedding level, in pixel units (the LL band is scaled
+# by 2**level), and the largest push a block gets, in margins (a block whose texture says the other bit
+# more strongly is left alone). Level 1 (images under ~100k pixels) has fewer blocks per bit and needs
+# more margin. Chosen from the PSNR/robustness trade-off in benchmarks/results/watermark-robustness.md.
+STRENGTH = {2: 12.0, 1: 12.0}
+MAX_PUSH = {2: 3.0, 1: 4.0}
+# Perceptual masking per level: (floor, ceiling) of the factor on a block's margin, which is its median
+# |AC| coefficient (pixel units) over MASK_REF.
+MASK = {2: (0.35, 1.5), 1: (0.5, 1.25)}
+MASK_REF = 1.0
+VOTE_CAP = 36.0  # pixel units: one high-contrast block (an edge) cannot outvote the rest
 MIN_BLOCKS_PER_BIT = 8
 FOUND_AGREEMENT = 42 / 48  # random images reach this with p < 1e-7 per level tried
 
@@ -112,6 +131,37 @@ FOUND_AGREEMENT = 42 / 48  # random images reach this with p < 1e-7 per level tr
 def _luma(rgb: np.ndarray) -> np.ndarray:
     x = rgb.astype(np.float32)
     return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II matrix: ``C @ x`` is ``scipy.fft.dct(x, norm="ortho")``."""
+    k, i = np.mgrid[0:n, 0:n]
+    c = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    c[0] /= np.sqrt(2.0)
+    return c
+
+
+_C4 = _dct_matrix(BLOCK)
+
+
+def _dct4(blocks: np.ndarray) -> np.ndarray:
+    """2-D orthonormal DCT of every 4x4 block (the last two axes)."""
+    return _C4 @ blocks @ _C4.T
+
+
+def _idct4(coeffs: np.ndarray) -> np.ndarray:
+    return _C4.T @ coeffs @ _C4
+
+
+def haar_ll(y: np.ndarray, level: int) -> np.ndarray:
+    """The LL band of an orthonormal 2-D Haar DWT at ``level``, over the whole 2**level-pixel cells:
+    ``pywt.wavedec2(y, "haar", level=level)[0]`` without the boundary padding (a cell sum / 2**level).
+    Computed directly because only LL is needed, and that is ~10x faster than the full pyramid."""
+    if level == 0:
+        return y
+    s = 1 << level
+    h, w = y.shape[0] // s, y.shape[1] // s
+    return y[: h * s, : w * s].reshape(h, s, w, s).sum(axis=(1, 3)) / s
 
 
 def embed_level(h: int, w: int) -> int:
@@ -129,7 +179,7 @@ def _blocks(ll: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 def embed_watermark(
-    rgb: np.ndarray, payload: np.ndarray = PAYLOAD, strength: float = STRENGTH, level: int | None = None
+    rgb: np.ndarray, payload: np.ndarray = PAYLOAD, strength: float | None = None, level: int | None = None
 ) -> np.ndarray:
     """The image with ``payload`` embedded in its luma (every channel moves by the same amount, so the
     chroma is untouched). Blocks that already carry their bit with margin are left alone."""
@@ -138,27 +188,37 @@ def embed_watermark(
     h, w = rgb.shape[:2]
     level = embed_level(h, w) if level is None else level
     y = _luma(rgb).astype(np.float64)
-    coeffs = pywt.wavedec2(y, "haar", level=level)
-    ll = coeffs[0]
+    ll = haar_ll(y, level)
     blocks, nby, nbx = _blocks(ll)
     if nby * nbx < PAYLOAD_BITS:
         log.debug("image %dx%d too small for the watermark", w, h)
         return rgb.copy()
-    d = dctn(blocks, axes=(2, 3), norm="ortho")
+    d = _dct4(blocks)
     want = _SIGNS[:nby, :nbx] * (2.0 * payload[_BIT_OF_BLOCK[:nby, :nbx]] - 1.0)
     diff = d[..., _A[0], _A[1]] - d[..., _B[0], _B[1]]
-    margin = strength * (2.0**level)
+    margin = (STRENGTH.get(level, STRENGTH[1]) if strength is None else strength) * (2.0**level)
+    mask_min, mask_max = MASK.get(level, MASK[1])
+    if mask_min < 1.0 or mask_max > 1.0:
+        # Perceptual masking: a flat block (a solid panel, a studio backdrop) shows a regular pattern at
+        # once, a textured one hides it. Scale each block's margin by its AC activity.
+        # The median |AC| coefficient: texture spreads energy over many coefficients, a single edge
+        # puts it in a few, and pushing next to an edge would show as ringing along it.
+        ac = np.abs(d.reshape(nby, nbx, BLOCK * BLOCK)[..., 1:])
+        act = np.median(ac, axis=2) / (2.0**level)
+        margin = margin * np.clip(act / MASK_REF, mask_min, mask_max)
     need = np.maximum(margin - want * diff, 0.0)
     # A block whose texture strongly says the other bit would need a large, visible change: leave it
     # wrong and let the other blocks of its bit outvote it (the decoder clips each vote).
-    need[need > MAX_PUSH * margin] = 0.0
+    need[need > MAX_PUSH.get(level, MAX_PUSH[1]) * margin] = 0.0
     d[..., _A[0], _A[1]] += want * need / 2
     d[..., _B[0], _B[1]] -= want * need / 2
-    new = idctn(d, axes=(2, 3), norm="ortho").transpose(0, 2, 1, 3).reshape(nby * BLOCK, nbx * BLOCK)
-    ll2 = ll.copy()
-    ll2[: nby * BLOCK, : nbx * BLOCK] = new
-    y2 = pywt.waverec2([ll2, *coeffs[1:]], "haar")[:h, :w]
-    out = rgb.astype(np.float64) + (y2 - y)[..., None]
+    new = _idct4(d).transpose(0, 2, 1, 3).reshape(nby * BLOCK, nbx * BLOCK)
+    # The inverse Haar DWT of a change in LL alone spreads it evenly over each 2**level-pixel cell.
+    s = 1 << level
+    delta = (new - ll[: nby * BLOCK, : nbx * BLOCK]) / s
+    delta = np.repeat(np.repeat(delta, s, axis=0), s, axis=1).astype(np.float32)
+    out = rgb.astype(np.float32)
+    out[: delta.shape[0], : delta.shape[1]] += delta[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -172,14 +232,12 @@ class WatermarkResult:
 
 
 def _soft_bits(y: np.ndarray, level: int) -> np.ndarray | None:
-    ll = pywt.wavedec2(y, "haar", level=level)[0] if level > 0 else y
-    blocks, nby, nbx = _blocks(ll)
+    blocks, nby, nbx = _blocks(haar_ll(y, level))
     if nby * nbx < PAYLOAD_BITS:
         return None
-    d = dctn(blocks, axes=(2, 3), norm="ortho")
+    d = _dct4(blocks)
     votes = _SIGNS[:nby, :nbx] * (d[..., _A[0], _A[1]] - d[..., _B[0], _B[1]])
-    # Clip each vote at a few margins so one high-contrast block (an edge) cannot outvote the rest.
-    cap = 3.0 * STRENGTH * (2.0**level)
+    cap = VOTE_CAP * (2.0**level)
     votes = np.clip(votes, -cap, cap)
     return np.bincount(_BIT_OF_BLOCK[:nby, :nbx].ravel(), weights=votes.ravel(), minlength=PAYLOAD_BITS)
 
@@ -229,8 +287,10 @@ def _xml_attr(v: str) -> str:
 def xmp_packet(source_type: str, creator_tool: str | None = None) -> bytes:
     """An XMP packet with ``Iptc4xmpExt:DigitalSourceType`` (and the tool, and a plain-words note)."""
     tool = creator_tool or f"ecomgen {ecomgen_version()}"
-    what = "composite with AI-generated content" if source_type.endswith("compositeWithTrainedAlgorithmicMedia") else (
-        "AI-generated image"
+    what = (
+        "composite with AI-generated content"
+        if source_type.endswith("compositeWithTrainedAlgorithmicMedia")
+        else ("AI-generated image")
     )
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
@@ -248,7 +308,7 @@ def xmp_packet(source_type: str, creator_tool: str | None = None) -> bytes:
         " </rdf:RDF>\n"
         "</x:xmpmeta>\n"
         '<?xpacket end="w"?>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def read_xmp(data: bytes) -> bytes | None:
@@ -331,7 +391,10 @@ class SignerConfig:
 
     @classmethod
     def from_files(
-        cls, cert: str | os.PathLike[str], key: str | os.PathLike[str], alg: str | None = None,
+        cls,
+        cert: str | os.PathLike[str],
+        key: str | os.PathLike[str],
+        alg: str | None = None,
         tsa_url: str | None = None,
     ) -> SignerConfig:
         with open(cert, "rb") as f:
@@ -397,20 +460,26 @@ class C2paSigner:
         self.config = config
         self._c2pa = c2pa
         # No thumbnail in the manifest: it would double the size of every output for little use.
-        self._context = c2pa.Context(settings=c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+        self._context = c2pa.Context(
+            settings=c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+        )
         self._signer = self._new_signer()
         self.summary = _leaf_summary(config.cert_chain_pem)
 
     def _new_signer(self) -> Any:
         c2pa = self._c2pa
-        info = c2pa.C2paSignerInfo(self.config.alg, self.config.cert_chain_pem, self.config.key_pem,
-                                   self.config.tsa_url)
+        info = c2pa.C2paSignerInfo(
+            self.config.alg, self.config.cert_chain_pem, self.config.key_pem, self.config.tsa_url
+        )
         return c2pa.Signer.from_info(info)
 
     def describe(self) -> str:
         s = self.summary
         tsa = self.config.tsa_url or "none"
-        return f"signer {s['subject']!r} issued by {s['issuer']!r}, {self.config.alg}, expires {s['not_after']}, tsa {tsa}"
+        return (
+            f"signer {s['subject']!r} issued by {s['issuer']!r}, {self.config.alg}, "
+            f"expires {s['not_after']}, tsa {tsa}"
+        )
 
     def sign(self, data: bytes, encoding: Encoding, source_type: str, title: str | None = None) -> bytes:
         c2pa = self._c2pa
@@ -515,7 +584,9 @@ def read_c2pa(data: bytes, mime: str, trust_anchors_pem: str | None = None) -> C
 
     try:
         if trust_anchors_pem:
-            ctx = c2pa.Context(settings=c2pa.Settings.from_dict({"trust": {"trust_anchors": trust_anchors_pem}}))
+            ctx = c2pa.Context(
+                settings=c2pa.Settings.from_dict({"trust": {"trust_anchors": trust_anchors_pem}})
+            )
             reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, ctx)
         else:
             reader = c2pa.Reader.try_create(mime, io.BytesIO(data))

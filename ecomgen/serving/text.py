@@ -14,10 +14,11 @@ the text's ink lies inside its box. Words are broken (with a hyphen) only when n
 from __future__ import annotations
 
 import colorsys
+import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -36,14 +37,17 @@ Align = Literal["left", "center", "right"]
 VAlign = Literal["top", "middle", "bottom"]
 RGB = tuple[int, int, int]
 
-# Fallback order per weight: the first face that can draw a character draws it.
-STACKS: dict[str, tuple[Path, ...]] = {
-    "regular": (LATIN_REGULAR, CJK_BOLD),
-    "bold": (LATIN_BOLD, CJK_BOLD),
+# Fallback order per weight: the first face that can draw a character draws it. (Plain strings as
+# keys: the layout code looks faces up hundreds of thousands of times per creative.)
+STACKS: dict[str, tuple[str, ...]] = {
+    "regular": (str(LATIN_REGULAR), str(CJK_BOLD)),
+    "bold": (str(LATIN_BOLD), str(CJK_BOLD)),
 }
 
 # Kinsoku shori (JIS X 4051, simplified): these may not start a line ...
-NO_LINE_START = set("、。，．,.:;?!・：；？！ー～…‥」』）］｝〕〉》】〙〗’”｣)]}%％ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ々〻")
+NO_LINE_START = set(
+    "、。，．,.:;?!・：；？！ー～…‥」』）］｝〕〉》】〙〗’”｣)]}%％ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ々〻"
+)
 # ... and these may not end one.
 NO_LINE_END = set("「『（［｛〔〈《【〘〖‘“｢([{")
 
@@ -52,17 +56,29 @@ class TextFitError(RequestError):
     """The text cannot be fitted into its box even at the smallest allowed size."""
 
 
-@lru_cache(maxsize=None)
-def coverage(path: Path) -> frozenset[int]:
-    """Code points the font file maps to a glyph (its best Unicode cmap)."""
-    from fontTools.ttLib import TTFont  # only here: the font files' cmaps, read once per process
+COVERAGE_FILE = FONT_DIR / "coverage.json"  # written by build_fonts.py next to the fonts it builds
+
+
+@cache
+def coverage(path: Path | str) -> frozenset[int]:
+    """Code points the font file maps to a glyph (its best Unicode cmap).
+
+    Read from ``fonts/coverage.json`` (ranges per file, generated with the fonts), so serving needs no
+    fontTools; a font missing from it is read with fontTools.
+    """
+    name = Path(path).name
+    if COVERAGE_FILE.is_file():
+        ranges = json.loads(COVERAGE_FILE.read_text()).get(name)
+        if ranges is not None:
+            return frozenset(c for a, b in ranges for c in range(a, b + 1))
+    from fontTools.ttLib import TTFont
 
     with TTFont(path, lazy=True) as f:
         return frozenset(f.getBestCmap())
 
 
 @lru_cache(maxsize=512)
-def font(path: Path, size: int) -> ImageFont.FreeTypeFont:
+def font(path: Path | str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
 
 
@@ -114,14 +130,16 @@ def check_drawable(field: str, text: str, weight: Weight = "bold") -> None:
     """Raise :class:`RequestError` naming the field and the first character(s) that cannot be drawn."""
     bad = unsupported_characters(text, weight)
     if bad:
-        shown = ", ".join(_describe(c) for c in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        shown = ", ".join(_describe(c) for c in bad[:3]) + (
+            f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        )
         raise RequestError(f"{field}: the shipped fonts cannot draw {shown}")
 
 
 # --------------------------------------------------------------------------------------------- runs
 
 
-def _face_for_string(text: str, stack: Sequence[Path]) -> Path | None:
+def _face_for_string(text: str, stack: Sequence[str]) -> str | None:
     """The CJK face for the whole string when it has CJK and that face covers it all (one design)."""
     cjk_face = stack[-1]
     if any(is_cjk(c) for c in text) and all(ord(c) in coverage(cjk_face) for c in text):
@@ -129,20 +147,25 @@ def _face_for_string(text: str, stack: Sequence[Path]) -> Path | None:
     return None
 
 
-def runs(text: str, weight: Weight = "bold") -> list[tuple[str, Path]]:
+@lru_cache(maxsize=1 << 15)
+def runs(text: str, weight: Weight = "bold") -> tuple[tuple[str, str], ...]:
     """Split ``text`` into (substring, font file) runs; a space joins the run before it."""
     stack = STACKS[weight]
+    if not text:
+        return ()
+    if all(ord(c) in coverage(stack[0]) for c in text):
+        return ((text, stack[0]),)
     whole = _face_for_string(text, stack)
     if whole is not None:
-        return [(text, whole)] if text else []
-    out: list[tuple[str, Path]] = []
+        return ((text, whole),)
+    out: list[tuple[str, str]] = []
     for ch in text:
         face = next((p for p in stack if ord(ch) in coverage(p)), stack[0])
         if out and (out[-1][1] == face or ch == " "):
             out[-1] = (out[-1][0] + ch, out[-1][1])
         else:
             out.append((ch, face))
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -154,13 +177,14 @@ class LineMetrics:
     bottom: int
 
 
+@lru_cache(maxsize=1 << 16)
 def measure(text: str, size: int, weight: Weight = "bold") -> LineMetrics:
     x = 0.0
     left, top, right, bottom = 0, 0, 0, 0
     first = True
     for s, face in runs(text, weight):
         f = font(face, size)
-        bl, bt, br, bb = f.getbbox(s, anchor="ls")
+        bl, bt, br, bb = (int(v) for v in f.getbbox(s, anchor="ls"))
         if first:
             left, top, right, bottom = int(x) + bl, bt, int(np.ceil(x)) + br, bb
             first = False
@@ -188,7 +212,8 @@ def _breaks_anywhere(ch: str) -> bool:
     return is_cjk(ch) and not hangul
 
 
-def _tokens(text: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[str, ...]:
     """Units that must stay on one line: words (with their trailing space) and single CJK characters.
 
     Kinsoku: a no-line-start character is glued to the unit before it, a no-line-end one to the unit
@@ -201,9 +226,13 @@ def _tokens(text: str) -> list[str]:
                 atoms[-1] += " "
             continue
         prev = atoms[-1] if atoms else ""
-        if _breaks_anywhere(ch) or not prev or prev.endswith(" ") or _breaks_anywhere(prev[-1]):
-            atoms.append(ch)
-        elif prev.endswith("-") and len(prev.rstrip("-")) >= 3 and ch.isalnum():
+        if (
+            _breaks_anywhere(ch)
+            or not prev
+            or prev.endswith(" ")
+            or _breaks_anywhere(prev[-1])
+            or (prev.endswith("-") and len(prev.rstrip("-")) >= 3 and ch.isalnum())
+        ):
             atoms.append(ch)
         else:
             atoms[-1] += ch
@@ -215,11 +244,11 @@ def _tokens(text: str) -> list[str]:
         else:
             out.append(a)
         glue_next = not a.endswith(" ") and a[-1] in NO_LINE_END
-    return out
+    return tuple(out)
 
 
-def _break_word(word: str, max_w: int, size: int, weight: Weight) -> list[str]:
-    """Split one over-long word into pieces that fit, with a hyphen after Latin letters."""
+def _break_word(word: str, max_w: int, size: int, weight: Weight, hyphenate: bool = True) -> list[str]:
+    """Split one over-long word into pieces that fit, with a hyphen after Latin letters (if asked)."""
     pieces: list[str] = []
     rest = word
     while rest:
@@ -232,13 +261,19 @@ def _break_word(word: str, max_w: int, size: int, weight: Weight) -> list[str]:
         while lo <= hi:  # the longest prefix that fits with its hyphen
             mid = (lo + hi) // 2
             head = rest[:mid]
-            mark = "-" if head[-1].isalpha() and rest[mid].isalpha() and not is_cjk(head[-1]) else ""
+            mark = (
+                "-"
+                if hyphenate and head[-1].isalpha() and rest[mid].isalpha() and not is_cjk(head[-1])
+                else ""
+            )
             if width(head + mark, size, weight) <= max_w:
                 best, lo = mid, mid + 1
             else:
                 hi = mid - 1
         head = rest[:best]
-        mark = "-" if head[-1].isalpha() and rest[best].isalpha() and not is_cjk(head[-1]) else ""
+        mark = (
+            "-" if hyphenate and head[-1].isalpha() and rest[best].isalpha() and not is_cjk(head[-1]) else ""
+        )
         if width(head + mark, size, weight) > max_w:
             return []  # not even one character fits
         pieces.append(head + mark)
@@ -246,7 +281,14 @@ def _break_word(word: str, max_w: int, size: int, weight: Weight) -> list[str]:
     return pieces
 
 
-def wrap(text: str, max_w: int, size: int, weight: Weight = "bold", break_words: bool = False) -> list[str] | None:
+def wrap(
+    text: str,
+    max_w: int,
+    size: int,
+    weight: Weight = "bold",
+    break_words: bool = False,
+    hyphenate: bool = True,
+) -> list[str] | None:
     """Greedy line filling; None when a unit is wider than ``max_w`` and ``break_words`` is off."""
     lines: list[str] = []
     cur = ""
@@ -263,7 +305,7 @@ def wrap(text: str, max_w: int, size: int, weight: Weight = "bold", break_words:
             continue
         if not break_words:
             return None
-        pieces = _break_word(tok.rstrip(" "), max_w, size, weight)
+        pieces = _break_word(tok.rstrip(" "), max_w, size, weight, hyphenate)
         if not pieces:
             return None
         lines.extend(pieces[:-1])
@@ -303,22 +345,24 @@ class TextLayout:
     ink: Box  # the union of the lines' ink boxes (Pillow's getbbox: a superset of the drawn pixels)
     box: Box
 
-    def draw_mask(self, canvas_size: tuple[int, int]) -> Image.Image:
-        """The text as an 8-bit coverage mask the size of the canvas (W, H)."""
-        mask = Image.new("L", canvas_size, 0)
+    def draw_mask(self, canvas_size: tuple[int, int], region: Box | None = None) -> Image.Image:
+        """The text as an 8-bit coverage mask the size of the canvas (W, H), or of ``region`` only
+        (canvas coordinates; much cheaper for a small text on a big canvas)."""
+        ox0, oy0 = (region.x0, region.y0) if region else (0, 0)
+        mask = Image.new("L", (region.w, region.h) if region else canvas_size, 0)
         d = ImageDraw.Draw(mask)
         for line, (ox, oy) in zip(self.lines, self.origins, strict=True):
-            x = float(ox)
+            x = float(ox - ox0)
             for s, face in runs(line, self.weight):
                 f = font(face, self.size)
-                d.text((x, oy), s, font=f, fill=255, anchor="ls")
+                d.text((x, oy - oy0), s, font=f, fill=255, anchor="ls")
                 x += f.getlength(s)
         return mask
 
 
 def line_height(size: int, text: str) -> int:
     # CJK faces need more air between lines than Latin headlines.
-    return int(round(size * (1.32 if any(is_cjk(c) for c in text) else 1.16)))
+    return round(size * (1.32 if any(is_cjk(c) for c in text) else 1.16))
 
 
 def _place(
@@ -450,20 +494,22 @@ def fit_text(
     valign: VAlign = "top",
     field: str = "text",
     balance: bool = True,
+    hyphenate: bool = True,
 ) -> TextLayout:
     """The largest size in [min_size, max_size] at which ``text`` wraps into ``box`` without clipping.
 
     Words are kept whole if any size allows it; otherwise the largest size with broken words wins.
     With ``balance`` the lines are then re-wrapped to the narrowest width that keeps their number, so
     a headline does not end in one orphaned word. Raises :class:`TextFitError` (a RequestError naming
-    ``field``) when nothing fits.
+    ``field``) when nothing fits. ``hyphenate=False`` breaks words without adding a hyphen (codes,
+    SKUs: a hyphen there would change what is read).
     """
     text = " ".join(unicodedata.normalize("NFC", text).split())
     if not text:
         raise TextFitError(f"{field}: empty")
 
     def attempt(size: int, break_words: bool) -> TextLayout | None:
-        lines = wrap(text, box.w, size, weight, break_words)
+        lines = wrap(text, box.w, size, weight, break_words, hyphenate)
         if not lines or (max_lines is not None and len(lines) > max_lines):
             return None
         return _place(lines, size, weight, box, align, valign)

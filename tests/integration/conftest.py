@@ -28,6 +28,7 @@ class Served:
     repository: Path
     modules: dict[str, dict[str, torch.nn.Module]] = field(default_factory=dict)
     trained: dict[str, bool] = field(default_factory=dict)
+    c2pa_ca: bytes = b""  # the test CA that signed the server's C2PA identity
 
     @property
     def url(self) -> str:
@@ -102,6 +103,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         export_model(model, onnx_dir, modules[model.name])
         exported.update({n: (modules[model.name][n], trained[model.name]) for n in names})
     install_onnx(root, onnx_dir)
+    # Sign C2PA manifests with a throwaway identity made here (never a committed key).
+    from tests.c2pa_certs import make_test_identity
+
+    identity = make_test_identity()
+    chain, key, _ = identity.write(root / "c2pa")
+    os.environ["ECOMGEN_C2PA_CERT"], os.environ["ECOMGEN_C2PA_KEY"] = str(chain), str(key)
     server = start_server(root)
-    with server:
-        yield Served(server, root, modules, trained)
+    try:
+        with server:
+            yield Served(server, root, modules, trained, identity.ca_pem)
+    finally:
+        os.environ.pop("ECOMGEN_C2PA_CERT", None)
+        os.environ.pop("ECOMGEN_C2PA_KEY", None)

@@ -697,6 +697,14 @@ def test_cli_bad_input(
 # --- import hygiene ---------------------------------------------------------------------------------
 
 
+def test_lazy_package_exports_what_it_lists() -> None:
+    from ecomgen_client import _WHERE
+
+    assert set(ecomgen_client.__all__) == {*_WHERE, "__version__"}
+    for name in _WHERE:
+        assert getattr(ecomgen_client, name) is not None
+
+
 def test_import_pulls_in_neither_torch_nor_pillow() -> None:
     code = (
         "import sys, ecomgen_client; "

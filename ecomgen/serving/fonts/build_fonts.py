@@ -11,6 +11,7 @@ The character sets are documented in README.md next to this file; ``cjk_characte
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from fontTools import subset
@@ -106,6 +107,27 @@ def build(dejavu: Path, noto_cjk: Path, out: Path) -> None:
     font.save(out / "NotoSansCJKsc-Bold-Subset.otf")
 
 
+def cmap_ranges(path: Path) -> list[list[int]]:
+    """The font's best Unicode cmap as sorted [first, last] code-point ranges."""
+    with TTFont(path, lazy=True) as f:
+        cps = sorted(f.getBestCmap())
+    ranges: list[list[int]] = []
+    for c in cps:
+        if ranges and c == ranges[-1][1] + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return ranges
+
+
+def write_coverage(folder: Path) -> Path:
+    """coverage.json: what text.py's coverage check reads at serving time (no fontTools needed there)."""
+    out = folder / "coverage.json"
+    data = {f.name: cmap_ranges(f) for f in sorted(folder.glob("*-Subset.*"))}
+    out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dejavu", type=Path, default=Path("/usr/share/fonts/truetype/dejavu"))
@@ -113,6 +135,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE)
     args = p.parse_args()
     build(args.dejavu, args.noto_cjk, args.out)
+    write_coverage(args.out)
     for f in sorted(args.out.glob("*-Subset.*")):
         print(f"{f.name}: {f.stat().st_size:,} bytes")
 

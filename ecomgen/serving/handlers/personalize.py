@@ -45,7 +45,9 @@ class Preprocess(Step):
     def validate(self, arrays: dict[str, np.ndarray]) -> None:
         n = arrays["history"].shape[0]
         if "weights" in arrays and arrays["weights"].shape[0] != n:
-            raise RequestError(f"input 'weights' has {arrays['weights'].shape[0]} values for {n} history images")
+            raise RequestError(
+                f"input 'weights' has {arrays['weights'].shape[0]} values for {n} history images"
+            )
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         history = batch["history"]
@@ -61,7 +63,9 @@ class Aggregate(Step):
         self.temperature = float(self.params.get("temperature", "1.0"))
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        z = request_latents(batch["mu"], batch["logvar"], batch["pi"], batch["count"], batch["seed"], self.temperature)
+        z = request_latents(
+            batch["mu"], batch["logvar"], batch["pi"], batch["count"], batch["seed"], self.temperature
+        )
         return {"z": z}
 
 
@@ -73,7 +77,9 @@ class Postprocess(Step):
         self.k = self.config.outputs["similar"].dims[-1]
         self.catalogue = load_catalogue(path) if path.exists() else None
         if self.catalogue is None:
-            log.warning("%s: no %s beside the model; 'similar' will hold -1", self.config.name, CATALOGUE_FILE)
+            log.warning(
+                "%s: no %s beside the model; 'similar' will hold -1", self.config.name, CATALOGUE_FILE
+            )
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         z = batch["z"]

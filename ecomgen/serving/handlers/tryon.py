@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecomgen.serving.images import as_bytes, decode, encode, fit
+from ecomgen.serving.handlers.labelled import labelled, signer
+from ecomgen.serving.images import as_bytes, decode, fit
+from ecomgen.serving.provenance import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
 from ecomgen.serving.step import Step
 from ecomgen.serving.tensors import from_uint8_hwc, to_uint8_hwc
 from ecomgen_client.contracts import PHOTO_MAX_SIDE, PHOTO_MIN_SIDE, TRYON_HW
@@ -75,8 +77,12 @@ class Decode(Preprocess):
 
 
 class Encode(Step):
-    """The synthesis output -> PNG bytes."""
+    """The synthesis output -> PNG bytes, labelled as a composite of a real photo with AI output."""
+
+    def setup(self) -> None:
+        signer()  # configured (or reported off) at load, not on the first request
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = to_uint8_hwc(batch["image"])
-        return {"image": np.array([[encode(im, "png")] for im in images], dtype=np.object_)}
+        blobs = [labelled(im, "png", COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA) for im in images]
+        return {"image": np.array([[b] for b in blobs], dtype=np.object_)}
