@@ -7,12 +7,12 @@ or sheet; the networks batch across requests.
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS
+from ecomgen.served.common import HANDLERS, rows
 from ecomgen.served.product_gan import GENERATOR, LATENT_DIM
 from ecomgen.served.upscale import SR_NETWORK
-from ecomgen.spec import Batching, NetworkStep, PythonStep, QueuePolicy, ServedModel
+from ecomgen.spec import Batching, NetworkStep, PythonStep, QueuePolicy, ServedModel, Step
 from ecomgen_client import contracts
-from ecomgen_client.contracts import MAX_SKUS, MAX_VARIANTS, PRODUCT_CLASSES, TensorSpec
+from ecomgen_client.contracts import MAX_SKUS, MAX_VARIANTS, PRODUCT_CLASSES, Contract, TensorSpec
 
 H = f"{HANDLERS}.ads"
 PARAMS = (("latent_dim", str(LATENT_DIM)), ("num_classes", str(len(PRODUCT_CLASSES))))
@@ -24,14 +24,14 @@ CHECKPOINTS = ("product_gan.safetensors", "product_gan.json", "sr.safetensors", 
 MODULES = ("ecomgen.models.product_gan", "ecomgen.models.sr")
 
 
-def _rows(t: TensorSpec, n: int) -> TensorSpec:
-    return TensorSpec(t.name, t.dtype, (-1, *t.dims), max_dims=(n, *t.dims), kind=t.kind)
-
-
-def _served(contract, pre: str, compose: str, outputs_from: TensorSpec, rows: int, with_sr: bool) -> ServedModel:  # type: ignore[no-untyped-def]
-    z, onehot = (_rows(t, rows) for t in GENERATOR.inputs)
-    steps = [
-        PythonStep(f"{contract.name}_pre", f"{H}:{pre}", contract.inputs, (z, onehot), PARAMS, max_batch_size=0),
+def _served(
+    contract: Contract, pre: str, compose: str, outputs_from: TensorSpec, n: int, with_sr: bool
+) -> ServedModel:
+    z, onehot = (rows(t, n) for t in GENERATOR.inputs)
+    steps: list[Step] = [
+        PythonStep(
+            f"{contract.name}_pre", f"{H}:{pre}", contract.inputs, (z, onehot), PARAMS, max_batch_size=0
+        ),
         NetworkStep(GENERATOR),
     ]
     if with_sr:
@@ -40,7 +40,7 @@ def _served(contract, pre: str, compose: str, outputs_from: TensorSpec, rows: in
         PythonStep(
             f"{contract.name}_compose",
             f"{H}:{compose}",
-            (*contract.inputs, _rows(outputs_from, rows)),
+            (*contract.inputs, rows(outputs_from, n)),
             contract.outputs,
             max_batch_size=0,
         )
@@ -61,7 +61,11 @@ CLOSEUP = TensorSpec("highres", "FP32", (3, *contracts.DETAIL_HW), kind="image")
 THUMBNAIL = GENERATOR.outputs[0]
 
 AD_CREATIVE = _served(contracts.AD_CREATIVE, "AdPre", "AdCompose", CLOSEUP, MAX_VARIANTS, with_sr=True)
-INVENTORY_IMAGE = _served(contracts.INVENTORY_IMAGE, "InventoryPre", "InventoryCompose", CLOSEUP, 1, with_sr=True)
+INVENTORY_IMAGE = _served(
+    contracts.INVENTORY_IMAGE, "InventoryPre", "InventoryCompose", CLOSEUP, 1, with_sr=True
+)
 # Up to 64 SKUs: their 64x48 thumbnails go straight into the sheet's small cells (the x4 network
 # takes at most 16 rows a batch).
-INVENTORY_SHEET = _served(contracts.INVENTORY_SHEET, "SheetPre", "SheetCompose", THUMBNAIL, MAX_SKUS, with_sr=False)
+INVENTORY_SHEET = _served(
+    contracts.INVENTORY_SHEET, "SheetPre", "SheetCompose", THUMBNAIL, MAX_SKUS, with_sr=False
+)

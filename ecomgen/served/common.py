@@ -33,3 +33,9 @@ def network(
         batching=batching,
         queue=queue,
     )
+
+
+def rows(t: TensorSpec, n: int) -> TensorSpec:
+    """``t`` with a leading dim of up to ``n`` rows: how a model without a batch axis carries the
+    rows it hands to (or gets from) a batching network."""
+    return TensorSpec(t.name, t.dtype, (-1, *t.dims), max_dims=(n, *t.dims), kind=t.kind)

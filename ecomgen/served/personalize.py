@@ -7,7 +7,7 @@ history's photos and the requested images).
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, TEN_SECOND_QUEUE, network
+from ecomgen.served.common import HANDLERS, TEN_SECOND_QUEUE, network, rows
 from ecomgen.serving.handlers.personalize import CATALOGUE_FILE
 from ecomgen.spec import Batching, NetworkSpec, NetworkStep, PythonStep, ServedModel
 from ecomgen_client import contracts
@@ -26,10 +26,6 @@ ROWS = TensorSpec(
 MU = TensorSpec("mu", "FP32", (LATENT,))
 LOGVAR = TensorSpec("logvar", "FP32", (LATENT,))
 Z = TensorSpec("z", "FP32", (LATENT,))
-
-
-def _rows(t: TensorSpec, n: int) -> TensorSpec:
-    return TensorSpec(t.name, t.dtype, (-1, *t.dims), max_dims=(n, *t.dims), kind=t.kind)
 
 
 # Up to 32 photos of a history, or 16 images of a shopper, per request; 64 rows a batch. No queue
@@ -61,8 +57,8 @@ PERSONALIZE = ServedModel(
         PythonStep(
             "personalize_aggregate",
             f"{HANDLERS}.personalize:Aggregate",
-            (_rows(MU, MAX_HISTORY), _rows(LOGVAR, MAX_HISTORY), PI, C.input("seed"), C.input("count")),
-            (_rows(Z, MAX_COUNT),),
+            (rows(MU, MAX_HISTORY), rows(LOGVAR, MAX_HISTORY), PI, C.input("seed"), C.input("count")),
+            (rows(Z, MAX_COUNT),),
             params=(("temperature", TEMPERATURE),),
             max_batch_size=0,
         ),
@@ -70,7 +66,7 @@ PERSONALIZE = ServedModel(
         PythonStep(
             "personalize_post",
             f"{HANDLERS}.personalize:Postprocess",
-            (_rows(IMAGE, MAX_COUNT), _rows(Z, MAX_COUNT)),
+            (rows(IMAGE, MAX_COUNT), rows(Z, MAX_COUNT)),
             C.outputs,
             max_batch_size=0,
             artifacts=(CATALOGUE_FILE,),

@@ -50,14 +50,19 @@ def generator_inputs(
 ) -> dict[str, np.ndarray]:
     """Latents and one-hot classes for ``rows`` seeds from ``seed`` on, or one placeholder row."""
     if "product" in arrays:
-        return {"z": np.zeros((1, latent_dim), np.float32), "class_onehot": one_hot(np.zeros(1, np.int64), num_classes)}
+        return {
+            "z": np.zeros((1, latent_dim), np.float32),
+            "class_onehot": one_hot(np.zeros(1, np.int64), num_classes),
+        }
     if "class_id" not in arrays or "seed" not in arrays:
         raise RequestError("product: send class_id and seed, or an uploaded product photo")
     classes, seeds = arrays["class_id"].reshape(-1), arrays["seed"].reshape(-1)
     if classes.size == 1:
         seed = int(seeds[0])
         if seed > INT64_MAX - rows:
-            raise RequestError(f"seed: {seed} leaves no room for {rows} variants (at most {INT64_MAX - rows})")
+            raise RequestError(
+                f"seed: {seed} leaves no room for {rows} variants (at most {INT64_MAX - rows})"
+            )
         classes, seeds = np.repeat(classes, rows), seed + np.arange(rows, dtype=np.int64)
     return {"z": latents_from_seeds(seeds, latent_dim), "class_onehot": one_hot(classes, num_classes)}
 
@@ -74,7 +79,7 @@ def ad_fields(arrays: dict[str, np.ndarray]) -> ads.AdFields:
     for required in ("title", "price", "currency", "format"):
         if required not in present:
             raise RequestError(f"{required}: missing")
-    return ads.validate_ad_fields(variants=scalar(arrays, "variants") or 1, **present)  # type: ignore[arg-type]
+    return ads.validate_ad_fields(variants=scalar(arrays, "variants") or 1, **present)
 
 
 class AdPre(_Products):
@@ -100,7 +105,9 @@ class AdCompose(Step):
         products = uploaded * fields.variants if uploaded else list(to_uint8_hwc(batch["highres"]))
         source = COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA if uploaded else TRAINED_ALGORITHMIC_MEDIA
         images = [
-            labelled(ads.render_ad(product, fields, v % len(ads.TEMPLATES)), fields.encoding, source, fields.title)
+            labelled(
+                ads.render_ad(product, fields, v % len(ads.TEMPLATES)), fields.encoding, source, fields.title
+            )
             for v, product in enumerate(products[: fields.variants])
         ]
         return {"images": np.array(images, dtype=np.object_)}
@@ -164,7 +171,9 @@ def sheet_rows(arrays: dict[str, np.ndarray]) -> int:
     return n
 
 
-def sheet_items(arrays: dict[str, np.ndarray], products: list[np.ndarray]) -> list[tuple[np.ndarray, str, inventory.State]]:
+def sheet_items(
+    arrays: dict[str, np.ndarray], products: list[np.ndarray]
+) -> list[tuple[np.ndarray, str, inventory.State]]:
     skus = arrays["sku"].reshape(-1)
     return [
         (
