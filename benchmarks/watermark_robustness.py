@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -96,7 +97,8 @@ def image_sets(data_dir: Path, per_size: int) -> dict[str, list[np.ndarray]]:
     viton = sorted((data_dir / "viton" / "test" / "image").glob("*.jpg"))
     rng = np.random.default_rng(7)
     sets["256x192"] = [
-        np.asarray(Image.open(viton[i]).convert("RGB")) for i in rng.choice(len(viton), per_size, replace=False)
+        np.asarray(Image.open(viton[i]).convert("RGB"))
+        for i in rng.choice(len(viton), per_size, replace=False)
     ]
     sets["64x48"] = [
         np.asarray(Image.open(p).convert("RGB").resize((48, 64), Image.Resampling.LANCZOS))
@@ -123,7 +125,7 @@ def imwatermark_pair() -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np
     return embed, decode
 
 
-def measure(imgs: list[np.ndarray], scheme: str) -> dict[str, object]:
+def measure(imgs: list[np.ndarray], scheme: str) -> dict[str, Any]:
     psnrs: list[float] = []
     acc: dict[str, list[float]] = {a: [] for a in ATTACKS}
     found: dict[str, list[bool]] = {a: [] for a in ATTACKS}
@@ -135,9 +137,10 @@ def measure(imgs: list[np.ndarray], scheme: str) -> dict[str, object]:
             marked = P.embed_watermark(img)
             clean_found.append(P.decode_watermark(img).found)
         else:
-            if min(img.shape[:2]) < 64:
-                continue  # dwtDct needs more room than a 64x48 image has
-            marked = embed(img)
+            try:
+                marked = embed(img)
+            except RuntimeError:  # it refuses images under 256x256 pixels in area
+                continue
         psnrs.append(P.psnr(img, marked))
         for name, attack in ATTACKS.items():
             attacked = attack(marked)
@@ -158,13 +161,15 @@ def measure(imgs: list[np.ndarray], scheme: str) -> dict[str, object]:
 def machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        model = next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except Exception:
         model = platform.processor() or "unknown CPU"
     return f"{model}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
-def report(results: dict[str, dict[str, dict[str, object]]], args: argparse.Namespace, wall: float) -> str:
+def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, wall: float) -> str:
     lines = [
         "# Watermark robustness",
         "",
@@ -176,13 +181,14 @@ def report(results: dict[str, dict[str, dict[str, object]]], args: argparse.Name
         "",
         f"- Command: `{' '.join(['python -m benchmarks.watermark_robustness', *sys.argv[1:]])}`",
         f"- Machine: {machine()}",
-        f"- Wall time: {wall:.0f} s. Strength {P.STRENGTH}, max push {P.MAX_PUSH} margins.",
+        f"- Wall time: {wall:.0f} s. Margin per DWT level {P.STRENGTH} (pixel units), masking",
+        f"  (floor, ceiling) {P.MASK} with reference {P.MASK_REF}, max push {P.MAX_PUSH} margins.",
         f"- Images per size: {args.per_size}. Ad formats are real `render_ad` creatives, and their product",
         "  photos are fashion-products images enlarged x4 from the 48x64 thumbnail size with Lanczos, not",
         "  with the SR network. 256x192 images are VITON test photos. 64x48 images are fashion-products",
         "  thumbnails.",
         "- Attacks (Pillow): JPEG at the given quality. 0.5x means a resize to half the width and height",
-        "  (bicubic or Lanczos, antialiased). \"0.5x + JPEG 75\" resizes first, then compresses.",
+        '  (bicubic or Lanczos, antialiased). "0.5x + JPEG 75" resizes first, then compresses.',
         "",
     ]
     for scheme, by_size in results.items():
@@ -196,8 +202,8 @@ def report(results: dict[str, dict[str, dict[str, object]]], args: argparse.Name
                 continue
             cells = []
             for a in ATTACKS:
-                acc = np.array(r["acc"][a], dtype=float)  # type: ignore[index]
-                fnd = np.array(r["found"][a], dtype=bool)  # type: ignore[index]
+                acc = np.array(r["acc"][a], dtype=float)
+                fnd = np.array(r["found"][a], dtype=bool)
                 if np.isnan(acc).all():
                     cells.append("fails")
                     continue
@@ -206,7 +212,7 @@ def report(results: dict[str, dict[str, dict[str, object]]], args: argparse.Name
         lines.append("")
         lines.append("Cells: mean / worst bit accuracy, and the share of images where the mark is found.")
         if scheme == "ecomgen":
-            fp = {s: float(np.mean(r["clean_found"])) for s, r in by_size.items()}  # type: ignore[arg-type]
+            fp = {s: float(np.mean(r["clean_found"])) for s, r in by_size.items()}
             lines.append(
                 "False positives (unmarked originals reported as marked): "
                 + ", ".join(f"{s} {v:.0%}" for s, v in fp.items())
@@ -218,7 +224,9 @@ def report(results: dict[str, dict[str, dict[str, object]]], args: argparse.Name
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ECOMGEN_DATA_DIR", "../shared/data")))
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("ECOMGEN_DATA_DIR", "../shared/data"))
+    )
     p.add_argument("--per-size", type=int, default=32)
     p.add_argument("--baseline", action="store_true", help="also run invisible-watermark's dwtDct")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/watermark-robustness.md"))
@@ -226,7 +234,7 @@ def main() -> None:
     t0 = time.time()
     sets = image_sets(args.data_dir, args.per_size)
     schemes = ["ecomgen"] + (["invisible-watermark dwtDct"] if args.baseline else [])
-    results: dict[str, dict[str, dict[str, object]]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     for scheme in schemes:
         results[scheme] = {}
         for size, imgs in tqdm(sets.items(), desc=scheme):
