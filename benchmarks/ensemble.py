@@ -79,12 +79,13 @@ def model_stats(client: grpcclient.InferenceServerClient) -> dict[str, dict[str,
         i = s.inference_stats
         out[s.name] = {k: (int(getattr(i, k).count), int(getattr(i, k).ns)) for k in STAT_KEYS}
         out[s.name]["executions"] = (int(s.execution_count), 0)
+        out[s.name]["rows"] = (int(s.inference_count), 0)  # success counts requests, this rows
     return out
 
 
 def rows_per_execution(before: dict[str, Any], after: dict[str, Any], model: str) -> float:
     """The batching a step achieved: rows computed per execution (Triton counts rows as inferences)."""
-    rows = after[model]["success"][0] - before[model]["success"][0]
+    rows = after[model]["rows"][0] - before[model]["rows"][0]
     runs = after[model]["executions"][0] - before[model]["executions"][0]
     return rows / runs if runs else float("nan")
 

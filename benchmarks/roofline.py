@@ -64,8 +64,8 @@ from benchmarks.common import (
 )
 from benchmarks.payloads import PayloadMaker
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.calibrate import quantised as quantised_outputs
 from ecomgen.serving.calibrate import calibrate
+from ecomgen.serving.calibrate import quantised as quantised_outputs
 from ecomgen.serving.quality import PARITY_MIN_PSNR_DB, psnr_uint8
 from ecomgen.serving.runners import RUNTIMES, make_runner
 from ecomgen.spec import NetworkSpec, ServedModel

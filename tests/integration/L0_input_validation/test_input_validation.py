@@ -35,7 +35,12 @@ MARKER_NUMBERS = {
     for order in ("little", "big")
     for i in range(len(MARKER) - n)
 }
-NP_TO_TRITON = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64, "TYPE_FP32": np.float32}
+NP_TO_TRITON = {
+    "TYPE_UINT8": np.uint8,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP32": np.float32,
+}
 
 
 def configs(served) -> dict[str, mc.ModelConfig]:
@@ -56,7 +61,9 @@ def concrete(dims, batched: bool, batch: int = 1, side: int = 64) -> list[int]:
     return [batch, *shape] if batched else shape
 
 
-def raw_request(cfg: mc.ModelConfig, batch: int = 1, short_by: int = 0, fill: bytes = b"") -> service_pb2.ModelInferRequest:
+def raw_request(
+    cfg: mc.ModelConfig, batch: int = 1, short_by: int = 0, fill: bytes = b"", smallest: bool = False
+) -> service_pb2.ModelInferRequest:
     """A request for every required input of ``cfg`` with ``batch`` rows; contents optionally short."""
     req = service_pb2.ModelInferRequest(model_name=cfg.name)
     for t in cfg.input:
@@ -64,7 +71,16 @@ def raw_request(cfg: mc.ModelConfig, batch: int = 1, short_by: int = 0, fill: by
             continue
         dtype = mc.DataType.Name(t.data_type)
         shape = concrete(t.dims, cfg.max_batch_size > 0, batch)
-        tensor = req.inputs.add(name=t.name, datatype="BYTES" if dtype == "TYPE_STRING" else dtype[5:], shape=shape)
+        if smallest:  # variable dims at their declared minimum (contract.<name>), else 1
+            key = f"contract.{t.name}"  # not cfg.parameters[key]: that inserts a missing key
+            low = json.loads(cfg.parameters[key].string_value if key in cfg.parameters else "{}").get(
+                "min_dims"
+            )
+            dims = [d if d > 0 else max(1, low[i] if low else 1) for i, d in enumerate(t.dims)]
+            shape = [batch, *dims] if cfg.max_batch_size > 0 else dims
+        tensor = req.inputs.add(
+            name=t.name, datatype="BYTES" if dtype == "TYPE_STRING" else dtype[5:], shape=shape
+        )
         del tensor
         if dtype == "TYPE_STRING":
             count = int(np.prod(shape))
@@ -136,14 +152,25 @@ def test_no_answer_ever_carries_another_callers_photo(served, stub, pairs):
 
 
 def _float_request(cfg: mc.ModelConfig, poison: float) -> service_pb2.ModelInferRequest | None:
-    req = raw_request(cfg)
+    req = raw_request(cfg, smallest=True)  # within every dim bound, so the poison is the problem
     poisoned = False
-    for t, payload_i in zip([t for t in cfg.input if not t.optional], range(len(req.raw_input_contents)), strict=True):
-        if mc.DataType.Name(t.data_type) == "TYPE_FP32" and not poisoned:
+    for t, payload_i in zip(
+        [t for t in cfg.input if not t.optional], range(len(req.raw_input_contents)), strict=True
+    ):
+        dtype = mc.DataType.Name(t.data_type)
+        if dtype == "TYPE_FP32" and not poisoned:
             arr = np.frombuffer(req.raw_input_contents[payload_i], np.float32).copy()
             arr[0] = poison
             req.raw_input_contents[payload_i] = arr.tobytes()
             poisoned = True
+        elif dtype != "TYPE_STRING":
+            # Other inputs in range (zeros are not, e.g. variants 1-16), so the poison is the problem.
+            params = {k: v.string_value for k, v in cfg.parameters.items()}
+            extra = json.loads(params.get(f"contract.{t.name}") or "{}")
+            if "value_range" in extra:
+                arr = np.frombuffer(req.raw_input_contents[payload_i], NP_TO_TRITON[dtype]).copy()
+                arr[:] = extra["value_range"][0]
+                req.raw_input_contents[payload_i] = arr.tobytes()
     return req if poisoned else None
 
 

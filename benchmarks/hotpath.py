@@ -1,0 +1,485 @@
+"""The per-request cost of the hot path: single-row serving against many-row serving and offline.
+
+For a batched model (default ``product_gan``), in one run on one machine:
+
+1. offline ceilings: the served runner alone (network only, each batch size, the best is the
+   ceiling) and the whole served pipeline through ``run_batch`` (checks, latents, network, uint8),
+   both on the runtime this host's calibration chose;
+2. served, through the embedded tritonserver and perf_analyzer over gRPC: 1 row per request at
+   concurrency 1 and ``--concurrency`` (32), and ``max_batch_size`` rows per request;
+3. where the CPU goes in each served run: cores of perf_analyzer, of tritonserver (gRPC frontend,
+   core, batcher) and of the Python stubs, per row; Triton's statistics (rows per execution);
+4. a py-spy profile of the Python stub during the single-row run: its main thread's wall time by
+   phase (reading requests, checks, latents, network, uint8, responses; outside ``execute``).
+
+Targets (issue 10, item 6): single-row serving at c=32 >= 80% of many-row serving, and >= 80% of
+the offline ceiling of the chosen runtime.
+
+    python -m benchmarks.hotpath                          # product_gan, ~4 min
+    python -m benchmarks.hotpath --smoke --out /tmp/hp    # seconds long, tiny weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import tritonclient.grpc as grpcclient
+
+from benchmarks import perf_analyzer
+from benchmarks.common import (
+    RESULTS_DIR,
+    WEIGHT_CHOICES,
+    build_repository,
+    bullet,
+    command_line,
+    export_networks,
+    fmt,
+    machine_busy_seconds,
+    machine_info,
+    machine_line,
+    resolve_weights,
+    result_stem,
+    today,
+    triton_server,
+    wait_until_quiet,
+    with_runtime,
+    write_json,
+)
+from benchmarks.ensemble import model_stats, rows_per_execution
+from benchmarks.roofline import WAIT_QUIET, pipeline_sweep, served_sweep
+from ecomgen.registry import REGISTRY
+from ecomgen.serving.runners import RUNTIMES
+from ecomgen.spec import ServedModel
+
+TARGET = 0.80
+STUB = "triton_python_backend_stub"
+
+# Phases of the stub's main thread, by the innermost marker frame of a py-spy stack (first match
+# from the leaf). Frames are "function (file)" as py-spy writes them.
+PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("network (runtime infer)", ("runners.py",)),
+    ("latents (Philox) + one-hot", ("latents_from_seeds", "one_hot", "philox")),
+    ("uint8 conversion", ("convert.py",)),
+    ("read requests (pb_utils)", ("_read ",)),
+    ("per-request checks", ("check_inputs", "_parse ", "check_deadline")),
+    ("output checks + split", ("_check_outputs", "_compute ")),
+    ("batch assembly", ("run_batch",)),
+    ("responses (pb_utils)", ("execute ",)),
+)
+OUTSIDE = "outside execute (stub IPC, waiting for work)"
+
+
+@dataclass
+class Served:
+    scenario: str
+    concurrency: int
+    rows_per_request: int
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    rows_per_execution: float
+    cores: dict[str, float]  # process group -> average cores during the run
+    cpu_us_per_row: dict[str, float]
+    foreign_cores: float
+    windows: list[float]
+    command: str
+
+
+# --- CPU accounting by process group --------------------------------------------------
+
+
+def _groups(server_pid: int) -> dict[str, list[psutil.Process]]:
+    server = psutil.Process(server_pid)
+    stubs = [p for p in server.children(recursive=True) if p.name().startswith(STUB[:15])]
+    return {"tritonserver": [server], "python stubs": stubs}
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def served_run(
+    url: str, server_pid: int, model: str, scenario: str, concurrency: int, rows: int, opt: argparse.Namespace
+) -> Served:
+    if opt.wait_quiet:
+        wait_until_quiet(quiet_s=2.0, timeout_s=300.0)
+    groups = _groups(server_pid)
+    with grpcclient.InferenceServerClient(url) as client:
+        before = model_stats(client)
+        cpu0 = {k: _cpu(v) for k, v in groups.items()}
+        busy0, t0 = machine_busy_seconds(), time.monotonic()
+        result = perf_analyzer.run(
+            url, concurrency, rows, model, measurement_ms=opt.measurement_ms, windows=opt.windows
+        )
+        busy1, t1 = machine_busy_seconds(), time.monotonic()
+        cpu1 = {k: _cpu(v) for k, v in groups.items()}
+        after = model_stats(client)
+    wall = t1 - t0
+    cores = {k: (cpu1[k] - cpu0[k]) / wall for k in groups}
+    cores["perf_analyzer (client)"] = result.client_cores
+    ours = sum(cores.values())
+    foreign = max(0.0, (busy1 - busy0) / wall - ours)
+    # Rows done over the whole perf_analyzer run (warm-up included), from Triton's own counters.
+    rows_done = after[model]["rows"][0] - before[model]["rows"][0]
+    per_row = {k: c * wall / rows_done * 1e6 for k, c in cores.items()} if rows_done else {}
+    return Served(
+        scenario=scenario,
+        concurrency=concurrency,
+        rows_per_request=rows,
+        images_per_s=result.images_per_s,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        rows_per_execution=rows_per_execution(before, after, model),
+        cores=cores,
+        cpu_us_per_row=per_row,
+        foreign_cores=foreign,
+        windows=result.window_images_per_s,
+        command=result.command,
+    )
+
+
+# --- py-spy ---------------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return found if Path(found).exists() else None
+
+
+def profile_stub(
+    url: str, server_pid: int, model: str, concurrency: int, seconds: float, rate: int, raw: Path
+) -> dict[str, Any]:
+    """Load at ``concurrency`` single-row requests while py-spy samples the stub's main thread."""
+    exe = py_spy()
+    if exe is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    stubs = _groups(server_pid)["python stubs"]
+    if len(stubs) != 1:
+        return {"skipped": f"expected one Python stub (one model instance), found {len(stubs)}"}
+    load = threading.Thread(
+        target=perf_analyzer.run,
+        args=(url, concurrency, 1, model),
+        kwargs={"measurement_ms": int((seconds + 6) * 1000 / 3), "windows": 3},
+        daemon=True,
+    )
+    load.start()
+    time.sleep(3.0)  # past perf_analyzer's start-up
+    shown = ["py-spy", "record", "--pid", "STUB", "--duration", str(int(seconds)), "--rate", str(rate)]
+    shown += ["--idle", "--format", "raw", "--nonblocking", "--output", raw.name]
+    cmd = [exe, *shown[1:3], str(stubs[0].pid), *shown[4:-1], str(raw)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    load.join(timeout=seconds + 120)
+    if proc.returncode != 0 or not raw.exists():
+        return {"skipped": f"py-spy failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"}
+    return {"command": " ".join(shown), **phases(raw)}
+
+
+def phases(raw: Path) -> dict[str, Any]:
+    """Samples of the stub's main thread by phase (``--idle``: waiting counts too).
+
+    An empty stack is the main thread in the stub's C++ code, outside ``execute`` (IPC with the
+    server, waiting for the next batch); stacks rooted in ``Thread._bootstrap`` are other Python
+    threads and are left out.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or stack.startswith("Thread._bootstrap"):
+            continue
+        frames = [f for f in stack.split(";") if f.strip()]
+        counts[_phase(frames)] += int(n)
+        leaves[re.sub(r":\d+\)$", ")", frames[-1]) if frames else OUTSIDE] += int(n)
+    total = sum(counts.values()) or 1
+    return {
+        "samples": sum(counts.values()),
+        "phases": {k: counts[k] / total for k in [*(p for p, _ in PHASES), OUTSIDE] if counts[k]},
+        "top_frames": [(f, c / total) for f, c in leaves.most_common(12)],
+    }
+
+
+def _phase(frames: list[str]) -> str:
+    if not any("execute" in f for f in frames):
+        return OUTSIDE
+    for frame in reversed(frames):
+        for name, markers in PHASES:
+            if any(m in frame for m in markers):
+                return name
+    return OUTSIDE
+
+
+# --- run ------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    batched = [m.name for m in REGISTRY if m.contract.batched and m.networks]
+    p.add_argument("--model", choices=batched, default="product_gan")
+    p.add_argument("--concurrency", type=int, default=32, help="single-row load (default %(default)s)")
+    p.add_argument("--big-concurrency", type=int, nargs="+", default=[2, 4], help="many-row load; best kept")
+    p.add_argument("--measurement-ms", type=int, default=5000, help="perf_analyzer window")
+    p.add_argument("--windows", type=int, default=3, help="perf_analyzer windows, averaged (>= 3)")
+    p.add_argument("--offline-seconds", type=float, default=1.5, help="timing window, offline ceilings")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the offline timings")
+    p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy duration; 0: no profile")
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto")
+    p.add_argument("--cpu-runtime", choices=["auto", *RUNTIMES], default="auto")
+    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--smoke", action="store_true", help="tiny weights, short windows (CI)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    opt = p.parse_args(argv)
+    if opt.smoke:
+        opt.weights, opt.measurement_ms, opt.rounds = "tiny", 500, 1
+        opt.offline_seconds, opt.profile_seconds, opt.big_concurrency, opt.wait_quiet = 0.3, 2.0, [2], False
+    return opt
+
+
+def offline(
+    model: ServedModel, tmp: Path, runtimes: dict[str, str], opt: argparse.Namespace
+) -> dict[str, Any]:
+    """Offline ceilings on the served runtime: the network alone, and the fused served pipeline."""
+    top = model.contract.max_batch_size
+    batches = sorted({1, 8, 16, 32, top} - {b for b in (8, 16, 32) if b > top})
+    nets: dict[str, dict[str, Any]] = {}
+    for net in model.networks:
+        runtime = runtimes[net.name].split(" ", 1)[0]
+        sweep = served_sweep(
+            net,
+            tmp / "onnx" / f"{net.name}.onnx",
+            runtime,
+            model.cpu_threads,
+            batches,
+            opt.offline_seconds,
+            opt.rounds,
+        )
+        best = max(sweep, key=lambda b: sweep[b]["items_per_s"])
+        nets[net.name] = {
+            "runtime": runtime,
+            "sweep": sweep,
+            "best_batch": best,
+            "ceiling": sweep[best]["items_per_s"],
+        }
+    network_ceiling = 1.0 / sum(1.0 / n["ceiling"] for n in nets.values())
+    fused = dataclasses.replace(model, fuse_on_cpu=True)
+    repository, _ = build_repository(tmp / "pipeline", [fused], tmp / "onnx")
+    pipe = pipeline_sweep(fused, repository, batches, opt.offline_seconds, opt.rounds)
+    best = max(pipe, key=lambda b: pipe[b]["rows_per_s"])
+    return {
+        "networks": nets,
+        "network_ceiling": network_ceiling,
+        "pipeline": pipe,
+        "pipeline_ceiling": pipe[best]["rows_per_s"],
+        "pipeline_best_batch": best,
+    }
+
+
+def stem_for(opt: argparse.Namespace, r: dict[str, Any]) -> Path:
+    return opt.out / result_stem(f"{r['model']}-hotpath", r["machine"])
+
+
+def run(opt: argparse.Namespace) -> dict[str, Any]:
+    WAIT_QUIET[0] = opt.wait_quiet
+    model = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
+    weights = resolve_weights(opt.weights, [model])
+    top = model.contract.max_batch_size
+    out: dict[str, Any] = {
+        "command": command_line(),
+        "date": today(),
+        "machine": machine_info(),
+        "model": model.name,
+        "weights": weights.label([model]),
+        "instances": model.cpu_instances,
+        "threads": model.cpu_threads,
+    }
+    with tempfile.TemporaryDirectory(prefix="ecomgen-hotpath-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        export_networks([model], weights, tmp / "onnx")
+        repository, runtimes = build_repository(tmp / "repo", [model], tmp / "onnx")
+        out["runtimes"] = runtimes
+        out["offline"] = offline(model, tmp, runtimes, opt)
+        served: list[Served] = []
+        with triton_server(repository, tmp / "triton.log") as (url, pid):
+            perf_analyzer.run(url, 4, 1, model.name, measurement_ms=500, windows=3)  # warm-up
+            served.append(served_run(url, pid, model.name, "single", 1, 1, opt))
+            served.append(served_run(url, pid, model.name, "single", opt.concurrency, 1, opt))
+            for c in opt.big_concurrency:
+                served.append(served_run(url, pid, model.name, f"batch{top}", c, top, opt))
+            if opt.profile_seconds > 0:
+                raw = stem_for(opt, out).with_name(stem_for(opt, out).name + "-pyspy.txt")
+                raw.parent.mkdir(parents=True, exist_ok=True)
+                out["profile"] = profile_stub(
+                    url, pid, model.name, opt.concurrency, opt.profile_seconds, opt.profile_rate, raw
+                )
+                out["profile"]["raw"] = raw.name
+        out["served"] = [asdict(s) for s in served]
+    single = next(s for s in served if s.scenario == "single" and s.concurrency == opt.concurrency)
+    big = max((s for s in served if s.rows_per_request == top), key=lambda s: s.images_per_s)
+    out["ratios"] = {
+        "single_vs_many_rows": single.images_per_s / big.images_per_s,
+        "single_vs_pipeline_ceiling": single.images_per_s / out["offline"]["pipeline_ceiling"],
+        "single_vs_network_ceiling": single.images_per_s / out["offline"]["network_ceiling"],
+        "many_rows_vs_network_ceiling": big.images_per_s / out["offline"]["network_ceiling"],
+    }
+    return out
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def _verdict(x: float) -> str:
+    return f"**{x:.0%}** ({'meets' if x >= TARGET else 'below'} the {TARGET:.0%} target)"
+
+
+def render(r: dict[str, Any], plot_name: str | None) -> str:
+    off, ratios, top = r["offline"], r["ratios"], max(s["rows_per_request"] for s in r["served"])
+    nets = ", ".join(f"{k}: {v['runtime']}" for k, v in off["networks"].items())
+    lines = [
+        f"# Hot path: {r['model']}, one row per request vs {top} rows and offline",
+        "",
+        bullet(f"**Command**: `{r['command']}`"),
+        bullet(f"**Machine**: {machine_line(r['machine'])}; no GPU"),
+        bullet(f"**Date**: {r['date']}; **weights**: {r['weights']}"),
+        bullet(
+            f"**Served as**: one Python model (cpu target, fused steps), {r['instances']} instance(s) x "
+            f"{r['threads']} threads; runtime from this host's calibration: {nets}"
+        ),
+        bullet("**Load**: perf_analyzer 2.51 over gRPC on the same machine (its CPU is counted below)"),
+        "",
+        "## Verdict",
+        "",
+        "| ratio | value |",
+        "|---|---|",
+        f"| single-row serving at c={_single(r)['concurrency']} / {top}-row serving | "
+        f"{_verdict(ratios['single_vs_many_rows'])} |",
+        f"| single-row serving / offline ceiling of the served pipeline (checks, latents, network, uint8) | "
+        f"{_verdict(ratios['single_vs_pipeline_ceiling'])} |",
+        f"| single-row serving / offline ceiling of the network alone on the chosen runtime | "
+        f"{_verdict(ratios['single_vs_network_ceiling'])} |",
+        f"| {top}-row serving / offline ceiling of the network alone | "
+        f"{ratios['many_rows_vs_network_ceiling']:.0%} |",
+        "",
+        "## Offline ceilings (same run)",
+        "",
+        "| what | batch | images/s |",
+        "|---|---:|---:|",
+    ]
+    for name, n in off["networks"].items():
+        for b, v in n["sweep"].items():
+            lines.append(f"| {name} on {n['runtime']} (network only) | {b} | {fmt(v['items_per_s'])} |")
+    for b, v in off["pipeline"].items():
+        lines.append(f"| served pipeline through `run_batch` | {b} | {fmt(v['rows_per_s'])} |")
+    lines += [
+        "",
+        "## Served",
+        "",
+        "| rows/request | concurrency | images/s | p50 ms | p99 ms | rows per execution | cores: client / "
+        "tritonserver / stub | CPU µs per image: client / tritonserver / stub | foreign load (cores) |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for s in r["served"]:
+        c, u = s["cores"], s["cpu_us_per_row"]
+        keys = ("perf_analyzer (client)", "tritonserver", "python stubs")
+        lines.append(
+            f"| {s['rows_per_request']} | {s['concurrency']} | {fmt(s['images_per_s'])} | "
+            f"{fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {fmt(s['rows_per_execution'])} | "
+            f"{' / '.join(fmt(c.get(k), 2) for k in keys)} | "
+            f"{' / '.join(fmt(u.get(k), 0) for k in keys)} | {s['foreign_cores']:.2f} |"
+        )
+    lines += ["", *_profile_lines(r.get("profile"))]
+    if plot_name:
+        lines += ["", f"![where the CPU goes]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _single(r: dict[str, Any]) -> dict[str, Any]:
+    return max((s for s in r["served"] if s["rows_per_request"] == 1), key=lambda s: s["concurrency"])
+
+
+def _profile_lines(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    if "skipped" in p:
+        return ["## Profile", "", f"Not profiled: {p['skipped']}"]
+    lines = [
+        "## Where the stub's time goes (py-spy, single-row load)",
+        "",
+        f"`{p['command']}`: {p['samples']} samples of the stub's main thread, waiting included "
+        f"(`--idle`); an empty stack is its C++ side. Raw stacks: `{p['raw']}`.",
+        "",
+        "| phase of the stub's main thread | share of wall time |",
+        "|---|---:|",
+    ]
+    lines += [f"| {k} | {v:.1%} |" for k, v in p["phases"].items()]
+    lines += ["", "| innermost frame | share |", "|---|---:|"]
+    lines += [f"| `{f}` | {v:.1%} |" for f, v in p["top_frames"]]
+    return lines
+
+
+def plot(r: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("perf_analyzer (client)", "tritonserver", "python stubs")
+    served = r["served"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    labels = [f"{s['rows_per_request']} row(s)\nc={s['concurrency']}" for s in served]
+    bottom = [0.0] * len(served)
+    for k in keys:
+        vals = [s["cpu_us_per_row"].get(k, 0.0) for s in served]
+        axes[0].bar(labels, vals, bottom=bottom, label=k)
+        bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+    axes[0].set_ylabel("CPU µs per image")
+    axes[0].set_title(f"{r['model']}: CPU per image by process")
+    axes[0].legend(fontsize=8)
+    prof = (r.get("profile") or {}).get("phases")
+    if prof:
+        axes[1].barh(list(prof), [v * 100 for v in prof.values()])
+        axes[1].invert_yaxis()
+        axes[1].set_xlabel("% of the stub main thread's wall time")
+        axes[1].set_title("py-spy, single-row load")
+    else:
+        axes[1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    r = run(opt)
+    stem = stem_for(opt, r)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png = plot(r, stem.with_suffix(".png"))
+    md = stem.with_suffix(".md")
+    md.write_text(render(r, png.name))
+    write_json(stem.with_suffix(".json"), r)
+    print(md.read_text())
+    print(f"wrote {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
