@@ -88,12 +88,15 @@ def _params(config: mc.ModelConfig, params: dict[str, str]) -> None:
 
 def _tensor_params(tensors: Iterable[TensorSpec]) -> dict[str, str]:
     """Value ranges and dim bounds (the server enforces them), and the largest shape of variable
-    tensors (``max_shape.<tensor>``: deploy/shm_size.py sizes /dev/shm from it)."""
+    tensors and BYTES elements (``max_shape.<tensor>``, ``max_bytes.<tensor>``: deploy/shm_size.py
+    sizes /dev/shm from them)."""
     out: dict[str, str] = {}
     for t in tensors:
         out.update(contract_parameters(t))
         if t.variable and t.max_dims is not None:
             out[f"max_shape.{t.name}"] = json.dumps(list(t.largest_dims()))
+        if t.dtype == "BYTES" and t.max_bytes:
+            out[f"max_bytes.{t.name}"] = str(t.max_bytes)
     return out
 
 

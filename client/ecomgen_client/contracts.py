@@ -244,6 +244,15 @@ PRODUCT_GAN = Contract(
 TRYON_HW = (256, 192)
 PHOTO_MIN_SIDE, PHOTO_MAX_SIDE = 64, 2048
 MAX_ENCODED_BYTES = 16 << 20
+# Room for the labels of an encoded output: XMP, a C2PA manifest with its certificate chain.
+LABEL_BYTES = 256 << 10
+
+
+def encoded_max_bytes(height: int, width: int) -> int:
+    """The largest encoded RGB image of this size we emit: PNG of incompressible pixels (a filter
+    byte a row, deflate's stored-block overhead), JPEG and WebP stay below it, plus the labels."""
+    raw = height * (3 * width + 1)
+    return raw + raw // 1000 + LABEL_BYTES
 
 
 def _photo(name: str) -> TensorSpec:
@@ -281,7 +290,7 @@ TRYON_BYTES = Contract(
         TensorSpec("person", "BYTES", (1,), max_bytes=MAX_ENCODED_BYTES),
         TensorSpec("garment", "BYTES", (1,), max_bytes=MAX_ENCODED_BYTES),
     ),
-    outputs=(TensorSpec("image", "BYTES", (1,)),),
+    outputs=(TensorSpec("image", "BYTES", (1,), max_bytes=encoded_max_bytes(*TRYON_HW)),),
     max_batch_size=8,
 )
 
@@ -365,19 +374,27 @@ PERSONALIZE = Contract(
 AD_FORMATS = ("1080x1080", "1080x1350", "1200x628", "1080x1920")
 AD_ENCODINGS = ("jpeg", "png", "webp")
 MAX_VARIANTS, MAX_SKUS = 16, 64
+AD_MAX_HW = (1920, 1200)  # the tallest and the widest of AD_FORMATS
+INVENTORY_MAX_SIDE = 1920  # an inventory image is at most this on its longer side
+SHEET_MAX_HW = (3400, 2000)  # 64 SKUs, 8 x 8 cells (ecomgen.serving.inventory.render_sheet; tested)
+SHEET_PHOTO_MAX_BYTES = 2 << 20  # an uploaded photo for a 216x288 sheet cell; 64 of them: 128 MiB
 
 
 def _text(name: str, optional: bool = False, max_bytes: int = 1024, rows: bool = False) -> TensorSpec:
-    return TensorSpec(name, "BYTES", (-1,) if rows else (1,), optional=optional, max_bytes=max_bytes)
+    dims, max_dims = ((-1,), (MAX_SKUS,)) if rows else ((1,), None)
+    return TensorSpec(name, "BYTES", dims, optional=optional, max_bytes=max_bytes, max_dims=max_dims)
 
 
 def _product_choice(rows: bool = False) -> tuple[TensorSpec, ...]:
     """The product: class_id and seed (generated), or an uploaded photo (JPEG/PNG/WebP bytes)."""
-    dims = (-1,) if rows else (1,)
+    dims, max_dims = ((-1,), (MAX_SKUS,)) if rows else ((1,), None)
+    photo_bytes = SHEET_PHOTO_MAX_BYTES if rows else MAX_ENCODED_BYTES
     return (
-        TensorSpec("class_id", "INT32", dims, optional=True, value_range=CLASS_ID.value_range),
-        TensorSpec("seed", "INT64", dims, optional=True, value_range=SEED.value_range),
-        TensorSpec("product", "BYTES", dims, optional=True, max_bytes=MAX_ENCODED_BYTES),
+        TensorSpec(
+            "class_id", "INT32", dims, optional=True, value_range=CLASS_ID.value_range, max_dims=max_dims
+        ),
+        TensorSpec("seed", "INT64", dims, optional=True, value_range=SEED.value_range, max_dims=max_dims),
+        TensorSpec("product", "BYTES", dims, optional=True, max_bytes=photo_bytes, max_dims=max_dims),
     )
 
 
@@ -401,7 +418,11 @@ AD_CREATIVE = Contract(
         _text("brand_colour", optional=True, max_bytes=16),
         _text("encoding", optional=True, max_bytes=8),
     ),
-    outputs=(TensorSpec("images", "BYTES", (-1,), max_dims=(MAX_VARIANTS,)),),
+    outputs=(
+        TensorSpec(
+            "images", "BYTES", (-1,), max_dims=(MAX_VARIANTS,), max_bytes=encoded_max_bytes(*AD_MAX_HW)
+        ),
+    ),
     max_batch_size=0,
     class_names=PRODUCT_CLASSES,
     parameters=(("formats", json.dumps(AD_FORMATS)), ("encodings", json.dumps(AD_ENCODINGS))),
@@ -420,7 +441,11 @@ INVENTORY_IMAGE = Contract(
         "(desaturated) or back-order with the date. Encoded, labelled as AI-generated."
     ),
     inputs=(*_product_choice(), *_STOCK, _text("encoding", optional=True, max_bytes=8)),
-    outputs=(TensorSpec("image", "BYTES", (1,)),),
+    outputs=(
+        TensorSpec(
+            "image", "BYTES", (1,), max_bytes=encoded_max_bytes(INVENTORY_MAX_SIDE, INVENTORY_MAX_SIDE)
+        ),
+    ),
     max_batch_size=0,
     class_names=PRODUCT_CLASSES,
 )
@@ -432,12 +457,19 @@ INVENTORY_SHEET = Contract(
         *_product_choice(rows=True),
         _text("sku", max_bytes=128, rows=True),
         TensorSpec("stock", "INT32", (-1,), value_range=(0, INT32_MAX), max_dims=(MAX_SKUS,)),
-        TensorSpec("low_stock_threshold", "INT32", (-1,), optional=True, value_range=(1, INT32_MAX)),
+        TensorSpec(
+            "low_stock_threshold",
+            "INT32",
+            (-1,),
+            optional=True,
+            value_range=(1, INT32_MAX),
+            max_dims=(MAX_SKUS,),
+        ),
         _text("restock_date", optional=True, max_bytes=10, rows=True),
         _text("title", optional=True, max_bytes=256),
         _text("encoding", optional=True, max_bytes=8),
     ),
-    outputs=(TensorSpec("sheet", "BYTES", (1,)),),
+    outputs=(TensorSpec("sheet", "BYTES", (1,), max_bytes=encoded_max_bytes(*SHEET_MAX_HW)),),
     max_batch_size=0,
     class_names=PRODUCT_CLASSES,
 )

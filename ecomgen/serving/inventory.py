@@ -23,12 +23,13 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from ecomgen.serving.errors import RequestError
 from ecomgen.serving.text import RGB, Box, check_drawable, fit_text
+from ecomgen_client.contracts import INVENTORY_MAX_SIDE, MAX_SKUS
 
 StateKind = Literal["in_stock", "low_stock", "sold_out", "back_order"]
 DEFAULT_LOW_STOCK_THRESHOLD = 5  # used when a request gives none: "Only N left" at 5 or fewer
-MAX_SKUS = 64
 SKU_MAX_CHARS = 32
 MIN_SIDE = 480  # outputs are at least this on the short side, so the labels are crisp
+MAX_SIDE = INVENTORY_MAX_SIDE  # and at most this on the long side
 
 COLOURS: dict[str, RGB] = {  # the state colours (sheet legend, frames, pills)
     "in_stock": (27, 127, 59),
@@ -192,6 +193,25 @@ def _shadow_pill(img: Image.Image, box: Box, radius: float, blur: int) -> None:
     img.paste(Image.new("RGB", m.size, (0, 0, 0)), (box.x0 - pad, box.y0 - pad + blur // 2), m)
 
 
+def _fitted(product: np.ndarray) -> Image.Image:
+    """At least MIN_SIDE on the short side (crisp labels), at most MAX_SIDE on the long side (a bounded
+    output whatever photo was uploaded); a photo narrower than 1:2 is padded with white to 1:2, so the
+    state labels have room."""
+    h, w = product.shape[:2]
+    if max(h, w) > 2 * min(h, w):
+        ph, pw = max(h, (w + 1) // 2), max(w, (h + 1) // 2)
+        canvas = np.full((ph, pw, 3), 255, np.uint8)
+        y, x = (ph - h) // 2, (pw - w) // 2
+        canvas[y : y + h, x : x + w] = product
+        product = canvas
+    img = _upscaled(product, MIN_SIDE)
+    if max(img.size) > MAX_SIDE:
+        s = MAX_SIDE / max(img.size)
+        size = (max(1, round(img.width * s)), max(1, round(img.height * s)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return img
+
+
 def _upscaled(product: np.ndarray, min_side: int) -> Image.Image:
     img = Image.fromarray(product)
     s = max(1.0, min_side / min(img.size))
@@ -269,7 +289,7 @@ def render_inventory(product: np.ndarray, state: State) -> np.ndarray:
     are first enlarged with Lanczos so the short side is at least :data:`MIN_SIDE` px."""
     if product.ndim != 3 or product.shape[2] != 3 or product.dtype != np.uint8:
         raise ValueError(f"product must be HxWx3 uint8, got {product.shape} {product.dtype}")
-    return np.asarray(_overlay(_upscaled(product, MIN_SIDE), state), dtype=np.uint8)
+    return np.asarray(_overlay(_fitted(product), state), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- sheet

@@ -257,6 +257,11 @@ def _check_outputs(step: Step, out: dict[str, np.ndarray], batch: int) -> dict[s
             raise RuntimeError(
                 f"{step.config.name}: output {name!r} has batch {value.shape[0]}, expected {batch}"
             )
+        if info.max_bytes and info.dtype == np.object_:
+            # The declared bound is what /dev/shm and the pod's memory are sized for.
+            largest = max((len(v) for v in value.reshape(-1)), default=0)
+            if largest > info.max_bytes:
+                raise RuntimeError(f"output {name!r} is {largest} bytes, above its {info.max_bytes}")
         final[name] = np.ascontiguousarray(value.astype(info.dtype, copy=False))
     return final
 

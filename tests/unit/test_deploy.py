@@ -274,8 +274,15 @@ def test_dev_shm_is_a_sized_memory_emptydir(rendered: dict[str, list[dict[str, A
     (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert volume["emptyDir"]["medium"] == "Memory"
     limit = shm_size.parse_quantity(volume["emptyDir"]["sizeLimit"])
-    need = shm_size.required_bytes(shm_size.repository_shm(REPO / "model_repository" / variant))
-    assert limit >= need, f"/dev/shm sizeLimit {limit} B < {need} B from deploy/shm_size.py"
+    models = shm_size.repository_shm(REPO / "model_repository" / variant)
+    need = shm_size.required_bytes(models)
+    guessed = {m.name: m.fallbacks for m in models if m.fallbacks}
+    assert limit >= need, (
+        f"(maxima guessed for lack of max_shape.<tensor> / max_bytes.<tensor> config parameters: {guessed}) "
+        f"/dev/shm sizeLimit {limit / 2**20:.0f} MiB < {need / 2**20:.0f} MiB needed by model_repository/"
+        f"{variant}: rerun `python deploy/shm_size.py model_repository/{variant} --table`, set the result in "
+        f"deploy/overlays/{variant}/deployment.yaml and redo the memory arithmetic (deploy/README.md)"
+    )
     # tmpfs pages count against the container's memory limit: the limit must hold a full /dev/shm.
     memory = shm_size.parse_quantity(triton(docs)["resources"]["limits"]["memory"])
     assert memory > limit
@@ -296,6 +303,14 @@ def test_cpu_resources_cover_the_measurement(rendered: dict[str, list[dict[str, 
     assert m["peak"]["shm"] <= shm_limit, "measured /dev/shm use above the computed sizeLimit"
     # The networks run 2 OpenVINO intra-op threads; a pod gets the 2 CPUs they were tuned on.
     assert float(limits["cpu"]) >= 2
+    served = sorted(p.parent.name for p in (REPO / "model_repository" / "cpu").glob("*/config.pbtxt"))
+    unmeasured = sorted(set(served) - set(m.get("model_names", served)))
+    if unmeasured:  # visible in every run, without failing CI while the new models' checkpoints land
+        pytest.xfail(
+            f"deploy/measured/ does not cover {len(unmeasured)} served models ({', '.join(unmeasured)}): "
+            "rerun deploy/measure_resources.py under the CPU lock and redo the memory arithmetic "
+            "(deploy/README.md, 'Memory and CPU')"
+        )
 
 
 @needs_kubectl

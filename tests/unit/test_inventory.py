@@ -19,6 +19,7 @@ from ecomgen.serving.inventory import (
     stock_state,
     validate_sku,
 )
+from ecomgen_client.contracts import INVENTORY_MAX_SIDE, INVENTORY_SHEET, SHEET_MAX_HW
 
 TODAY = date(2026, 12, 1)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fashion-products" / "images"
@@ -110,6 +111,8 @@ def test_sheet_sizes() -> None:
     full = render_sheet(items)
     # 8 x 8 cells of 216 x 382 with 18 px gaps, 36 px margins, a 150 px header.
     assert full.shape == (150 + 8 * 382 + 7 * 18 + 36, 8 * 216 + 7 * 18 + 2 * 36, 3)
+    # The contract's bound, which /dev/shm and the pod's memory are sized for.
+    assert full.shape[0] <= SHEET_MAX_HW[0] and full.shape[1] <= SHEET_MAX_HW[1]
     with pytest.raises(RequestError, match=r"^items:"):
         render_sheet(items + items[:1])
     with pytest.raises(RequestError, match=r"^items:"):
@@ -139,3 +142,20 @@ def test_long_sku_wraps_without_clipping() -> None:
     p = product()
     sheet = render_sheet([(p, "VERY-LONG-SKU-CODE-1234567890-AB", stock_state(9, None, None, TODAY))])
     assert sheet.shape[0] > 0
+
+
+def test_an_inventory_image_is_bounded_whatever_was_uploaded() -> None:
+    state = stock_state(3, None, None, TODAY)
+    for h, w in ((4096, 4096), (4096, 32), (32, 4096)):
+        out = render_inventory(np.full((h, w, 3), 200, np.uint8), state)
+        assert max(out.shape[:2]) <= INVENTORY_MAX_SIDE, (h, w, out.shape)
+
+
+def test_the_largest_encoded_output_fits_its_declared_bound() -> None:
+    """Incompressible pixels at the largest declared size, labelled: within the contract's max_bytes."""
+    from ecomgen.serving.provenance import encode_labelled
+
+    h, w = SHEET_MAX_HW
+    noise = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)
+    blob = encode_labelled(noise, "png", watermark=False)
+    assert len(blob) <= INVENTORY_SHEET.output("sheet").max_bytes
