@@ -93,9 +93,11 @@ class OpenVinoRunner:
         self.batch_only = all(
             all(not d.is_dynamic for d in list(t.get_partial_shape())[1:]) for t in self.model.inputs
         )
-        self.sizes = sorted(compile_sizes) if compile_sizes else [
-            1 << i for i in range(max(1, max_batch).bit_length()) if (1 << i) <= max_batch
-        ]
+        self.sizes = (
+            sorted(compile_sizes)
+            if compile_sizes
+            else [1 << i for i in range(max(1, max_batch).bit_length()) if (1 << i) <= max_batch]
+        )
         self.cache_size = cache_size
         self.compiled: OrderedDict[tuple[tuple[int, ...], ...], Any] = OrderedDict()
         if self.batch_only:

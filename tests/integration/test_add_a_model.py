@@ -71,7 +71,10 @@ def _net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, .
 
 DUMMY = ServedModel(
     contract=Contract("dummy", (X,), (Y,), max_batch_size=8, description="two linear layers"),
-    steps=(NetworkStep(_net("dummy_encoder", (X,), (HIDDEN,))), NetworkStep(_net("dummy_decoder", (HIDDEN,), (Y,)))),
+    steps=(
+        NetworkStep(_net("dummy_encoder", (X,), (HIDDEN,))),
+        NetworkStep(_net("dummy_decoder", (HIDDEN,), (Y,))),
+    ),
     batching=BATCHING,
     queue=QUEUE,
     module=__name__,

@@ -67,7 +67,9 @@ def test_same_size_requests_share_a_batch(served):
 def test_product_detail_is_product_gans_image_upscaled(served):
     classes, seeds = [4, 4, 7, 9], [10, 11, 12, 13]
     with ProductClient(served.url) as client:
-        thumbs = np.concatenate([client.generate_products(c, [s]) for c, s in zip(classes, seeds, strict=True)])
+        thumbs = np.concatenate(
+            [client.generate_products(c, [s]) for c, s in zip(classes, seeds, strict=True)]
+        )
         details = np.concatenate([client.product_detail(c, [s]) for c, s in zip(classes, seeds, strict=True)])
     assert details.shape == (4, 256, 192, 3)
     # Exactly the PyTorch chain generator -> SR (fp32 serving: rounding-level differences).
@@ -112,9 +114,24 @@ def test_bad_images_get_invalid_arg_and_neighbours_succeed(served, shape, messag
 def test_cli_writes_thumbnail_and_close_up(served, tmp_path):
     out = tmp_path / "detail.png"
     run = subprocess.run(
-        [sys.executable, "-m", "ecomgen_client", "detail", "--class", "Handbags", "--seeds", "0-1", "--url", served.url,
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ecomgen_client",
+            "detail",
+            "--class",
+            "Handbags",
+            "--seeds",
+            "0-1",
+            "--url",
+            served.url,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     assert Image.open(out).size == (2 * (192 + 2) + 2, 2 * (256 + 2) + 2)

@@ -17,7 +17,9 @@ from export.onnx import export_network
 def onnx_file(tmp_path_factory):
     from ecomgen.models.product_gan import tiny_networks
 
-    return export_network(tiny_networks()["product_gan_generator"], GENERATOR, tmp_path_factory.mktemp("c") / "g.onnx")
+    return export_network(
+        tiny_networks()["product_gan_generator"], GENERATOR, tmp_path_factory.mktemp("c") / "g.onnx"
+    )
 
 
 def test_calibration_measures_every_candidate_and_caches_the_choice(onnx_file, tmp_path):
@@ -42,7 +44,10 @@ def test_a_runtime_that_breaks_parity_is_never_chosen(onnx_file, tmp_path, monke
 
         def run(self, feeds):
             out = self.inner.run(feeds)
-            return {k: v + np.random.default_rng(0).normal(0, 0.5, v.shape).astype(v.dtype) for k, v in out.items()}
+            return {
+                k: v + np.random.default_rng(0).normal(0, 0.5, v.shape).astype(v.dtype)
+                for k, v in out.items()
+            }
 
     def runner(runtime, path, threads, batch):
         inner = real(runtime, path, threads, batch)

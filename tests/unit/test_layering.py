@@ -115,11 +115,22 @@ def test_serving_and_client_never_import_torch():
             assert "torch" not in third_party(name), name
     for name in GRAPH:
         if layer(name) == "client":
-            assert third_party(name) <= {"numpy", "tritonclient", "grpc", "PIL", "__future__", *sys.stdlib_module_names}, name
+            assert third_party(name) <= {
+                "numpy",
+                "tritonclient",
+                "grpc",
+                "PIL",
+                "__future__",
+                *sys.stdlib_module_names,
+            }, name
 
 
 def test_export_never_imports_training():
-    assert not [n for n in GRAPH if n.startswith("export") and any(i.startswith("training") for i in project_imports(n))]
+    assert not [
+        n
+        for n in GRAPH
+        if n.startswith("export") and any(i.startswith("training") for i in project_imports(n))
+    ]
 
 
 def test_no_import_cycles():
@@ -166,7 +177,9 @@ def _inits(component: list[str]) -> set[str]:
     """Members of a package/submodule pair, e.g. ecomgen_client <-> ecomgen_client.client."""
     out = set()
     for m in component:
-        if any(other.startswith(m + ".") for other in component) or any(m.startswith(o + ".") for o in component):
+        if any(other.startswith(m + ".") for other in component) or any(
+            m.startswith(o + ".") for o in component
+        ):
             out.add(m)
     return out
 

@@ -60,7 +60,9 @@ def test_a_later_producer_shadows_an_earlier_one_and_bind_renames():
     gen = NetworkStep(net("gen", (X,), (image_f,)))
     post = PythonStep("post", "h:P", (image_f,), (image_u8,))
     wires = wire(model((gen, post), outputs=(image_u8,)))
-    assert dict(wires[1].input_map) == {"image": "gen.image"} and dict(wires[1].output_map) == {"image": "image"}
+    assert dict(wires[1].input_map) == {"image": "gen.image"} and dict(wires[1].output_map) == {
+        "image": "image"
+    }
     lowres = TensorSpec("lowres", "FP32", (4,))
     sr = NetworkStep(net("sr", (lowres,), (Z,)), bind=(("lowres", "image"),))
     assert dict(wire(model((gen, sr)))[1].input_map) == {"lowres": "gen.image"}

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import torch
 
-from tests.conftest import REPO_ROOT
 from ecomgen.models.product_gan import ConditionalBatchNorm2d, Discriminator, Generator
+from tests.conftest import REPO_ROOT
 from training.product_gan import diff_augment, ema_avg_fn, recalibrate_batchnorm
 
 

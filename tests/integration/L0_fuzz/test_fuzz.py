@@ -65,7 +65,7 @@ def tensor(draw, name: str):  # type: ignore[no-untyped-def]
     elif values == "nan" and dtype in ("FP32", "FP16"):
         payload = np.full(size // np.dtype(DTYPES[dtype]).itemsize, np.nan, DTYPES[dtype]).tobytes()[:size]
     elif values == "extremes":
-        payload = (b"\xff" * size)
+        payload = b"\xff" * size
     else:
         payload = bytes(size)
     return name, dtype, shape, payload
