@@ -44,7 +44,8 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 from benchmarks.common import DEFAULT_MODEL, WEIGHT_CHOICES, Weights, resolve_weights
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.errors import DeadlineExceeded, RequestError
-from ecomgen.serving.step import Request, Step, StepConfig, TensorInfo, run_batch
+from ecomgen.serving.handlers.pipeline import Stage, StagedPipeline
+from ecomgen.serving.step import Request, StepConfig, TensorInfo, run_batch
 from ecomgen.serving.triton_backend import load_handler
 from ecomgen.spec import NetworkSpec, NetworkStep, PythonStep, ServedModel, wire
 from ecomgen_client.contracts import TensorSpec, contract_parameters
@@ -92,7 +93,7 @@ def torch_compute(module: nn.Module, net: NetworkSpec) -> Any:
     return compute
 
 
-class EagerPipeline(Step):
+class EagerPipeline(StagedPipeline):
     """Every step of a served model in this process: handlers as served, networks in PyTorch."""
 
     def __init__(self, model: ServedModel, modules: dict[str, nn.Module]) -> None:
@@ -102,8 +103,7 @@ class EagerPipeline(Step):
         super().__init__(step_config(c.name, c.max_batch_size, c.inputs, c.outputs, {}))
 
     def setup(self) -> None:
-        self.stages: list[tuple[dict[str, str], dict[str, str], Any]] = []
-        self.first: Step | None = None
+        self.stages = []
         for w in wire(self.model):
             step = w.step
             if isinstance(step, NetworkStep):
@@ -117,24 +117,7 @@ class EagerPipeline(Step):
                 if not self.stages:
                     self.first = handler
                 compute = handler.compute
-            self.stages.append((dict(w.input_map), dict(w.output_map), compute))
-
-    def validate(self, arrays: dict[str, np.ndarray]) -> None:
-        if self.first is not None:
-            self.first.validate(arrays)
-
-    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.first.prepare(arrays) if self.first is not None else arrays
-
-    def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        scope = dict(batch)
-        for i, (input_map, output_map, compute) in enumerate(self.stages):
-            # The first Python step already ran its per-request prepare: it sees the prepared tensors.
-            feed = batch if i == 0 and self.first is not None else {k: scope[v] for k, v in input_map.items()}
-            out = compute(feed)
-            for name, ens in output_map.items():
-                scope[ens] = out[name]
-        return {name: scope[name] for name in self.config.outputs}
+            self.stages.append(Stage(step.name, dict(w.input_map), dict(w.output_map), compute))
 
 
 class BaselineService(service_pb2_grpc.GRPCInferenceServiceServicer):

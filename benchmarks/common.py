@@ -510,7 +510,7 @@ GPU_LINE = (
 def bullet(line: str) -> str:
     """``"GPU: none. ..."`` -> ``"- **GPU**: none. ..."``."""
     head, _, rest = line.partition(":")
-    return f"- **{head}**:{rest}"
+    return f"- **{head.strip('*')}**:{rest}"  # callers may already bold the head
 
 
 def today() -> str:

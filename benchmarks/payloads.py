@@ -16,12 +16,16 @@ How an input gets its values, from its ``TensorSpec``:
   ``image_size`` overrides both;
 * an encoded image (BYTES with ``kind == "image"`` or a size limit of at least 64 KiB): the
   same photo as JPEG (quality 90);
+* an input whose spec gives an ``example`` (``format`` "1080x1080", ``price`` "129.00",
+  ``count`` 4): that value;
 * integers: uniform over ``value_range`` (``class_id`` 0..9, ``seed`` 0..2^63-1), else 0..99;
 * floats: one-hot rows for ``kind == "onehot"``, uniform over ``value_range``, else N(0, 1);
-* other BYTES: a short UTF-8 text.
+* other BYTES: a short UTF-8 text;
+* a stack of images with a variable count (a shopper's ``history``): 8 photos.
 
-Optional inputs are left out; the outputs asked for are the required ones (what the thin
-client asks for, e.g. ``image`` only for ``tryon``).
+Optional inputs are left out unless their spec gives an example (the product's ``class_id`` and
+``seed`` of an ad, rather than an upload); the outputs asked for are the required ones (what
+the thin client asks for, e.g. ``image`` only for ``tryon``).
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ def typical_image_size(model_name: str) -> tuple[int, int] | None:
     return None
 
 
-STACK = 4  # images in a stack input ([N, H, W, 3]) when N is variable
+STACK = 8  # images in a stack input ([N, H, W, 3]) when N is variable: a shopper's 8 browsed photos
 
 
 def _fit(t: TensorSpec, hw: tuple[int, int]) -> tuple[int, int]:
@@ -187,7 +191,7 @@ class PayloadMaker:
     def __call__(self) -> Payload:
         index = self.count
         self.count += 1
-        arrays = {t.name: self._tensor(t, index) for t in self.contract.inputs if not t.optional}
+        arrays = {t.name: self._tensor(t, index) for t in self.contract.inputs if not t.optional or t.example}
         return Payload(self.contract.name, arrays, self.outputs, self.rows)
 
     def _shape(self, t: TensorSpec) -> tuple[int, ...]:
@@ -205,6 +209,9 @@ class PayloadMaker:
         if is_image(t):
             return self._image(t, index)
         shape = self._shape(t)
+        if t.example:
+            value = t.example.encode() if t.dtype == "BYTES" else t.numpy_dtype.type(t.example)
+            return np.full(shape, value, dtype=t.numpy_dtype)
         if t.dtype == "BYTES":
             return np.full(shape, TEXT.encode(), dtype=np.object_)
         if t.dtype == "BOOL":

@@ -54,6 +54,9 @@ MIX = (
     ("upscale", 1, 2),
     ("tryon", 1, 1),
     ("personalize", 1, 1),
+    ("ad_creative", 1, 1),
+    ("inventory_image", 1, 1),
+    ("inventory_sheet", 1, 1),
 )
 STUB = "triton_python_backend_stub"
 

@@ -6,8 +6,9 @@
 Starts the cpu repository on the embedded tritonserver (the launcher, as the CPU image runs it),
 records the seconds until /v2/health/ready answers 200 (the startup probe's budget), then drives
 load phases over gRPC: product_gan at rising concurrency, full 64-image batches, try-on with the
-fixture photos, and try-on at the largest inputs the server accepts (2048x2048 tensors and
-2048x2048 PNG bytes) so the Python stubs' shared-memory regions grow to their largest batches.
+fixture photos, and every other model at the largest inputs it accepts (try-on 2048x2048 tensors
+and PNG bytes, upscale 512x512, personalize 32 photos of 1024x1024, 16 tall PNG ads, a 64-SKU
+sheet) so the Python stubs' shared-memory regions grow to their largest batches.
 Every 0.5 s it samples the server's process tree (tritonserver + the Python stubs): summed RSS,
 summed PSS (shared pages counted once; what the memory cgroup roughly sees) and the bytes
 allocated in /dev/shm since the server started. Per phase it reads Prometheus metrics before and
@@ -380,6 +381,33 @@ def phases(seconds: float, served: set[str]) -> list[Phase]:
             ("image",),
         )
     )
+
+    # The layout steps at their largest: 16 tall PNG ads, and a full 64-SKU sheet in PNG.
+    def text(value: str, rows: int = 1) -> tuple[str, NDArray[Any]]:
+        return "BYTES", np.array([value.encode()] * rows, dtype=np.object_)
+
+    ads: dict[str, tuple[str, NDArray[Any]]] = {
+        "class_id": ("INT32", np.array([3], dtype=np.int32)),
+        "seed": ("INT64", np.array([11], dtype=np.int64)),
+        "variants": ("INT32", np.array([16], dtype=np.int32)),
+        "title": text("Leather weekend bag, hand-stitched, in three colours " * 2),
+        "price": text("129.90"),
+        "currency": text("EUR"),
+        "badge": text("New season"),
+        "cta": text("Shop now"),
+        "format": text("1080x1920"),
+        "encoding": text("png"),
+    }
+    out.append(Phase("ad_creative 16 x 1080x1920 PNG c=2", "ad_creative", 2, seconds, named_inputs(ads)))
+    skus = 64
+    sheet: dict[str, tuple[str, NDArray[Any]]] = {
+        "class_id": ("INT32", np.arange(skus, dtype=np.int32) % 10),
+        "seed": ("INT64", np.arange(skus, dtype=np.int64)),
+        "sku": text("SKU-0000000", skus),
+        "stock": ("INT32", (np.arange(skus, dtype=np.int32) * 7) % 40),
+        "encoding": text("png"),
+    }
+    out.append(Phase("inventory_sheet 64 SKUs PNG c=2", "inventory_sheet", 2, seconds, named_inputs(sheet)))
     return [ph for ph in out if ph.model in served]
 
 

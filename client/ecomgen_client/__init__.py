@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         ServerUnavailableError,
         from_triton_error,
     )
-    from .ops import Personalized, TryOnResult
+    from .ops import Personalized, SheetItem, TryOnResult
 
 __version__ = "0.2.0"
 
@@ -52,6 +52,7 @@ _WHERE = {
         ".errors",
     ),
     "Personalized": ".ops",
+    "SheetItem": ".ops",
     "TryOnResult": ".ops",
 }
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "ServerError",
     "ServerOverloadedError",
     "ServerUnavailableError",
+    "SheetItem",
     "TensorSpec",
     "TlsConfig",
     "TryOnResult",

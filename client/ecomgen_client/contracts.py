@@ -51,6 +51,9 @@ class TensorSpec:
     max_dims: tuple[int, ...] | None = None
     max_bytes: int = 0  # BYTES: the longest element accepted
     kind: str = ""
+    # A typical valid value, for tools that must invent a request (load tests, payloads): text for
+    # BYTES, a number otherwise. An optional input with an example belongs in a typical request.
+    example: str = ""
 
     def __post_init__(self) -> None:
         if self.dtype not in _NUMPY_DTYPES:
@@ -350,7 +353,7 @@ PERSONALIZE = Contract(
             max_dims=(MAX_HISTORY, 1024, 1024, 3),
         ),
         SEED,
-        TensorSpec("count", "INT32", (1,), value_range=(1, MAX_COUNT)),
+        TensorSpec("count", "INT32", (1,), value_range=(1, MAX_COUNT), example="4"),
         TensorSpec(
             "weights",
             "FP32",
@@ -380,9 +383,13 @@ SHEET_MAX_HW = (3400, 2000)  # 64 SKUs, 8 x 8 cells (ecomgen.serving.inventory.r
 SHEET_PHOTO_MAX_BYTES = 2 << 20  # an uploaded photo for a 216x288 sheet cell; 64 of them: 128 MiB
 
 
-def _text(name: str, optional: bool = False, max_bytes: int = 1024, rows: bool = False) -> TensorSpec:
+def _text(
+    name: str, optional: bool = False, max_bytes: int = 1024, rows: bool = False, example: str = ""
+) -> TensorSpec:
     dims, max_dims = ((-1,), (MAX_SKUS,)) if rows else ((1,), None)
-    return TensorSpec(name, "BYTES", dims, optional=optional, max_bytes=max_bytes, max_dims=max_dims)
+    return TensorSpec(
+        name, "BYTES", dims, optional=optional, max_bytes=max_bytes, max_dims=max_dims, example=example
+    )
 
 
 def _product_choice(rows: bool = False) -> tuple[TensorSpec, ...]:
@@ -391,9 +398,17 @@ def _product_choice(rows: bool = False) -> tuple[TensorSpec, ...]:
     photo_bytes = SHEET_PHOTO_MAX_BYTES if rows else MAX_ENCODED_BYTES
     return (
         TensorSpec(
-            "class_id", "INT32", dims, optional=True, value_range=CLASS_ID.value_range, max_dims=max_dims
+            "class_id",
+            "INT32",
+            dims,
+            optional=True,
+            value_range=CLASS_ID.value_range,
+            max_dims=max_dims,
+            example="8",
         ),
-        TensorSpec("seed", "INT64", dims, optional=True, value_range=SEED.value_range, max_dims=max_dims),
+        TensorSpec(
+            "seed", "INT64", dims, optional=True, value_range=SEED.value_range, max_dims=max_dims, example="7"
+        ),
         TensorSpec("product", "BYTES", dims, optional=True, max_bytes=photo_bytes, max_dims=max_dims),
     )
 
@@ -408,13 +423,13 @@ AD_CREATIVE = Contract(
     ),
     inputs=(
         *_product_choice(),
-        TensorSpec("variants", "INT32", (1,), value_range=(1, MAX_VARIANTS)),
-        _text("title", max_bytes=512),
-        _text("price", max_bytes=32),
-        _text("currency", max_bytes=16),
+        TensorSpec("variants", "INT32", (1,), value_range=(1, MAX_VARIANTS), example="4"),
+        _text("title", max_bytes=512, example="Chrono 42 steel watch"),
+        _text("price", max_bytes=32, example="129.00"),
+        _text("currency", max_bytes=16, example="EUR"),
         _text("badge", optional=True, max_bytes=64),
         _text("cta", optional=True, max_bytes=96),
-        _text("format", max_bytes=16),
+        _text("format", max_bytes=16, example=AD_FORMATS[0]),
         _text("brand_colour", optional=True, max_bytes=16),
         _text("encoding", optional=True, max_bytes=8),
     ),
@@ -455,7 +470,7 @@ INVENTORY_SHEET = Contract(
     description="A contact sheet of up to 64 SKUs with colour-coded stock states, for warehouse dashboards.",
     inputs=(
         *_product_choice(rows=True),
-        _text("sku", max_bytes=128, rows=True),
+        _text("sku", max_bytes=128, rows=True, example="SKU-1042"),
         TensorSpec("stock", "INT32", (-1,), value_range=(0, INT32_MAX), max_dims=(MAX_SKUS,)),
         TensorSpec(
             "low_stock_threshold",

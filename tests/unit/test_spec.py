@@ -178,3 +178,27 @@ def test_contract_round_trips_through_a_config():
     c = Contract.from_config(config)
     assert c.inputs == (photo, dataclasses.replace(seed, value_range=(0, 10)), blob)
     assert c.output("y").numpy_dtype == np.float32 and c.max_batch_size == 8
+
+
+def test_examples_are_valid_values_of_their_inputs():
+    """Load tests send a spec's ``example``: it must pass the contract's own checks."""
+    from ecomgen_client._common import validate_inputs
+
+    seen = 0
+    for contract in CONTRACTS.values():
+        for t in contract.inputs:
+            if not t.example:
+                continue
+            seen += 1
+            if t.dtype == "BYTES":
+                assert 0 < len(t.example.encode()) <= (t.max_bytes or 1 << 20), t.name
+                continue
+            value = t.numpy_dtype.type(t.example)
+            if t.value_range is not None:
+                assert t.value_range[0] <= value <= t.value_range[1], (contract.name, t.name)
+        # The payload a load test builds passes the client's validation.
+        from benchmarks.payloads import payload
+
+        p = payload(contract.name)
+        validate_inputs(contract, p.inputs)
+    assert seen >= 8

@@ -9,6 +9,8 @@ tensor wiring, exactly as the ensemble would run them on the gpu target.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,37 +20,25 @@ from ecomgen.serving.runners import Runner
 from ecomgen.serving.step import Step, StepConfig, TensorInfo
 
 
-class _Stage:
-    def __init__(self, entry: dict[str, Any], compute: Any) -> None:
-        self.name = entry["name"]
-        self.input_map: dict[str, str] = entry["input_map"]
-        self.output_map: dict[str, str] = entry["output_map"]
-        self.compute = compute
+@dataclass
+class Stage:
+    """One step of a pipeline: its tensors by step name <-> ensemble name, and its compute."""
+
+    name: str
+    input_map: dict[str, str]
+    output_map: dict[str, str]
+    compute: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-class FusedPipeline(Step):
-    def setup(self) -> None:
-        from ecomgen.serving.triton_backend import load_handler
+class StagedPipeline(Step):
+    """Runs ``self.stages`` (built by ``setup``) in order over one scope of ensemble tensors.
 
-        self.stages: list[_Stage] = []
-        self.first: Step | None = None
-        for entry in json.loads(self.params["pipeline"]):
-            if entry["kind"] == "network":
-                runner: Runner = network_runner(self, entry["network"])
-                self.stages.append(_Stage(entry, _network_compute(runner)))
-                continue
-            config = StepConfig(
-                name=entry["name"],
-                max_batch_size=self.config.max_batch_size,
-                inputs={t["name"]: TensorInfo.from_config(t, entry["params"]) for t in entry["inputs"]},
-                outputs={t["name"]: TensorInfo.from_config(t, entry["params"]) for t in entry["outputs"]},
-                params=entry["params"],
-                model_dir=self.config.model_dir,
-            )
-            step = load_handler(entry["handler"])(config)
-            if self.first is None and not self.stages:
-                self.first = step
-            self.stages.append(_Stage(entry, step.compute))
+    The first stage's Python step (``self.first``), if any, also validates and prepares each
+    request, as it would at the head of the ensemble.
+    """
+
+    stages: list[Stage]
+    first: Step | None = None
 
     def validate(self, arrays: dict[str, np.ndarray]) -> None:
         if self.first is not None:
@@ -64,12 +54,38 @@ class FusedPipeline(Step):
             feed = (
                 batch
                 if i == 0 and self.first is not None
-                else {k: scope[v] for k, v in stage.input_map.items()}
+                # An optional input the caller left out is absent here too, as in the ensemble.
+                else {k: scope[v] for k, v in stage.input_map.items() if v in scope}
             )
             out = stage.compute(feed)
             for name, ens in stage.output_map.items():
                 scope[ens] = out[name]
         return {name: scope[name] for name in self.config.outputs}
+
+
+class FusedPipeline(StagedPipeline):
+    def setup(self) -> None:
+        from ecomgen.serving.triton_backend import load_handler
+
+        self.stages = []
+        for entry in json.loads(self.params["pipeline"]):
+            maps = entry["name"], entry["input_map"], entry["output_map"]
+            if entry["kind"] == "network":
+                runner: Runner = network_runner(self, entry["network"])
+                self.stages.append(Stage(*maps, _network_compute(runner)))
+                continue
+            config = StepConfig(
+                name=entry["name"],
+                max_batch_size=self.config.max_batch_size,
+                inputs={t["name"]: TensorInfo.from_config(t, entry["params"]) for t in entry["inputs"]},
+                outputs={t["name"]: TensorInfo.from_config(t, entry["params"]) for t in entry["outputs"]},
+                params=entry["params"],
+                model_dir=self.config.model_dir,
+            )
+            step = load_handler(entry["handler"])(config)
+            if not self.stages:
+                self.first = step
+            self.stages.append(Stage(*maps, step.compute))
 
 
 def _network_compute(runner: Runner) -> Any:
