@@ -10,10 +10,11 @@ Export contract (the Triton steps depend on it exactly):
 * ``personalize_encoder``: ``image`` float32 [N, 3, 64, 48] in [-1, 1] -> ``mu`` [N, L],
   ``logvar`` [N, L] (forward returns the tuple in that order). ``logvar`` is clamped to
   [-10, 10] inside the network, so ``exp`` cannot overflow in an fp16 engine.
-* ``personalize_decoder``: ``z`` float32 [N, L] -> ``image`` [N, 3, 64, 48] in [-1, 1] (tanh).
+* ``personalize_decoder``: ``z`` float32 [N, L] -> ``image`` [N, 3, 64, 48] in [-1, 1] (clipped;
+  see ``Decoder.forward`` for why not tanh).
 
-Both are plain convolutions, nearest-neighbour upsampling, SiLU, a linear layer and
-reshapes: no normalisation layers at all, so a row never depends on its batch neighbours,
+Both are plain convolutions, nearest-neighbour upsampling, SiLU, a linear layer, a clip
+and reshapes: no normalisation layers at all, so a row never depends on its batch neighbours,
 and nothing in them troubles ONNX opset 17, OpenVINO or TensorRT.
 """
 
@@ -40,6 +41,21 @@ BOTTOM_HW = (IMAGE_HW[0] // 16, IMAGE_HW[1] // 16)
 NETWORK_NAMES = ("personalize_encoder", "personalize_decoder")
 
 
+def init_weights(module: nn.Module) -> nn.Module:
+    """He-normal convs and linears, zero biases.
+
+    There is no normalisation layer to rescue the signal, and PyTorch's default init shrinks it
+    by ~sqrt(3) per layer: through 13 layers the first gradients are ~1e-7, Adam turns them into
+    full-size steps and the network saturates before it learns anything.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 class Encoder(nn.Module):
     """image [N, 3, 64, 48] in [-1, 1] -> (mu [N, L], logvar [N, L]).
 
@@ -58,6 +74,9 @@ class Encoder(nn.Module):
                 layers += [nn.Conv2d(cout, cout, 3, 1, 1), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(ch[-1] * BOTTOM_HW[0] * BOTTOM_HW[1], 2 * latent_dim)
+        init_weights(self)
+        # Start near the prior: small means, unit variances.
+        nn.init.normal_(self.head.weight, std=0.01 / (ch[-1] * BOTTOM_HW[0] * BOTTOM_HW[1]) ** 0.5)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(self.body(image).flatten(1))
@@ -87,12 +106,22 @@ class Decoder(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
         self.out = nn.Conv2d(ch[-1], 3, 3, 1, 1)
+        init_weights(self)
+        nn.init.normal_(self.out.weight, std=0.01)  # start from a flat grey image
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def raw(self, z: torch.Tensor) -> torch.Tensor:
+        """The unclipped output, which the training losses see."""
         h = F.silu(self.fc(z)).reshape(-1, self.bottom, *BOTTOM_HW)
         for stage in self.stages:
             h = stage(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return torch.tanh(self.out(h))
+        return self.out(h)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # A clip, not tanh: over half the pixels of a catalogue photo are pure white (exactly 1.0),
+        # which tanh only reaches at infinity; regression losses then push the whole network into
+        # saturation (measured: every gradient zero within 20 Adam steps). Trained on the raw output,
+        # clipped here, so the served range is still [-1, 1].
+        return torch.clamp(self.raw(z), -1.0, 1.0)
 
 
 class VAE(nn.Module):

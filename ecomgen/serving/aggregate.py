@@ -8,6 +8,8 @@ A shopper's history of N product photos is encoded into N diagonal Gaussian post
 3. draws ``count`` latents around it (``sample``), which the decoder turns into images,
 4. optionally finds the nearest catalogue items to each latent (``nearest``).
 
+``request_latents`` does 1-3 for one request in one call.
+
 Everything here is deterministic for a given request, whatever else shares the batch:
 the random numbers come from a per-request Philox stream, and nothing reads other rows.
 """

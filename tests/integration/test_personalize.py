@@ -25,7 +25,10 @@ PRODUCTS = Path(__file__).resolve().parents[1] / "fixtures" / "fashion-products"
 
 def history(n: int = 8, offset: int = 0) -> np.ndarray:
     paths = sorted((PRODUCTS / "images").glob("*.jpg"))
-    photos = [np.asarray(Image.open(paths[(offset + i) % len(paths)]).convert("RGB").resize((60, 80))) for i in range(n)]
+    photos = [
+        np.asarray(Image.open(paths[(offset + i) % len(paths)]).convert("RGB").resize((60, 80)))
+        for i in range(n)
+    ]
     return np.stack(photos)
 
 
@@ -99,8 +102,11 @@ def raw(name: str, arr: np.ndarray, dtype: str) -> grpcclient.InferInput:
     ],
 )
 def test_bad_requests_get_invalid_arg_naming_the_problem(served, hist, count, weights, message):
-    ins = [raw("history", hist, "UINT8"), raw("seed", np.array([1], np.int64), "INT64"),
-           raw("count", np.array([count], np.int32), "INT32")]
+    ins = [
+        raw("history", hist, "UINT8"),
+        raw("seed", np.array([1], np.int64), "INT64"),
+        raw("count", np.array([count], np.int32), "INT32"),
+    ]
     if weights is not None:
         ins.append(raw("weights", weights, "FP32"))
     with grpcclient.InferenceServerClient(served.url) as c:

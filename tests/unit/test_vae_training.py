@@ -91,3 +91,24 @@ def test_two_stage_prior_samples_follow_the_class_gaussians():
     np.testing.assert_array_equal(z, train_vae.sample_two_stage(prior, 5000, seed=1))
     # Every sample lies near one of the class means.
     assert np.abs(z[:, 0] - np.round(z[:, 0])).max() < 0.6
+
+
+def test_eval_dry_run_writes_the_report(tmp_path):
+    cmd = [sys.executable, "-m", "training.vae_eval", "--dry-run", "--out-dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    md = (tmp_path / "personalize_eval.md").read_text()
+    for heading in ("## Reconstruction and samples", "## Interpolation", "## Personalisation"):
+        assert heading in md
+    assert "mean history image" in md and "random catalogue photo of the majority type" in md
+    assert (tmp_path / "personalize_eval.png").stat().st_size > 1000
+
+
+def test_dominant_colour_ignores_the_white_background():
+    from training.vae_eval import dominant_colour, srgb_to_lab
+
+    img = np.full((1, 64, 48, 3), 255, np.uint8)
+    img[0, 20:40, 10:30] = (200, 30, 30)  # a red product on white
+    lab = dominant_colour(img)[0]
+    np.testing.assert_allclose(lab, srgb_to_lab(np.array([200, 30, 30]))[()], atol=1e-6)
+    np.testing.assert_allclose(srgb_to_lab(np.array([255, 255, 255])), [100, 0, 0], atol=0.05)
