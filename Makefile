@@ -80,11 +80,13 @@ bench: setup
 	$(BIN)/python -m benchmarks.tune
 	$(BIN)/python -m benchmarks.compare
 	$(BIN)/python -m benchmarks.tryon
+	$(BIN)/python -m benchmarks.hotpath
 
 # The ensembles: each against the sum of its steps, load at 1/8/32 users, batching per step.
 bench-models: setup
 	for m in upscale product_detail personalize ad_creative; do \
 		$(BIN)/python -m benchmarks.ensemble --model $$m --concurrency 1 8 32 || exit 1; done
+	$(BIN)/python -m benchmarks.ads
 
 # On a GPU host with torch (no TensorRT needed): eager / fp16 / CUDA graphs / torch.compile.
 bench-gpu:

@@ -348,7 +348,7 @@ def describe_triton(model: ServedModel, runtimes: dict[str, str]) -> str:
     nets = ", ".join(f"{n} on {r}" for n, r in runtimes.items()) or "no networks"
     return (
         f"- **Triton** 2.51 (nvidia-pytriton 0.7.0), cpu target: {shape}, {nets}; "
-        f"{model.cpu_instances} instance(s) x {model.cpu_threads} threads, dynamic batching preferred "
+        f"{model.served_cpu_instances} instance(s) x {model.cpu_threads} threads, dynamic batching preferred "
         f"{list(b.preferred_batch_sizes)}, max_queue_delay {b.max_queue_delay_us} µs, "
         f"max_batch_size {model.contract.max_batch_size}."
     )
@@ -533,6 +533,7 @@ def served_variant(opt: argparse.Namespace) -> ServedModel:
     return dataclasses.replace(
         model,
         cpu_instances=opt.cpu_instances or model.cpu_instances,
+        fused_cpu_instances=opt.cpu_instances or model.fused_cpu_instances,
         cpu_threads=opt.cpu_threads or model.cpu_threads,
         batching=Batching(
             tuple(

@@ -308,7 +308,7 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "model": model.name,
         "weights": weights.label([model]),
-        "instances": model.cpu_instances,
+        "instances": model.served_cpu_instances,
         "threads": model.cpu_threads,
     }
     with tempfile.TemporaryDirectory(prefix="ecomgen-hotpath-") as tmp_dir:

@@ -133,6 +133,7 @@ def run(
     measurement_ms: int = 5000,
     windows: int = 3,
     timeout_s: float = 300.0,
+    extra_args: tuple[str, ...] = (),
 ) -> PerfResult:
     """One perf_analyzer measurement at a fixed concurrency (closed loop, like the Locust users).
 
@@ -164,6 +165,7 @@ def run(
             "-v",  # prints every window's throughput
             "-f",
             str(out),
+            *extra_args,
         ]
         start = time.monotonic()
         proc = subprocess.Popen(

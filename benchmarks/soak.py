@@ -25,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -222,7 +223,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(opt: argparse.Namespace) -> dict[str, Any]:
-    log = opt.out_dir / "soak-launcher.log"
+    log = Path(tempfile.gettempdir()) / f"ecomgen-soak-launcher-{os.getpid()}.log"
     opt.out_dir.mkdir(parents=True, exist_ok=True)
     proc, url = start_launcher(opt.repository.resolve(), log)
     pgid = None
@@ -239,6 +240,7 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
             start = time.monotonic()
             tally = asyncio.run(open_loop(url, mix, rate, opt.minutes * 60, opt.timeout_s))
             duration = time.monotonic() - start
+            load_end_mib = rss.series[-1][1] if rss.series else 0.0  # before the drain frees it all
             triton = [
                 c for c in psutil.Process(proc.pid).children() if "tritonserver" in " ".join(c.cmdline())
             ]
@@ -263,7 +265,7 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         "p99_ok_s": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
         "rss_idle_mib": round(idle_mib, 1),
         "rss_peak_mib": round(rss.peak_mib, 1),
-        "rss_end_mib": round(rss.series[-1][1], 1) if rss.series else None,
+        "rss_end_mib": round(load_end_mib, 1),
         "rss_series": rss.series[::4],
         "launcher_exit_code": code,
         "crashes": crashes,
@@ -309,7 +311,7 @@ Command: `{result["command"]}` (the real launcher, `ecomgen serve --no-build`, s
 | offered (open loop, Poisson arrivals) | {result["offered_req_s"]} req/s |
 | requests sent | {result["requests"]} |
 | p50 / p99 of the successful ones | {result["p50_ok_s"]} s / {result["p99_ok_s"]} s |
-| RSS of the server tree: idle / peak / end | {rss} |
+| RSS of the server tree: idle / peak / end of the load | {rss} |
 | Triton crashes (the launcher restarts it) | {result["crashes"]} |
 | launcher exit code after SIGTERM (0: clean drain) | {result["launcher_exit_code"]} |
 | orphaned Python stubs after the stop | {result["orphaned_stubs"]} |

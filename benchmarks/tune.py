@@ -73,7 +73,8 @@ class Variant:
     @classmethod
     def of(cls, model: ServedModel) -> Variant:
         b = model.batching
-        return cls(model.cpu_instances, model.cpu_threads, b.max_queue_delay_us, b.preferred_batch_sizes)
+        instances = model.served_cpu_instances
+        return cls(instances, model.cpu_threads, b.max_queue_delay_us, b.preferred_batch_sizes)
 
     def apply(self, base: ServedModel) -> ServedModel:
         """``base`` with these knobs; an ensemble's steps get the same batching, capped at their max."""
@@ -92,6 +93,7 @@ class Variant:
         return dataclasses.replace(
             base,
             cpu_instances=self.instances,
+            fused_cpu_instances=self.instances,
             cpu_threads=self.threads,
             batching=batching(base.contract.max_batch_size),
             steps=tuple(step(s) for s in base.steps),

@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -249,7 +249,7 @@ class Phase:
     concurrency: int
     seconds: float
     make_inputs: Callable[[Any, int], list[Any]]
-    outputs: tuple[str, ...] = ("image",)
+    outputs: tuple[str, ...] = ()  # () = the contract's required outputs
     images_per_request: int = 1
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -390,7 +390,7 @@ def phases(seconds: float, served: set[str]) -> list[Phase]:
         "class_id": ("INT32", np.array([3], dtype=np.int32)),
         "seed": ("INT64", np.array([11], dtype=np.int64)),
         "variants": ("INT32", np.array([16], dtype=np.int32)),
-        "title": text("Leather weekend bag, hand-stitched, in three colours " * 2),
+        "title": text("Leather weekend bag, hand-stitched, in three colours"),  # 52 of 70 columns
         "price": text("129.90"),
         "currency": text("EUR"),
         "badge": text("New season"),
@@ -408,7 +408,12 @@ def phases(seconds: float, served: set[str]) -> list[Phase]:
         "encoding": text("png"),
     }
     out.append(Phase("inventory_sheet 64 SKUs PNG c=2", "inventory_sheet", 2, seconds, named_inputs(sheet)))
-    return [ph for ph in out if ph.model in served]
+    from ecomgen_client.contracts import CONTRACTS
+
+    def required(model: str) -> tuple[str, ...]:
+        return tuple(t.name for t in CONTRACTS[model].outputs if not t.optional)
+
+    return [replace(ph, outputs=ph.outputs or required(ph.model)) for ph in out if ph.model in served]
 
 
 # --- report --------------------------------------------------------------------------
@@ -601,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(payload))
     print(f"wrote {stem}.json and .md")
+    dead = [ph["name"] for ph in payload["phases"] if ph.get("failed") and not ph.get("ok")]
+    if dead:  # a phase whose every request failed measured nothing: say so, loudly
+        print(f"every request failed in: {', '.join(dead)} (see 'errors' in {stem}.json)", file=sys.stderr)
+        return 1
     return 0
 
 

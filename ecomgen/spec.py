@@ -203,6 +203,9 @@ class ServedModel:
     cpu_threads: int = 2
     cpu_runtime: str = "auto"
     fuse_on_cpu: bool = False
+    # Instances of the fused Python model (cpu target, ``fuse_on_cpu``); default cpu_instances.
+    # Separate because the model's steps may be shared with other ensembles, which must agree.
+    fused_cpu_instances: int = 0
     # The server-side deadline when the client sends none (one deadline across all steps).
     deadline_us: int = 10_000_000
     # Bound on requests inside an ensemble (Triton >= 2.63 only; see the README).
@@ -251,6 +254,11 @@ class ServedModel:
         if isinstance(step, NetworkStep):
             return step.network.batching
         return step.batching or self.batching
+
+    @property
+    def served_cpu_instances(self) -> int:
+        """Instances of the model's first Python model on the cpu target (the fused one if fused)."""
+        return (self.fused_cpu_instances or self.cpu_instances) if self.fuse_on_cpu else self.cpu_instances
 
     def step_queue(self, step: Step) -> QueuePolicy:
         return step.network.queue if isinstance(step, NetworkStep) else self.queue

@@ -16,9 +16,16 @@ from ecomgen_client import contracts
 from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW, TensorSpec
 
 LATENT_DIM = 128
-# A bounded queue: 64 requests of up to 64 rows wait at most; overload is rejected, and the
-# memory they hold stays bounded (benchmarks/results: soak).
-QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=5_000_000)
+# A bounded queue: overload is rejected, and the memory queued requests hold stays bounded
+# (benchmarks/results: soak). No default queue timeout: with one, single-row requests from
+# perf_analyzer got p99 0.59 s and 236 images/s at c=32, without it 0.09 s and 690
+# (benchmarks/results/2026-12-02-*-product_gan-hotpath-variants.md). A caller's own timeout still
+# applies (allow_timeout_override; the thin client always sends what is left of its deadline),
+# and a full queue waits at most 128 x one 64-row execution (~6 s here) before it rejects.
+QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=0)
+# The generator as a step of other ensembles (product_detail, ad_creative, the gpu target) keeps
+# a queue timeout: with several steps, each one's wait must be bounded for callers without one.
+STEP_QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=5_000_000)
 
 GENERATOR = NetworkSpec(
     name="product_gan_generator",
@@ -30,16 +37,21 @@ GENERATOR = NetworkSpec(
     outputs=(TensorSpec("image", "FP32", (3, *PRODUCT_IMAGE_HW), kind="image"),),
     max_batch_size=64,
     profile=OptimizationProfile(min_batch=1, opt_batch=32, max_batch=64),
-    batching=Batching(preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=2000),
-    queue=QUEUE,
+    # As its own step (product_detail, ad_creative; every model on the gpu target), a short wait:
+    # alone in an ensemble, a batched step waits its whole delay; with 2 ms here and on the pre
+    # step, product_detail's latency was 1.30x the sum of its steps' compute (benchmarks/results,
+    # 2026-12-02 product_detail). Under load the queue behind a busy instance batches anyway.
+    batching=Batching(preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=500),
+    queue=STEP_QUEUE,
     gpu_instances=2,
 )
 
-# From benchmarks.tune (results/2026-11-26-amd-epyc-2c-tune.md): 1 instance x 2 threads is
-# clearly best (2 cores); 2 ms delay gave the most images/s at c=32 without hurting c=1
-# (0 and 0.5 ms cost 10-20%; 5+ ms add latency at low load); preferred [64] won the last
-# stage and its confirmation by +3%, inside the +-8% noise, so it is a tie with [16, 32, 64].
-BATCHING = Batching(preferred_batch_sizes=(64,), max_queue_delay_us=2000)
+# From the hot-path variants on this 2-core Xeon (perf_analyzer, single-row requests, with the
+# queue above): 2 instances x 2 threads with no queue delay served 892 images/s at c=32 (p99
+# 97 ms) and 353 at c=1 (p50 2.7 ms), against 562 and 174 for 1 x 2 with 2 ms: a second
+# instance takes the next batch while the first returns its responses. (An earlier tune on a
+# Zen 5 host, results/2026-11-26-amd-epyc-2c-tune.md, had picked 1 x 2 with 2 ms.)
+BATCHING = Batching(preferred_batch_sizes=(64,), max_queue_delay_us=0)
 
 # Shared by product_gan and product_detail, so it declares its own batching.
 PRE = PythonStep(
@@ -49,7 +61,8 @@ PRE = PythonStep(
     outputs=GENERATOR.inputs,
     params=(("num_classes", str(len(PRODUCT_CLASSES))), ("latent_dim", str(LATENT_DIM))),
     max_batch_size=contracts.PRODUCT_GAN.max_batch_size,
-    batching=BATCHING,
+    # Cheap and first: pass requests on at once, the generator's queue does the batching.
+    batching=Batching(preferred_batch_sizes=(64,), max_queue_delay_us=0),
 )
 POST = PythonStep(
     name="product_gan_post",
@@ -64,7 +77,7 @@ PRODUCT_GAN = ServedModel(
     batching=BATCHING,
     queue=QUEUE,
     module="ecomgen.models.product_gan",
-    cpu_instances=1,
+    fused_cpu_instances=2,
     cpu_threads=2,
     # Chosen per host by measurement (ecomgen.serving.calibrate): OpenVINO bf16 won on a Zen 5
     # with avx512_bf16 (+71%), fp32 on a Xeon without AMX (bf16 slower there).

@@ -92,7 +92,7 @@ PRODUCT_DETAIL = ServedModel(
         ),
     ),
     batching=Batching(preferred_batch_sizes=(16,), max_queue_delay_us=0),
-    queue=PRODUCT_GAN.queue,
+    queue=PRODUCT_GAN.queue,  # shares product_gan_pre; its later steps have their own timeouts
     # Two networks from two model modules: the generator's and SR's.
     module=("ecomgen.models.product_gan", MODULE),
     deadline_us=PRODUCT_GAN.deadline_us,

@@ -21,6 +21,31 @@ CHOICE_FILE = "runtime.json"
 # Overrides every "auto" choice (set by `ecomgen serve --cpu-runtime`).
 RUNTIME_ENV = "ECOMGEN_CPU_RUNTIME"
 FALLBACK_RUNTIME = "openvino-f32"
+# Networks with variable image sides run a batch in calls of at most this many input pixels
+# (rows x H x W): one 512x512 image, or 16 images of 128x128. A runtime's activation memory
+# grows with the call: 16 requests at the largest size the upscaler accepts (512x512 -> 2048x2048)
+# in one call took the server to 6.7 GB PSS (deploy/measured, 2026-12-02).
+PIXELS_PER_CALL = 512 * 512
+# ...and compiled shapes are kept for at most this many input pixels in all (each holds buffers).
+PIXELS_CACHED = 4 * PIXELS_PER_CALL
+
+
+def spatial_rows(shape: Sequence[int], pixels_per_call: int | None = None) -> int:
+    """Rows per call for an input of ``shape`` ([N, C, H, W]): the pixel budget's share, at least 1."""
+    budget = PIXELS_PER_CALL if pixels_per_call is None else pixels_per_call
+    pixels = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return max(1, budget // max(1, pixels))
+
+
+def split_rows(feeds: dict[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
+    total = int(next(iter(feeds.values())).shape[0])
+    return [{k: v[i : i + rows] for k, v in feeds.items()} for i in range(0, total, rows)]
+
+
+def concat_outputs(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class Runner(Protocol):
@@ -48,10 +73,20 @@ class OnnxRuntimeRunner:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         self.session = onnx_session(path, threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # Variable sides beyond the batch axis: bound each call's memory by the pixel budget.
+        self.spatial = any(
+            any(not isinstance(d, int) for d in i.shape[1:]) for i in self.session.get_inputs()
+        )
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outs, strict=True))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.spatial:
+            return self._call(feeds)
+        rows = spatial_rows(next(iter(feeds.values())).shape)
+        return concat_outputs([self._call(part) for part in split_rows(feeds, rows)])
 
     __call__ = run
 
@@ -63,8 +98,9 @@ class OpenVinoRunner:
     is the batch, a model is compiled per power-of-two batch size up to ``max_batch`` at
     start, and a batch of another size runs as power-of-two chunks (37 = 32 + 4 + 1): no
     padding waste and no compile on the serving path. Networks with other dynamic axes
-    (image sides) compile each new input shape on first use and keep the most recent
-    ``cache_size`` compiled shapes.
+    (image sides) run a batch in calls of at most ``PIXELS_PER_CALL`` input pixels, compile
+    each new call shape on first use, and keep the most recent compiled shapes: at most
+    ``cache_size`` of them and ``PIXELS_CACHED`` input pixels in all.
     """
 
     def __init__(
@@ -117,9 +153,15 @@ class OpenVinoRunner:
         static.reshape(dict(zip(self.input_names, [list(s) for s in shapes], strict=True)))
         request = self.core.compile_model(static, "CPU", self.config).create_infer_request()
         self.compiled[shapes] = request
-        if not self.batch_only and len(self.compiled) > self.cache_size:
-            self.compiled.popitem(last=False)
+        if not self.batch_only:
+            while len(self.compiled) > 1 and (
+                len(self.compiled) > self.cache_size or self._cached_pixels() > PIXELS_CACHED
+            ):
+                self.compiled.popitem(last=False)
         return request
+
+    def _cached_pixels(self) -> int:
+        return sum(shapes[0][0] * int(np.prod(shapes[0][2:])) for shapes in self.compiled)
 
     def chunks(self, batch: int) -> list[int]:
         """Largest compiled sizes first: 37 -> [32, 4, 1]."""
@@ -134,7 +176,12 @@ class OpenVinoRunner:
         total = int(next(iter(feeds.values())).shape[0])
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         start = 0
-        for size in self.chunks(total) if self.batch_only else [total]:
+        if self.batch_only:
+            sizes = self.chunks(total)
+        else:
+            rows = spatial_rows(next(iter(feeds.values())).shape)
+            sizes = [min(rows, total - i) for i in range(0, total, rows)]
+        for size in sizes:
             chunk = {k: np.ascontiguousarray(v[start : start + size]) for k, v in feeds.items()}
             request = self._request(tuple(chunk[n].shape for n in self.input_names))
             result = request.infer(chunk)

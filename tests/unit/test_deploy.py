@@ -301,6 +301,8 @@ def test_cpu_resources_cover_the_measurement(rendered: dict[str, list[dict[str, 
     need = (m["peak"]["pss"] - m["peak"]["shm"]) * 1.25 + shm_limit
     assert shm_size.parse_quantity(limits["memory"]) >= need
     assert m["peak"]["shm"] <= shm_limit, "measured /dev/shm use above the computed sizeLimit"
+    # A phase whose requests all failed measured nothing: the numbers above would miss its model.
+    assert not [ph["name"] for ph in m["phases"] if ph["failed"] and not ph["ok"]]
     # The networks run 2 OpenVINO intra-op threads; a pod gets the 2 CPUs they were tuned on.
     assert float(limits["cpu"]) >= 2
     served = sorted(p.parent.name for p in (REPO / "model_repository" / "cpu").glob("*/config.pbtxt"))

@@ -1,0 +1,189 @@
+"""Which Triton settings make single-row product_gan requests cheap: one server per variant.
+
+Each variant edits the generated ``config.pbtxt`` of the fused ``product_gan`` (through Triton's
+protobuf schema), starts the embedded server on it and runs perf_analyzer (gRPC) with single-row
+requests at concurrency 1 and 32, synchronous and ``--async``. The spec's values are the
+``spec`` row; the others change one or two knobs from the settings before this comparison
+(1 instance x 2 threads, 2 ms queue delay, queue of 128 with a 5 s default timeout).
+
+    python -m benchmarks.hotpath_variants      # ~12 min; results/<date>-<cpu>-product_gan-hotpath-variants.md
+    python -m benchmarks.hotpath_variants --variants before,no_policy --seconds 1 --out /tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from benchmarks import perf_analyzer
+from benchmarks.common import (
+    RESULTS_DIR,
+    build_repository,
+    command_line,
+    export_networks,
+    machine_info,
+    machine_line,
+    resolve_weights,
+    result_stem,
+    today,
+    triton_server,
+    wait_until_quiet,
+    write_json,
+)
+from ecomgen.registry import REGISTRY
+
+MODEL = "product_gan"
+Edit = Callable[[mc.ModelConfig], None]
+
+
+def _before(c: mc.ModelConfig) -> None:
+    """The settings before this comparison."""
+    c.instance_group[0].count = 1
+    c.dynamic_batching.max_queue_delay_microseconds = 2000
+    c.dynamic_batching.default_queue_policy.default_timeout_microseconds = 5_000_000
+
+
+def _with(*edits: Edit) -> Edit:
+    def edit(c: mc.ModelConfig) -> None:
+        _before(c)
+        for e in edits:
+            e(c)
+
+    return edit
+
+
+def _no_delay(c: mc.ModelConfig) -> None:
+    c.dynamic_batching.max_queue_delay_microseconds = 0
+
+
+def _no_policy(c: mc.ModelConfig) -> None:
+    c.dynamic_batching.ClearField("default_queue_policy")
+
+
+def _no_default_timeout(c: mc.ModelConfig) -> None:
+    c.dynamic_batching.default_queue_policy.ClearField("default_timeout_microseconds")
+
+
+def _two_instances(c: mc.ModelConfig) -> None:
+    c.instance_group[0].count = 2
+
+
+def _one_thread(c: mc.ModelConfig) -> None:
+    c.parameters["threads"].string_value = "1"
+
+
+VARIANTS: dict[str, Edit] = {
+    "spec": lambda c: None,
+    "before": _before,
+    "no_delay": _with(_no_delay),
+    "no_policy": _with(_no_policy),
+    "no_default_timeout": _with(_no_default_timeout),
+    "2 instances": _with(_two_instances),
+    "2 instances x 1 thread": _with(_two_instances, _one_thread),
+    "no_policy, no_delay": _with(_no_policy, _no_delay),
+    "no_default_timeout, no_delay": _with(_no_default_timeout, _no_delay),
+    "no_default_timeout, 2 instances": _with(_no_default_timeout, _two_instances),
+    "no_default_timeout, no_delay, 2 instances": _with(_no_default_timeout, _no_delay, _two_instances),
+}
+
+
+def measure(repo: Path, name: str, edit: Edit, opt: argparse.Namespace, log: Path) -> dict[str, Any]:
+    path = repo / MODEL / "config.pbtxt"
+    original = path.read_text()
+    config = text_format.Parse(original, mc.ModelConfig())
+    edit(config)
+    path.write_text(text_format.MessageToString(config))
+    row: dict[str, Any] = {"variant": name}
+    try:
+        with triton_server(repo, log) as (url, _):
+            perf_analyzer.run(url, 4, 1, MODEL, measurement_ms=500, windows=3)  # warm-up
+            for label, conc, extra in (("c1", 1, ()), ("c32", 32, ()), ("c32_async", 32, ("--async",))):
+                if opt.wait_quiet:
+                    wait_until_quiet(quiet_s=2.0, timeout_s=300.0)
+                r = perf_analyzer.run(
+                    url, conc, 1, MODEL, measurement_ms=int(opt.seconds * 1000), windows=3, extra_args=extra
+                )
+                row[label] = {"images_per_s": r.images_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}
+    except (perf_analyzer.PerfAnalyzerError, OSError, TimeoutError) as e:
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[-1][:200]}"
+    finally:
+        path.write_text(original)
+    print(row, flush=True)
+    return row
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [
+        "# Hot path: Triton settings for single-row product_gan requests",
+        "",
+        f"- **Command**: `{r['command']}`",
+        f"- **Machine**: {machine_line(r['machine'])}; no GPU",
+        f"- **Date**: {r['date']}; **weights**: {r['weights']}",
+        "- **Load**: perf_analyzer 2.51 over gRPC, single-row requests, 3 windows of "
+        f"{r['seconds']:g} s each; sync (one thread per request in flight) and `--async`",
+        "",
+        "| variant | c=1 images/s | c=1 p50 / p99 ms | c=32 images/s | c=32 p50 / p99 ms "
+        "| c=32 async images/s | async p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['variant']} | {row['error']} | | | | | |")
+            continue
+        a, b, c = row["c1"], row["c32"], row["c32_async"]
+        lines.append(
+            f"| {row['variant']} | {a['images_per_s']:.0f} | {a['p50_ms']:.1f} / {a['p99_ms']:.1f} "
+            f"| {b['images_per_s']:.0f} | {b['p50_ms']:.1f} / {b['p99_ms']:.1f} "
+            f"| {c['images_per_s']:.0f} | {c['p99_ms']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    p.add_argument("--seconds", type=float, default=3.0, help="perf_analyzer window")
+    p.add_argument("--weights", default="auto")
+    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    model = REGISTRY[MODEL]
+    weights = resolve_weights(opt.weights, [model])
+    names = [n.strip() for n in opt.variants.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    result: dict[str, Any] = {
+        "command": command_line(),
+        "date": today(),
+        "machine": machine_info(),
+        "weights": weights.label([model]),
+        "seconds": opt.seconds,
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="ecomgen-hotpath-variants-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        export_networks([model], weights, tmp / "onnx")
+        repo, _ = build_repository(tmp / "repo", [model], tmp / "onnx")
+        for name in names:
+            result["rows"].append(measure(repo, name, VARIANTS[name], opt, tmp / "triton.log"))
+    opt.out.mkdir(parents=True, exist_ok=True)
+    stem = opt.out / result_stem(f"{MODEL}-hotpath-variants", result["machine"])
+    write_json(stem.with_suffix(".json"), result)
+    stem.with_suffix(".md").write_text(render(result))
+    print(stem.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
