@@ -231,12 +231,14 @@ def plot(payload_: dict[str, Any], path: Path) -> None:
     layout_step = list(steps)[-1]
     parts = payload_["layout_parts_ms"]
     fig, ax = plt.subplots(figsize=(8, 3.2))
+    colours: dict[str, Any] = {}  # one colour per segment name on every bar
     for i, enc in enumerate(parts):
         left = 0.0
         segments = [(k, v) for k, v in steps.items() if k != layout_step]
         segments += [(k, v) for k, v in parts[enc].items() if k != "bytes per creative"]
         for name, ms in segments:
-            ax.barh(i, ms, left=left, label=name if i == 0 else None)
+            colour = colours.setdefault(name, f"C{len(colours)}")
+            ax.barh(i, ms, left=left, color=colour, label=name if i == 0 else None)
             left += ms
     ax.set_yticks(range(len(parts)), [f"{enc} out" for enc in parts])
     ax.set_xlabel(f"ms per request ({payload_['variants']} creatives, {payload_['format']})")

@@ -168,13 +168,17 @@ def py_spy() -> str | None:
 def profile_stub(
     url: str, server_pid: int, model: str, concurrency: int, seconds: float, rate: int, raw: Path
 ) -> dict[str, Any]:
-    """Load at ``concurrency`` single-row requests while py-spy samples the stub's main thread."""
+    """Load at ``concurrency`` single-row requests while py-spy samples every stub's main thread.
+
+    One py-spy per stub (one per model instance), at the same time; their raw stacks are merged
+    into ``raw``, so the shares are of all stubs' main-thread wall time together.
+    """
     exe = py_spy()
     if exe is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     stubs = _groups(server_pid)["python stubs"]
-    if len(stubs) != 1:
-        return {"skipped": f"expected one Python stub (one model instance), found {len(stubs)}"}
+    if not stubs:
+        return {"skipped": "no Python stub found"}
     load = threading.Thread(
         target=perf_analyzer.run,
         args=(url, concurrency, 1, model),
@@ -185,12 +189,27 @@ def profile_stub(
     time.sleep(3.0)  # past perf_analyzer's start-up
     shown = ["py-spy", "record", "--pid", "STUB", "--duration", str(int(seconds)), "--rate", str(rate)]
     shown += ["--idle", "--format", "raw", "--nonblocking", "--output", raw.name]
-    cmd = [exe, *shown[1:3], str(stubs[0].pid), *shown[4:-1], str(raw)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    parts = [raw.with_name(f"{raw.name}.{i}") for i in range(len(stubs))]
+    procs = [
+        subprocess.Popen(
+            [exe, *shown[1:3], str(stub.pid), *shown[4:-1], str(part)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for stub, part in zip(stubs, parts, strict=True)
+    ]
+    errors = [proc.communicate(timeout=seconds + 60)[1] for proc in procs]
     load.join(timeout=seconds + 120)
-    if proc.returncode != 0 or not raw.exists():
-        return {"skipped": f"py-spy failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"}
-    return {"command": " ".join(shown), **phases(raw)}
+    failed = [(proc.returncode, err) for proc, err, part in zip(procs, errors, parts, strict=True) if
+              proc.returncode != 0 or not part.exists()]  # fmt: skip
+    if failed:
+        return {"skipped": f"py-spy failed (exit {failed[0][0]}): {failed[0][1].strip()[-500:]}"}
+    raw.write_text("".join(part.read_text() for part in parts))
+    for part in parts:
+        part.unlink()
+    command = " ".join(shown) + (f" (one per stub: {len(stubs)} instances)" if len(stubs) > 1 else "")
+    return {"command": command, "stubs": len(stubs), **phases(raw)}
 
 
 def phases(raw: Path) -> dict[str, Any]:
@@ -423,7 +442,7 @@ def _profile_lines(p: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Where the stub's time goes (py-spy, single-row load)",
         "",
-        f"`{p['command']}`: {p['samples']} samples of the stub's main thread, waiting included "
+        f"`{p['command']}`: {p['samples']} samples of the stubs' main threads, waiting included "
         f"(`--idle`); an empty stack is its C++ side. Raw stacks: `{p['raw']}`.",
         "",
         "| phase of the stub's main thread | share of wall time |",

@@ -84,12 +84,12 @@ VARIANTS: dict[str, Edit] = {
     "no_delay": _with(_no_delay),
     "no_policy": _with(_no_policy),
     "no_default_timeout": _with(_no_default_timeout),
-    "2 instances": _with(_two_instances),
-    "2 instances x 1 thread": _with(_two_instances, _one_thread),
-    "no_policy, no_delay": _with(_no_policy, _no_delay),
-    "no_default_timeout, no_delay": _with(_no_default_timeout, _no_delay),
-    "no_default_timeout, 2 instances": _with(_no_default_timeout, _two_instances),
-    "no_default_timeout, no_delay, 2 instances": _with(_no_default_timeout, _no_delay, _two_instances),
+    "2_instances": _with(_two_instances),
+    "2_instances_x_1_thread": _with(_two_instances, _one_thread),
+    "no_policy+no_delay": _with(_no_policy, _no_delay),
+    "no_default_timeout+no_delay": _with(_no_default_timeout, _no_delay),
+    "no_default_timeout+2_instances": _with(_no_default_timeout, _two_instances),
+    "no_default_timeout+no_delay+2_instances": _with(_no_default_timeout, _no_delay, _two_instances),
 }
 
 
@@ -147,7 +147,7 @@ def render(r: dict[str, Any]) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names (+ joins knobs)")
     p.add_argument("--seconds", type=float, default=3.0, help="perf_analyzer window")
     p.add_argument("--weights", default="auto")
     p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
