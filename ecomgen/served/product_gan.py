@@ -16,16 +16,9 @@ from ecomgen_client import contracts
 from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW, TensorSpec
 
 LATENT_DIM = 128
-# A bounded queue: overload is rejected, and the memory queued requests hold stays bounded
-# (benchmarks/results: soak). No default queue timeout: with one, single-row requests from
-# perf_analyzer got p99 0.59 s and 236 images/s at c=32, without it 0.09 s and 690
-# (benchmarks/results/2026-12-02-*-product_gan-hotpath-variants.md). A caller's own timeout still
-# applies (allow_timeout_override; the thin client always sends what is left of its deadline),
-# and a full queue waits at most 128 x one 64-row execution (~6 s here) before it rejects.
-QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=0)
-# The generator as a step of other ensembles (product_detail, ad_creative, the gpu target) keeps
-# a queue timeout: with several steps, each one's wait must be bounded for callers without one.
-STEP_QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=5_000_000)
+# A bounded queue: 128 requests of up to 64 rows wait at most; overload is rejected, and the
+# memory they hold stays bounded (benchmarks/results: soak).
+QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=5_000_000)
 
 GENERATOR = NetworkSpec(
     name="product_gan_generator",
@@ -42,15 +35,16 @@ GENERATOR = NetworkSpec(
     # step, product_detail's latency was 1.30x the sum of its steps' compute (benchmarks/results,
     # 2026-12-02 product_detail). Under load the queue behind a busy instance batches anyway.
     batching=Batching(preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=500),
-    queue=STEP_QUEUE,
+    queue=QUEUE,
     gpu_instances=2,
 )
 
-# From the hot-path variants on this 2-core Xeon (perf_analyzer, single-row requests, with the
-# queue above): 2 instances x 2 threads with no queue delay served 892 images/s at c=32 (p99
-# 97 ms) and 353 at c=1 (p50 2.7 ms), against 562 and 174 for 1 x 2 with 2 ms: a second
-# instance takes the next batch while the first returns its responses. (An earlier tune on a
-# Zen 5 host, results/2026-11-26-amd-epyc-2c-tune.md, had picked 1 x 2 with 2 ms.)
+# From the hot-path variants on this 2-core Xeon (benchmarks/results/2026-12-02-*-product_gan-
+# hotpath-variants.md, perf_analyzer, single-row requests): with one instance, any queue policy
+# (this bounded queue) gave p99 ~0.55 s and a third of the throughput at c=32; a second instance
+# (2 x 2 threads) removes that and keeps the bounded queue, and no queue delay halves c=1
+# latency. (An earlier tune on a Zen 5 host, results/2026-11-26-amd-epyc-2c-tune.md, had picked
+# 1 x 2 threads with 2 ms, without a queue policy.)
 BATCHING = Batching(preferred_batch_sizes=(64,), max_queue_delay_us=0)
 
 # Shared by product_gan and product_detail, so it declares its own batching.
