@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from export.parity import cuda_device_count
 from export.tensorrt import TENSORRT_VERSION
+from export.trt_runtime import cuda_device_count
 
 
 @pytest.fixture(scope="session")
