@@ -160,8 +160,7 @@ def build_repository(
     from export.repository import write_repository
 
     write_repository(root, "cpu", models)
-    install_onnx(root, onnx_dir, models)
-    place_artifacts(root, models)
+    install_onnx(root, onnx_dir, models)  # and the artifacts Python steps read
     runtimes: dict[str, str] = {}
     forced = os.environ.get(RUNTIME_ENV, "")
     for model in models:
@@ -178,24 +177,6 @@ def build_repository(
             else:
                 runtimes[net.name] = FALLBACK_RUNTIME
     return root / "cpu", runtimes
-
-
-def place_artifacts(root: Path, models: Sequence[ServedModel]) -> list[Path]:
-    """Copy the checkpoint files Python steps read (``PythonStep.artifacts``) into their version dirs.
-
-    A no-op where the export already placed them, or where a file does not exist (tiny weights).
-    """
-    from export.repository import repository_models
-
-    placed = []
-    for repo_model in repository_models("cpu", models):
-        for name in getattr(repo_model, "artifacts", ()):
-            src, dest = CHECKPOINT_DIR / name, root / "cpu" / repo_model.name / "1" / name
-            if src.exists() and not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest)
-                placed.append(dest)
-    return placed
 
 
 # --- servers ---------------------------------------------------------------------

@@ -207,32 +207,49 @@ def export_model(
 
 
 def install_onnx(
-    repository: Path = DEFAULT_ROOT, onnx_dir: Path = ONNX_DIR, models: Iterable[ServedModel] = REGISTRY
+    repository: Path = DEFAULT_ROOT,
+    onnx_dir: Path = ONNX_DIR,
+    models: Iterable[ServedModel] = REGISTRY,
+    checkpoint_dir: Path = CHECKPOINT_DIR,
 ) -> list[Path]:
-    """Place each network's ONNX file in the version directory of every cpu model that runs it."""
+    """Place each network's ONNX file in the version directory of every cpu model that runs it,
+    and the checkpoint files its Python steps read (``PythonStep.artifacts``, e.g. the
+    personalisation catalogue) beside them; an artifact that does not exist (tiny weights) is
+    skipped, and the step says so when it loads."""
     placed = []
     for repo_model in repository_models("cpu", models):
+        version = repository / "cpu" / repo_model.name / "1"
         for net in repo_model.networks:
-            src, dest = onnx_path(net, onnx_dir), repository / "cpu" / repo_model.name / "1" / f"{net}.onnx"
+            src = onnx_path(net, onnx_dir)
             if not src.exists():
                 raise FileNotFoundError(f"{src} missing: export {repo_model.name}'s networks first")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if (
-                dest.exists()
-                and dest.stat().st_mtime >= src.stat().st_mtime
-                and dest.stat().st_size == src.stat().st_size
-            ):
-                continue
-            tmp = dest.with_suffix(".onnx.tmp")
-            try:
-                if tmp.exists():
-                    tmp.unlink()
-                os.link(src, tmp)  # no copy where the file system allows it
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-            placed.append(dest)
+            if _place(src, version / f"{net}.onnx"):
+                placed.append(version / f"{net}.onnx")
+        for name in repo_model.artifacts:
+            src = checkpoint_dir / name
+            if src.exists() and _place(src, version / name):
+                placed.append(version / name)
     return placed
+
+
+def _place(src: Path, dest: Path) -> bool:
+    """Hard-link (else copy) ``src`` to ``dest`` unless an up-to-date copy is there; atomic."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if (
+        dest.exists()
+        and dest.stat().st_mtime >= src.stat().st_mtime
+        and dest.stat().st_size == src.stat().st_size
+    ):
+        return False
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(src, tmp)  # no copy where the file system allows it
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,6 +66,7 @@ def test_requests_spread_over_both_servers_and_survive_one_dying(repository):
                 killed_at = time.monotonic()
                 assert a.process is not None
                 a.process.send_signal(signal.SIGKILL)  # one pod dies mid-load
+                a.process.wait(timeout=10)  # dead before the next 90 start: they can only reach b
                 tasks += [asyncio.ensure_future(one(i)) for i in range(30, 120)]
                 return await asyncio.gather(*tasks), killed_at
 

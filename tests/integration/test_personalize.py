@@ -18,6 +18,7 @@ from ecomgen.serving.aggregate import request_latents
 from ecomgen.serving.handlers.personalize import fit_product
 from ecomgen.serving.tensors import from_uint8_hwc, to_uint8_hwc
 from ecomgen_client import AsyncProductClient, InvalidInputError, ProductClient
+from ecomgen_client.contracts import PRODUCT_CLASSES
 
 pytestmark = pytest.mark.integration
 PRODUCTS = Path(__file__).resolve().parents[1] / "fixtures" / "fashion-products"
@@ -132,14 +133,14 @@ def test_client_fits_photos_of_different_sizes_and_validates(served):
 def test_a_one_type_history_yields_that_type(served):
     """Smoke check with the trained VAE and the evaluation classifier (full figures: training/results)."""
     from training.classifier import DEFAULT_CHECKPOINT, load_classifier, predict
-    from training.data import load_image, read_styles
+    from training.data import load_image
 
     if not (served.trained["personalize"] and DEFAULT_CHECKPOINT.exists()):
         pytest.skip("needs the shipped VAE and classifier checkpoints")
-    records = read_styles(PRODUCTS)
-    labels = sorted({r.label for r in records}, key=lambda lab: -sum(r.label == lab for r in records))
-    label = labels[0]
-    photos = np.stack([load_image(r.path) for r in records if r.label == label])
+    # The README's shopper: six held-out handbags (the VAE never trained on them).
+    shopper = PRODUCTS.parent / "shopper-handbags"
+    photos = np.stack([load_image(p) for p in sorted(shopper.glob("*.jpg"))])
+    label = PRODUCT_CLASSES.index("Handbags")
     with ProductClient(served.url) as client:
         result = client.personalize(photos, count=16, seed=3)
     predicted = predict(load_classifier(DEFAULT_CHECKPOINT), result.images)
