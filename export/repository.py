@@ -154,13 +154,13 @@ def _python_model(
     params: dict[str, str],
     max_batch: int,
     step: Step | None,
-    instances: int = 0,
+    instances: int | None = None,
 ) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend=BACKEND, max_batch_size=max_batch)
     _io(config, inputs, outputs)
     if max_batch > 0:
         _batching(config, model, step)
-    _instances(config, instances or model.cpu_instances, "KIND_CPU")
+    _instances(config, instances if instances is not None else model.cpu_instances, "KIND_CPU")
     _params(
         config,
         {
@@ -254,7 +254,7 @@ def _fused(model: ServedModel) -> RepoModel:
         },
         c.max_batch_size,
         None,
-        model.fused_cpu_instances,
+        model.served_cpu_instances,
     )
     artifacts = tuple(a for s in model.steps if isinstance(s, PythonStep) for a in s.artifacts)
     return RepoModel(config, tuple(n.name for n in model.networks), artifacts)

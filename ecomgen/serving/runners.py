@@ -37,6 +37,11 @@ def spatial_rows(shape: Sequence[int], pixels_per_call: int | None = None) -> in
     return max(1, budget // max(1, pixels))
 
 
+def row_chunks(total: int, rows: int) -> list[int]:
+    """``total`` rows as calls of at most ``rows``: (5, 2) -> [2, 2, 1]."""
+    return [min(rows, total - i) for i in range(0, total, rows)]
+
+
 def split_rows(feeds: dict[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
     total = int(next(iter(feeds.values())).shape[0])
     return [{k: v[i : i + rows] for k, v in feeds.items()} for i in range(0, total, rows)]
@@ -179,8 +184,7 @@ class OpenVinoRunner:
         if self.batch_only:
             sizes = self.chunks(total)
         else:
-            rows = spatial_rows(next(iter(feeds.values())).shape)
-            sizes = [min(rows, total - i) for i in range(0, total, rows)]
+            sizes = row_chunks(total, spatial_rows(next(iter(feeds.values())).shape))
         for size in sizes:
             chunk = {k: np.ascontiguousarray(v[start : start + size]) for k, v in feeds.items()}
             request = self._request(tuple(chunk[n].shape for n in self.input_names))
