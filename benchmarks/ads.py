@@ -67,8 +67,8 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 def signing_identity(folder: Path) -> str:
     """Point the C2PA environment at a signer; returns where it came from."""
-    from ecomgen.serving.provenance import ENV_CERT as CERT_ENV
-    from ecomgen.serving.provenance import ENV_KEY as KEY_ENV
+    from ecomgen.creative.provenance import ENV_CERT as CERT_ENV
+    from ecomgen.creative.provenance import ENV_KEY as KEY_ENV
 
     if os.environ.get(CERT_ENV) and os.environ.get(KEY_ENV):
         return f"${CERT_ENV} ({os.environ[CERT_ENV]})"
@@ -132,16 +132,16 @@ def time_steps(pipeline: Any, inputs: dict[str, np.ndarray], repeats: int) -> tu
 
 def layout_parts(layout_feed: dict[str, np.ndarray], repeats: int) -> dict[str, dict[str, float]]:
     """ms per request for each part of the layout step, per output encoding."""
-    from ecomgen.serving import ads
-    from ecomgen.serving.handlers.ads import ad_fields
-    from ecomgen.serving.handlers.labelled import signer
-    from ecomgen.serving.provenance import (
+    from ecomgen.creative import ads
+    from ecomgen.creative.provenance import (
         TRAINED_ALGORITHMIC_MEDIA,
         Encoding,
         embed_watermark,
         encode_labelled,
     )
-    from ecomgen.serving.tensors import to_uint8_hwc
+    from ecomgen.numerics import to_uint8_hwc
+    from ecomgen.serving.handlers.ads import ad_fields
+    from ecomgen.serving.handlers.labelled import signer
 
     fields = ad_fields(layout_feed)
     products = list(to_uint8_hwc(layout_feed["highres"]))[: fields.variants]

@@ -42,11 +42,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from benchmarks.common import DEFAULT_MODEL, WEIGHT_CHOICES, Weights, resolve_weights
+from ecomgen.errors import DeadlineExceeded, RequestError
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.errors import DeadlineExceeded, RequestError
+from ecomgen.serving.handlers import load_handler
 from ecomgen.serving.handlers.pipeline import Stage, StagedPipeline
 from ecomgen.serving.step import Request, StepConfig, TensorInfo, run_batch
-from ecomgen.serving.triton_backend import load_handler
 from ecomgen.spec import NetworkSpec, NetworkStep, PythonStep, ServedModel, wire
 from ecomgen_client.contracts import TensorSpec, contract_parameters
 

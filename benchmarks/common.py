@@ -35,18 +35,17 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks.payloads import Payload
 from ecomgen import hostinfo
+from ecomgen.numerics import psnr_uint8
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.quality import psnr_uint8
 from ecomgen.spec import ServedModel
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
 
 if TYPE_CHECKING:
     from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
 LOCUSTFILE = BENCH_DIR / "locustfile.py"
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 # Shared with `ecomgen build`: a runtime measured once per CPU model and ONNX file is reused.
 CALIBRATION_DIR = REPO_ROOT / "build" / "calibration"
 DEFAULT_MODEL = "product_gan"
@@ -205,7 +204,7 @@ def triton_server(repository: Path, log: Path) -> Iterator[tuple[str, int]]:
     only and lives for one benchmark, and dropping to ``nobody`` would need the temporary
     repository and the venv readable by that account. ``ecomgen serve`` is what drops root.
     """
-    from ecomgen.server import BUILD_DIR, ServerConfig, TritonServer, prepare_backend_dir
+    from ecomgen.launcher import BUILD_DIR, ServerConfig, TritonServer, prepare_backend_dir
     from ecomgen.serving.triton_backend import install
 
     install(BUILD_DIR / "backends" / "ecomgen", prepare_backend_dir() / "python")

@@ -61,8 +61,8 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.payloads import payload
+from ecomgen.numerics import PARITY_MIN_PSNR_DB
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.quality import PARITY_MIN_PSNR_DB
 from ecomgen.serving.runners import RUNTIMES
 from ecomgen.spec import Batching, ServedModel
 
@@ -513,7 +513,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--smoke", action="store_true", help="one concurrency, 3 s, 1 row, no perf_analyzer, no waiting"
     )
-    g = p.add_argument_group("Triton config overrides (default: the model's spec in ecomgen/served)")
+    g = p.add_argument_group("Triton config overrides (default: the model's spec in ecomgen/specs)")
     g.add_argument("--cpu-instances", type=int, default=None)
     g.add_argument("--cpu-threads", type=int, default=None)
     g.add_argument("--max-queue-delay-us", type=int, default=None)

@@ -60,12 +60,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
+
 if TYPE_CHECKING:
     from torch import nn
 
     from ecomgen.spec import NetworkSpec, ServedModel
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DRY_RUN_DIR = REPO_ROOT / "build" / "benchmarks"
 MODES = ("fp32", "fp16", "fp16+graphs", "fp16+compile")
@@ -182,15 +183,12 @@ def slug(info: dict[str, Any]) -> str:
 def load_network(model: ServedModel, net: NetworkSpec, weights: str, seed: int = 0) -> nn.Module:
     """The PyTorch module behind a network step: trained (``load_networks``) or tiny random weights."""
     module = importlib.import_module(str(model.module))
-    if weights == "trained":
-        networks = module.load_networks(REPO_ROOT / "checkpoints")
-    else:
-        networks = module.tiny_networks(seed)
+    networks = module.load_networks(CHECKPOINT_DIR) if weights == "trained" else module.tiny_networks(seed)
     return networks[net.name].eval()
 
 
 def has_checkpoints(model: ServedModel) -> bool:
-    return all((REPO_ROOT / "checkpoints" / c).exists() for c in model.checkpoints)
+    return all((CHECKPOINT_DIR / c).exists() for c in model.checkpoints)
 
 
 def batch_sizes(net: NetworkSpec, wanted: list[int] | None) -> list[int]:
@@ -260,8 +258,7 @@ def graph_runner(module: nn.Module, args: list[Any], device: torch.device) -> Ca
 
 def uint8_outputs(net: NetworkSpec, outs: list[Any], ref: list[Any]) -> list[np.ndarray]:
     """Outputs as the uint8 levels a client sees: images via to_uint8_hwc, masks 0..1, others by range."""
-    from ecomgen.serving.quality import quantise
-    from ecomgen.serving.tensors import to_uint8_hwc
+    from ecomgen.numerics import quantise, to_uint8_hwc
 
     levels = []
     for t, o, r in zip(net.outputs, outs, ref, strict=True):
@@ -285,13 +282,13 @@ class Parity:
 
     @property
     def passed(self) -> bool:
-        from ecomgen.serving.quality import PARITY_MIN_PSNR_DB
+        from ecomgen.numerics import PARITY_MIN_PSNR_DB
 
         return self.nonfinite == 0 and self.psnr_db >= PARITY_MIN_PSNR_DB
 
 
 def parity(net: NetworkSpec, outs: list[Any], ref: list[Any], batch: int) -> Parity:
-    from ecomgen.serving.quality import psnr_uint8
+    from ecomgen.numerics import psnr_uint8
 
     want, got = uint8_outputs(net, ref, ref), uint8_outputs(net, outs, ref)
     psnr = min(psnr_uint8(w, g) for w, g in zip(want, got, strict=True))
@@ -493,7 +490,7 @@ def _ips(x: float | None) -> str:
 
 
 def render(payload: dict[str, Any], results: list[NetworkResult], skipped: list[Skip]) -> str:
-    from ecomgen.serving.quality import PARITY_MIN_PSNR_DB
+    from ecomgen.numerics import PARITY_MIN_PSNR_DB
 
     info = payload["machine"]
     modes = payload["modes"]

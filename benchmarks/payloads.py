@@ -33,14 +33,13 @@ from __future__ import annotations
 import functools
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ecomgen_client.contracts import CONTRACTS, Contract, TensorSpec
+from training.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 VITON = FIXTURES / "viton"
 PRODUCT_PHOTOS = FIXTURES / "fashion-products" / "images"

@@ -63,10 +63,10 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.payloads import PayloadMaker
+from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.calibrate import calibrate
 from ecomgen.serving.calibrate import quantised as quantised_outputs
-from ecomgen.serving.quality import PARITY_MIN_PSNR_DB, psnr_uint8
 from ecomgen.serving.runners import RUNTIMES, make_runner
 from ecomgen.spec import NetworkSpec, ServedModel
 

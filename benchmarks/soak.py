@@ -45,8 +45,8 @@ from ecomgen_client import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
+from training.paths import MODEL_REPOSITORY, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The traffic mix: (model, rows per request, weight). Thumbnails dominate, as on a catalogue site.
 MIX = (
     ("product_gan", 1, 8),
@@ -209,9 +209,7 @@ def start_launcher(repository: Path, log: Path) -> tuple[subprocess.Popen[bytes]
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--repository", type=Path, default=REPO_ROOT / "model_repository", help="built by `ecomgen build`"
-    )
+    p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY, help="built by `ecomgen build`")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--probe-s", type=float, default=30.0, help="capacity measurement, seconds")
     p.add_argument("--users", type=int, default=16, help="closed-loop clients for the capacity probe")

@@ -314,7 +314,7 @@ def render(
     lines += ["", f"Best: **{b}**{' (the current spec)' if b == current else ''}."]
     lines += [
         "",
-        f"In the `ServedModel` of {model.name} (`ecomgen/served/`):",
+        f"In the `ServedModel` of {model.name} (`ecomgen/specs/`):",
         "",
         "```python",
         f"    batching=Batching(preferred_batch_sizes={b.preferred!r}, max_queue_delay_us={b.delay_us}),",

@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ecomgen.serving import provenance as P
-from ecomgen.serving.ads import FORMATS, TEMPLATES, render_ad, validate_ad_fields
+from ecomgen.creative import provenance as P
+from ecomgen.creative.ads import FORMATS, TEMPLATES, render_ad, validate_ad_fields
 
 Attack = Callable[[np.ndarray], np.ndarray]
 
@@ -173,7 +173,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
     lines = [
         "# Watermark robustness",
         "",
-        "ecomgen's invisible watermark (`ecomgen/serving/provenance.py`: Haar DWT of the luma, 4x4 block",
+        "ecomgen's invisible watermark (`ecomgen/creative/provenance.py`: Haar DWT of the luma, 4x4 block",
         "DCT of the LL band, one bit per block in the sign of `C[1,2] - C[2,1]`, 48 bits repeated over",
         "the image and read back by a soft majority vote) after the attacks the issue names. Bit accuracy",
         "is the fraction of the 48 payload bits read back correctly. *Found* means at least 42 of 48 bits",

@@ -45,7 +45,7 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from training.paths import MODEL_REPOSITORY, REPO_ROOT
 
 MiB = 1 << 20
 VITON = REPO_ROOT / "tests" / "fixtures" / "viton" / "test"
@@ -580,7 +580,7 @@ def load_phases(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository", help="holds cpu/")
+    p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY, help="holds cpu/")
     p.add_argument("--seconds", type=float, default=10.0, help="per load phase")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "deploy" / "measured")
     p.add_argument("serve_args", nargs="*", help="extra `ecomgen serve` flags (after --)")

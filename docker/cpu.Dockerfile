@@ -56,7 +56,7 @@ RUN /opt/build-venv/bin/pip install --no-cache-dir -c docker/requirements-cpu.tx
 # Then byte-compile, and drop pip from the venv. (-P: import the installed package, not ./ecomgen.)
 RUN mkdir /pkg && cp -r pyproject.toml README.md ecomgen /pkg/ \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps ./client /pkg \
- && /opt/venv/bin/python -P -c "from ecomgen.server import BUILD_DIR, prepare_backend_dir; \
+ && /opt/venv/bin/python -P -c "from ecomgen.launcher import BUILD_DIR, prepare_backend_dir; \
 from ecomgen.serving.triton_backend import install; \
 print(install(BUILD_DIR / 'backends' / 'ecomgen', prepare_backend_dir() / 'python'))" \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \

@@ -2,7 +2,7 @@
 
 The repository builder, export, the TensorRT builder, the CLI, the benchmarks and the
 tests read this list instead of naming models. Adding a model is a spec module under
-``ecomgen/served/``, a model module under ``ecomgen/models/`` and one line below (see the
+``ecomgen/specs/``, a model module under ``ecomgen/models/`` and one line below (see the
 README, "Adding a model").
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ecomgen.served import ads, personalize, product_gan, tryon, upscale
 from ecomgen.spec import NetworkSpec, ServedModel, step_index
+from ecomgen.specs import ads, personalize, product_gan, tryon, upscale
 
 
 class Registry:

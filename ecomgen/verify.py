@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ecomgen.serving.provenance import ENV_TRUST, PAYLOAD_BITS, VerifyReport, verify
+from ecomgen.creative.provenance import ENV_TRUST, PAYLOAD_BITS, VerifyReport, verify
 
 
 def _lines(path: Path, r: VerifyReport) -> list[str]:

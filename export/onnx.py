@@ -31,16 +31,15 @@ import onnx
 import torch
 from torch import nn
 
+from ecomgen.numerics import to_uint8_hwc
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.runners import OnnxRuntimeRunner
-from ecomgen.serving.tensors import to_uint8_hwc
 from ecomgen.spec import NetworkSpec, ServedModel
 from export.repository import DEFAULT_ROOT, repository_models
+from training.paths import BUILD_DIR, CHECKPOINT_DIR
 
 log = logging.getLogger("export.onnx")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ONNX_DIR = REPO_ROOT / "build" / "onnx"
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+ONNX_DIR = BUILD_DIR / "onnx"
 
 
 class ParityError(AssertionError):

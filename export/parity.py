@@ -47,14 +47,12 @@ import torch
 from torch import nn
 
 from ecomgen.hostinfo import machine_description
+from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8, to_uint8_hwc
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.quality import PARITY_MIN_PSNR_DB, psnr_uint8
 from ecomgen.serving.runners import OnnxRuntimeRunner as _OrtRunner
-from ecomgen.serving.tensors import to_uint8_hwc
 from ecomgen.spec import NetworkSpec
 from ecomgen_client.contracts import TensorSpec
 from export.onnx import (
-    REPO_ROOT,
     export_network,
     load_modules,
     onnx_path,
@@ -62,6 +60,7 @@ from export.onnx import (
     strip_spectral_norm,
     tiny_modules,
 )
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
 
 log = logging.getLogger("export.parity")
 
@@ -390,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "else a fresh export of the loaded weights)",
     )
     p.add_argument("--weights", choices=["trained", "random-tiny"], default="trained")
-    p.add_argument("--checkpoint-dir", type=Path, default=REPO_ROOT / "checkpoints")
+    p.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1, opt and max")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and ONNX Runtime")

@@ -36,7 +36,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ecomgen.hostinfo import machine_description
 from ecomgen.registry import REGISTRY
 from ecomgen.spec import NetworkSpec
-from export.onnx import REPO_ROOT, onnx_path
+from export.onnx import onnx_path
 from export.repository import DEFAULT_ROOT, repository_models
 from export.trt_runtime import (
     TENSORRT_VERSION,
@@ -44,6 +44,7 @@ from export.trt_runtime import (
     TensorRTUnavailable,
     import_tensorrt,
 )
+from training.paths import BUILD_DIR, REPO_ROOT
 
 if TYPE_CHECKING:
     import onnx
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("export.tensorrt")
 
 DEFAULT_WORKSPACE_GIB = 4.0
-BUILD_DIR = REPO_ROOT / "build" / "tensorrt"
-DEFAULT_TIMING_CACHE = BUILD_DIR / "timing.cache"
+ENGINE_DIR = BUILD_DIR / "tensorrt"
+DEFAULT_TIMING_CACHE = ENGINE_DIR / "timing.cache"
 # ONNX ops kept in FP32 by --fp32-norm: their variance/mean terms are where fp16 overflows.
 NORM_OPS = frozenset(
     {"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization"}
@@ -491,7 +492,7 @@ def _build_one(net: NetworkSpec, opt: argparse.Namespace, options: BuildOptions)
                 import onnx
 
                 layers = fp32_onnx_nodes(onnx.load(str(onnx_file)), net, options)
-            save = opt.save_engine or BUILD_DIR / f"{net.name}.plan"
+            save = opt.save_engine or ENGINE_DIR / f"{net.name}.plan"
             print(shlex.join(trtexec_command(net, onnx_file, save, options, layers, opt.trtexec)))
             return 0
         report = build_and_gate(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from training.paths import REPO_ROOT  # noqa: F401  (re-exported to the tests)
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

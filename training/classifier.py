@@ -30,11 +30,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ecomgen_client.contracts import PRODUCT_CLASSES
-from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
+from training.data import DEFAULT_PRODUCTS_DIR, fake_products, load_products, to_float
+from training.paths import CHECKPOINT_DIR
 
 NUM_CLASSES = len(PRODUCT_CLASSES)
 FEATURE_DIM = 128
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "product_classifier.safetensors"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "product_classifier.safetensors"
 
 
 # --- model -----------------------------------------------------------------------

@@ -20,11 +20,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW
+from training.paths import SHARED_DATA
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PRODUCTS_DIR = Path(
-    os.environ.get("ECOMGEN_PRODUCTS_DIR", REPO_ROOT.parent / "shared" / "data" / "fashion-products")
-)
+DEFAULT_PRODUCTS_DIR = Path(os.environ.get("ECOMGEN_PRODUCTS_DIR", SHARED_DATA / "fashion-products"))
 
 
 @dataclass(frozen=True)

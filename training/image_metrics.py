@@ -4,7 +4,7 @@ SSIM comes from ``pytorch_msssim`` (Gaussian 11x11 window, sigma 1.5, K = 0.01/0
 That library filters without padding; ``padding=5`` zero-pads both images first, which
 is exactly pytorch-ssim's same-size convention that the VITON try-on papers report
 (conv with zero padding == zero-pad, then a valid conv). The uint8 PSNR used by the
-parity gate lives in ``ecomgen.serving.quality`` (numpy).
+parity gate lives in ``ecomgen.numerics`` (numpy).
 """
 
 from __future__ import annotations

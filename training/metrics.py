@@ -37,8 +37,8 @@ from scipy import linalg
 from tqdm import tqdm
 
 from ecomgen.hostinfo import cpu_model
-from ecomgen.models.product_gan import CHECKPOINT, Generator, generate, generator_from_checkpoint
-from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen.models.product_gan import CHECKPOINT_NAME, Generator, generate, generator_from_checkpoint
+from ecomgen.numerics import to_uint8_hwc
 from ecomgen_client._images import make_grid, save_png
 from ecomgen_client.contracts import PRODUCT_CLASSES
 from training.classifier import DEFAULT_CHECKPOINT as DEFAULT_CLASSIFIER
@@ -47,11 +47,12 @@ from training.classifier import (
     features_and_predictions,
     load_classifier,
 )
-from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
+from training.data import DEFAULT_PRODUCTS_DIR, fake_products, load_products, to_float
+from training.paths import CHECKPOINT_DIR, REPO_ROOT, RESULTS_DIR
 
 NUM_CLASSES = len(PRODUCT_CLASSES)
-DEFAULT_GENERATOR = CHECKPOINT
-DEFAULT_OUT_DIR = REPO_ROOT / "training" / "results"
+DEFAULT_GENERATOR = CHECKPOINT_DIR / CHECKPOINT_NAME
+DEFAULT_OUT_DIR = RESULTS_DIR
 TARGET_RATIO = 0.85
 
 

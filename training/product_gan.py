@@ -30,17 +30,18 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ecomgen.models.product_gan import (
-    CHECKPOINT,
+    CHECKPOINT_NAME,
     NUM_CLASSES,
     NZ,
     Discriminator,
     Generator,
     generate,
 )
-from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen.numerics import to_uint8_hwc
 from ecomgen_client._images import make_grid, save_png
 from ecomgen_client.contracts import PRODUCT_CLASSES
-from training.data import DEFAULT_PRODUCTS_DIR, REPO_ROOT, fake_products, load_products, to_float
+from training.data import DEFAULT_PRODUCTS_DIR, fake_products, load_products, to_float
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
 
 # --- DiffAugment (colour, translation, cutout), applied to real and fake alike ----
 
@@ -131,7 +132,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "product_gan")
-    p.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    p.add_argument("--checkpoint", type=Path, default=CHECKPOINT_DIR / CHECKPOINT_NAME)
     p.add_argument("--sample-every", type=int, default=500)
     p.add_argument("--resume", type=Path, default=None, help="continue from a last.pt of an earlier run")
     p.add_argument("--dry-run", action="store_true", help="a few steps, no checkpoint")

@@ -52,9 +52,9 @@ from ecomgen.models.sr import (
     to_uint8,
     to_unit_range,
 )
-from training.viton import DEFAULT_VITON_DIR, REPO_ROOT, fake_tryon, load_rgb
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
+from training.viton import DEFAULT_VITON_DIR, fake_tryon, load_rgb
 
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 PHOTO_DIRS = ("image", "cloth")  # person photos, catalogue garment photos
 BLUR_SIGMA = (1.0, 3.0)  # high-resolution pixels

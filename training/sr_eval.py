@@ -42,7 +42,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ecomgen.models.sr import (
-    CHECKPOINT_DIR,
     ESPCN_STEM,
     INPUT,
     OUTPUT,
@@ -55,10 +54,10 @@ from ecomgen.models.sr import (
     to_uint8,
     to_unit_range,
 )
+from training.paths import CHECKPOINT_DIR, REPO_ROOT, RESULTS_DIR
 from training.sr import bicubic_up, downscale, list_photos, load_photos, machine
-from training.viton import DEFAULT_VITON_DIR, REPO_ROOT
+from training.viton import DEFAULT_VITON_DIR
 
-RESULTS_DIR = REPO_ROOT / "training" / "results"
 ONNX_OPSET = 17
 JPEG_EVAL_QUALITY = 75
 # The shared VITON copy holds test photos that are (near-)copies of train photos under other

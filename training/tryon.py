@@ -44,7 +44,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ecomgen.models.tryon import (
-    CHECKPOINT_DIR,
     GRID_SAMPLE,
     NETWORKS,
     REGIONS,
@@ -56,7 +55,8 @@ from ecomgen.models.tryon import (
 )
 from ecomgen.serving.handlers.tryon import garment_mask
 from training.image_metrics import ssim
-from training.viton import DEFAULT_VITON_DIR, REPO_ROOT, TryOnData, fake_tryon, load_split
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
+from training.viton import DEFAULT_VITON_DIR, TryOnData, fake_tryon, load_split
 
 # --- losses ----------------------------------------------------------------------
 

@@ -33,16 +33,16 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ecomgen.models.tryon import CHECKPOINT_DIR, pipeline_from_checkpoints
+from ecomgen.models.tryon import pipeline_from_checkpoints
 from ecomgen.serving.handlers.tryon import garment_mask
 from training.classifier import DEFAULT_CHECKPOINT as CLASSIFIER_CHECKPOINT
 from training.classifier import features, load_classifier
 from training.image_metrics import ssim
 from training.metrics import fcd
+from training.paths import CHECKPOINT_DIR, REPO_ROOT, RESULTS_DIR
 from training.tryon import batch_tensors, save_strip, to_uint8
-from training.viton import DEFAULT_VITON_DIR, REPO_ROOT, UPPER, TryOnData, load_pairs, read_pairs
+from training.viton import DEFAULT_VITON_DIR, UPPER, TryOnData, load_pairs, read_pairs
 
-RESULTS_DIR = REPO_ROOT / "training" / "results"
 # Published paired SSIM on VITON 256x192 (each paper's own protocol; see the report).
 ANCHORS = (
     (

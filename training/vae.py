@@ -60,21 +60,19 @@ from pytorch_msssim import ssim as ssim_fn
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ecomgen.models.vae import CHECKPOINT_NAME, VAE, load_vae, save_vae
+from ecomgen.models.vae import CATALOGUE_FILE, CHECKPOINT_NAME, VAE, load_vae, save_vae
 from ecomgen_client._images import make_grid
 from training.data import (  # PRODUCT_CLASSES via training.data: the client contract module is moving
     DEFAULT_PRODUCTS_DIR,
     PRODUCT_CLASSES,
-    REPO_ROOT,
     fake_products,
     is_heldout,
     load_image,
     read_styles,
     to_float,
 )
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
 
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
-CATALOGUE_NAME = "personalize_catalogue"
 PIXELS = 3 * 64 * 48
 
 
@@ -419,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(train_set)} train / {len(heldout)} held-out photos")
     ckpt = opt.out_dir / f"{CHECKPOINT_NAME}.safetensors"
     record = opt.out_dir / f"{CHECKPOINT_NAME}.json"
-    catalogue = opt.out_dir / f"{CATALOGUE_NAME}.safetensors"
+    catalogue = opt.out_dir / CATALOGUE_FILE
 
     if opt.build_index:
         vae = load_vae(ckpt)

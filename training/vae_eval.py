@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from pytorch_msssim import ssim as ssim_fn
 
-from ecomgen.models.vae import CHECKPOINT_NAME, VAE, load_vae
+from ecomgen.models.vae import CATALOGUE_FILE, CHECKPOINT_NAME, VAE, load_vae
 from ecomgen.serving.aggregate import aggregate, load_catalogue, sample
 from ecomgen_client._images import make_grid
 from training.classifier import DEFAULT_CHECKPOINT as DEFAULT_CLASSIFIER
 from training.classifier import ProductClassifier, features, load_classifier, logits
-from training.data import DEFAULT_PRODUCTS_DIR, PRODUCT_CLASSES, REPO_ROOT
+from training.data import DEFAULT_PRODUCTS_DIR, PRODUCT_CLASSES
 from training.metrics import fcd
+from training.paths import CHECKPOINT_DIR, RESULTS_DIR
 from training.vae import (
-    CATALOGUE_NAME,
     Products,
     cpu_model,
     decode,
@@ -57,7 +57,7 @@ from training.vae import (
 )
 
 NUM_CLASSES = len(PRODUCT_CLASSES)
-DEFAULT_OUT_DIR = REPO_ROOT / "training" / "results"
+DEFAULT_OUT_DIR = RESULTS_DIR
 TARGET_RATIO = 0.85
 TEMPERATURE_MARGIN = 0.05  # the temperature keeps train-shopper agreement >= (0.85 + 0.05) x accuracy
 TEMPERATURES = (0.0, 0.5, 0.75, 1.0)
@@ -502,7 +502,7 @@ def shopper_rows(
 ) -> tuple[str, np.ndarray]:
     """history | generated | nearest catalogue item to each | baselines, for six shoppers."""
     opt, train = run.opt, run.data.train
-    cat_path = opt.checkpoint_dir / f"{CATALOGUE_NAME}.safetensors"
+    cat_path = opt.checkpoint_dir / CATALOGUE_FILE
     catalogue = load_catalogue(cat_path) if cat_path.exists() and not opt.dry_run else None
     cat_hwc = nchw_u8_to_hwc(train.images)
     id_to_row = {int(i): r for r, i in enumerate(train.ids)}
@@ -802,7 +802,7 @@ def write_report(opt: argparse.Namespace, r: dict, png_name: str) -> Path:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint-dir", type=Path, default=REPO_ROOT / "checkpoints")
+    p.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_PRODUCTS_DIR)
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--history", type=int, default=8, help="photos per simulated shopper")
@@ -835,7 +835,7 @@ def load_models(opt: argparse.Namespace) -> tuple[VAE, ProductClassifier, dict[s
         return VAE(latent_dim=8, width=4).eval(), ProductClassifier(width=4).eval(), None
     vae = load_vae(opt.checkpoint_dir / f"{CHECKPOINT_NAME}.safetensors")
     prior = None
-    cat_path = opt.checkpoint_dir / f"{CATALOGUE_NAME}.safetensors"
+    cat_path = opt.checkpoint_dir / CATALOGUE_FILE
     if cat_path.exists():
         from safetensors.numpy import load_file
 

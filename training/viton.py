@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ecomgen.creative.images import fit
 from ecomgen.models.tryon import ARMS, HEAD, LOWER, UPPER
 from ecomgen.serving.handlers.tryon import HEIGHT, WIDTH
-from ecomgen.serving.images import fit
+from training.paths import SHARED_DATA
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VITON_DIR = Path(os.environ.get("ECOMGEN_VITON_DIR", REPO_ROOT.parent / "shared" / "data" / "viton"))
+DEFAULT_VITON_DIR = Path(os.environ.get("ECOMGEN_VITON_DIR", SHARED_DATA / "viton"))
 
 # The try-on networks see five regions, merged from the 20 LIP labels.
 # LIP: 0 bg, 1 hat, 2 hair, 3 glove, 4 sunglasses, 5 upper-clothes, 6 dress, 7 coat, 8 socks,

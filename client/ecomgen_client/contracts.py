@@ -2,7 +2,7 @@
 
 A contract is a model's name, its input and output tensors (dtype, dims, value ranges,
 size bounds) and whether it has a batch axis. The server's served-model specs
-(``ecomgen.served``) wrap these with their internal steps; the thin client validates
+(``ecomgen.specs``) wrap these with their internal steps; the thin client validates
 requests against them before they leave the process. For a model this module does not
 know, :meth:`Contract.from_config` builds the contract from the served ``config.pbtxt``.
 
@@ -379,7 +379,7 @@ AD_ENCODINGS = ("jpeg", "png", "webp")
 MAX_VARIANTS, MAX_SKUS = 16, 64
 AD_MAX_HW = (1920, 1200)  # the tallest and the widest of AD_FORMATS
 INVENTORY_MAX_SIDE = 1920  # an inventory image is at most this on its longer side
-SHEET_MAX_HW = (3400, 2000)  # 64 SKUs, 8 x 8 cells (ecomgen.serving.inventory.render_sheet; tested)
+SHEET_MAX_HW = (3400, 2000)  # 64 SKUs, 8 x 8 cells (ecomgen.creative.inventory.render_sheet; tested)
 SHEET_PHOTO_MAX_BYTES = 2 << 20  # an uploaded photo for a 216x288 sheet cell; 64 of them: 128 MiB
 
 

@@ -21,12 +21,13 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from ecomgen.models import randomize_batchnorm
-from ecomgen.served.product_gan import GENERATOR, LATENT_DIM
-from ecomgen.serving.tensors import latents_from_seeds, one_hot
+from ecomgen.numerics import latents_from_seeds, one_hot
 from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT = REPO_ROOT / "checkpoints" / "product_gan.safetensors"
+# The network's step name and latent size: the served spec (ecomgen.specs.product_gan) reads them.
+GENERATOR = "product_gan_generator"
+LATENT_DIM = 128
+CHECKPOINT_NAME = "product_gan.safetensors"
 NUM_CLASSES = len(PRODUCT_CLASSES)
 NZ = LATENT_DIM
 H, W = PRODUCT_IMAGE_HW
@@ -110,7 +111,7 @@ class Discriminator(nn.Module):
 # --- checkpoints and the reference path ------------------------------------------
 
 
-def generator_from_checkpoint(path: str | Path = CHECKPOINT) -> Generator:
+def generator_from_checkpoint(path: str | Path) -> Generator:
     """Load the shipped fp16 safetensors checkpoint into an fp32 eval-mode generator."""
     state = load_file(str(path))
     meta = json.loads(Path(path).with_suffix(".json").read_text())
@@ -129,12 +130,12 @@ def generate(g: Generator, class_ids: np.ndarray, seeds: np.ndarray) -> np.ndarr
     return g(z, y).numpy()
 
 
-def load_networks(checkpoint_dir: Path = REPO_ROOT / "checkpoints") -> dict[str, nn.Module]:
+def load_networks(checkpoint_dir: Path) -> dict[str, nn.Module]:
     """The shipped generator, keyed by its network step name."""
-    return {GENERATOR.name: generator_from_checkpoint(checkpoint_dir / CHECKPOINT.name)}
+    return {GENERATOR: generator_from_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)}
 
 
 def tiny_networks(seed: int = 0) -> dict[str, nn.Module]:
     """A tiny random generator (ngf=8) with non-trivial BatchNorm stats, for fast tests."""
     torch.manual_seed(seed)
-    return {GENERATOR.name: randomize_batchnorm(Generator(ngf=8), seed).eval()}
+    return {GENERATOR: randomize_batchnorm(Generator(ngf=8), seed).eval()}

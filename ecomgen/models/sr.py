@@ -28,8 +28,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 SCALE = 4
 STEP = "sr_network"
 INPUT, OUTPUT = "lowres", "highres"
@@ -144,12 +142,12 @@ def load_checkpoint(directory: Path, stem: str) -> nn.Module:
     return model.eval()
 
 
-def load_networks(checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]:
+def load_networks(checkpoint_dir: Path) -> dict[str, nn.Module]:
     """The trained SR network, keyed by its step name, eval mode, ready for ONNX export."""
     return {STEP: load_checkpoint(Path(checkpoint_dir), SR_STEM)}
 
 
-def load_espcn(checkpoint_dir: Path = CHECKPOINT_DIR) -> nn.Module:
+def load_espcn(checkpoint_dir: Path) -> nn.Module:
     """The trained ESPCN baseline (evaluation only; not served)."""
     return load_checkpoint(Path(checkpoint_dir), ESPCN_STEM)
 

@@ -11,7 +11,7 @@
   pasted back from the person photo.
 
 Each is its own ONNX model and Triton step; ``export_modules`` adapts them to the step
-tensors declared in ``ecomgen.served.tryon``. BatchNorm is exported in eval mode.
+tensors the served steps declare. BatchNorm is exported in eval mode.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ecomgen.models import randomize_batchnorm
-from ecomgen.served.tryon import PARSER, SYNTHESIS, WARP
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+# The networks' step names: the served spec (ecomgen.specs.tryon) reads them.
+PARSER, WARP, SYNTHESIS = "tryon_parser", "tryon_warp", "tryon_synthesis"
 REGIONS = ("background", "head", "upper", "arms", "lower")
 BACKGROUND, HEAD, UPPER, ARMS, LOWER = range(len(REGIONS))
 NUM_REGIONS = len(REGIONS)
@@ -255,9 +254,9 @@ class SynthesisStep(nn.Module):
 def export_modules(pipe: TryOnPipeline) -> dict[str, nn.Module]:
     """Network step name -> the module exported for that Triton step (inputs in spec order)."""
     return {
-        PARSER.name: pipe.parser.eval(),
-        WARP.name: WarpStep(pipe.warp).eval(),
-        SYNTHESIS.name: SynthesisStep(pipe.synthesis).eval(),
+        PARSER: pipe.parser.eval(),
+        WARP: WarpStep(pipe.warp).eval(),
+        SYNTHESIS: SynthesisStep(pipe.synthesis).eval(),
     }
 
 
@@ -268,7 +267,7 @@ def build(widths: dict[str, int]) -> TryOnPipeline:
     return TryOnPipeline(Parser(widths["parser"]), Warp(widths["warp"]), Synthesis(widths["synthesis"]))
 
 
-def pipeline_from_checkpoints(directory: Path = CHECKPOINT_DIR) -> TryOnPipeline:
+def pipeline_from_checkpoints(directory: Path) -> TryOnPipeline:
     """Load the three shipped fp16 checkpoints into an fp32 eval-mode pipeline."""
     meta = json.loads((directory / "tryon.json").read_text())
     pipe = build(meta["widths"])
@@ -304,7 +303,7 @@ def tiny_pipeline(seed: int = 0) -> TryOnPipeline:
     return pipe.eval()
 
 
-def load_networks(checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]:
+def load_networks(checkpoint_dir: Path) -> dict[str, nn.Module]:
     return export_modules(pipeline_from_checkpoints(checkpoint_dir))
 
 

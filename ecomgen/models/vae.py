@@ -29,8 +29,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 CHECKPOINT_NAME = "personalize_vae"
 IMAGE_HW = (64, 48)
 LATENT_DIM = 64
@@ -39,6 +37,9 @@ LOGVAR_RANGE = (-10.0, 10.0)
 # The smallest feature map: 64x48 halved four times.
 BOTTOM_HW = (IMAGE_HW[0] // 16, IMAGE_HW[1] // 16)
 NETWORK_NAMES = ("personalize_encoder", "personalize_decoder")
+ENCODER, DECODER = NETWORK_NAMES
+# The nearest-neighbour index the training writes beside the checkpoint (served as an artifact).
+CATALOGUE_FILE = "personalize_catalogue.safetensors"
 
 
 def init_weights(module: nn.Module) -> nn.Module:
@@ -170,7 +171,7 @@ def load_vae(path: Path, latent_dim: int | None = None, width: int | None = None
     return vae.eval()
 
 
-def load_networks(checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]:
+def load_networks(checkpoint_dir: Path) -> dict[str, nn.Module]:
     """The trained encoder and decoder, keyed by network step name, fp32, eval mode."""
     checkpoint_dir = Path(checkpoint_dir)
     record = checkpoint_dir / f"{CHECKPOINT_NAME}.json"
@@ -183,6 +184,6 @@ def load_networks(checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]
 
 def tiny_networks(seed: int = 0) -> dict[str, nn.Module]:
     """The same structure with tiny random weights (width 4), for fast tests. The latent size stays
-    LATENT_DIM: the served steps' tensors (``ecomgen.served.personalize``) are declared with it."""
+    LATENT_DIM: the served steps' tensors (``ecomgen.specs.personalize``) are declared with it."""
     torch.manual_seed(seed)
     return networks(VAE(latent_dim=LATENT_DIM, width=4))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecomgen.serving.errors import RequestError
+from ecomgen.errors import RequestError
 
 MAX_HISTORY = 32
 MAX_COUNT = 16

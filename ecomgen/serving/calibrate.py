@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ecomgen.hostinfo import has_bf16, machine_description, machine_slug
-from ecomgen.serving.quality import PARITY_MIN_PSNR_DB, psnr_uint8, quantise
+from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8, quantise
 from ecomgen.serving.runners import CHOICE_FILE, OnnxRuntimeRunner, OpenVinoRunner, Runner
 from ecomgen.spec import NetworkSpec
 

@@ -4,7 +4,7 @@ Triton hands a Python model every request the dynamic batcher grouped. :func:`ru
 checks each request on its own (declared dtype and shape, batch >= 1, dim bounds,
 NaN/Inf, value ranges, BYTES sizes, the deadline), lets the step validate and prepare
 it, computes the good ones as one batch and splits the outputs back. A bad request gets
-a :class:`~ecomgen.serving.errors.RequestError` naming the problem; its neighbours are
+a :class:`~ecomgen.errors.RequestError` naming the problem; its neighbours are
 unaffected. If computing the batch fails, each request is computed alone, so only the
 request that caused the failure fails. ``triton_backend`` turns the results into Triton
 responses; tests drive this module directly.
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ecomgen.serving.errors import DeadlineExceeded, RequestError
-from ecomgen.serving.tensors import check_finite, check_range
+from ecomgen.errors import DeadlineExceeded, RequestError
+from ecomgen.numerics import check_finite, check_range
 from ecomgen_client.contracts import TensorSpec
 
 log = logging.getLogger("ecomgen.serving")

@@ -14,35 +14,21 @@ at build time):
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from ecomgen.serving.errors import DeadlineExceeded, RequestError
-from ecomgen.serving.step import DEADLINE, Request, Step, StepConfig, run_batch
+from ecomgen.errors import DeadlineExceeded, RequestError
+from ecomgen.serving.handlers import load_handler
+from ecomgen.serving.step import DEADLINE, Request, StepConfig, run_batch
 
 # The file Triton loads from <backend dir>/model.py: the code lives in the installed package.
 BACKEND_SHIM = '''"""Triton's Python-based backend "ecomgen": the code is in the installed ecomgen package."""
 
 from ecomgen.serving.triton_backend import TritonPythonModel  # noqa: F401
 '''
-HANDLER_PACKAGE = "ecomgen.serving.handlers."
-
-
-def load_handler(spec: str) -> type[Step]:
-    """``module:Class`` under ecomgen.serving.handlers (configs cannot name arbitrary code)."""
-    module_name, _, cls_name = spec.partition(":")
-    if not module_name.startswith(HANDLER_PACKAGE) or not cls_name:
-        raise ValueError(f"handler {spec!r} must be '{HANDLER_PACKAGE}<module>:<Class>'")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    if not (isinstance(cls, type) and issubclass(cls, Step)):
-        raise TypeError(f"handler {spec!r} is not a Step")
-    return cls
-
-
 # What a Python-based backend needs besides model.py (Triton also looks in backends/python).
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ecomgen.launcher import ServerConfig, TritonServer
 from ecomgen.registry import REGISTRY
-from ecomgen.server import ServerConfig, TritonServer
 from ecomgen.serving.runners import RUNTIME_ENV
 from export.onnx import CHECKPOINT_DIR, export_model, install_onnx, load_modules, tiny_modules
 from export.repository import write_repository

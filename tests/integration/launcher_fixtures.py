@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecomgen.server import group_members, proc_cmdline, proc_stat
+from ecomgen.launcher import group_members, proc_cmdline, proc_stat
 from tests.conftest import REPO_ROOT, free_port
 
 _CONFIG = """\
@@ -219,14 +219,14 @@ def make_pki(root: Path) -> Pki:
 
 
 class Launcher:
-    """``python -m ecomgen.server`` in a child process, its output collected line by line."""
+    """``python -m ecomgen.launcher`` in a child process, its output collected line by line."""
 
     def __init__(
         self, repository: Path, *flags: str, env: dict[str, str] | None = None, ports: list[int] | None = None
     ):
         self.ports = ports or [free_port(), free_port(), free_port()]
         self.cmd = [
-            sys.executable, "-m", "ecomgen.server", "--repository", str(repository),
+            sys.executable, "-m", "ecomgen.launcher", "--repository", str(repository),
             "--grpc-port", str(self.ports[0]), "--http-port", str(self.ports[1]),
             "--metrics-port", str(self.ports[2]), *flags,
         ]  # fmt: skip

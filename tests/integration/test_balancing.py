@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from ecomgen.registry import Registry
-from ecomgen.served.product_gan import PRODUCT_GAN
+from ecomgen.specs.product_gan import PRODUCT_GAN
 from ecomgen_client import AsyncProductClient, ProductClient
 from export.onnx import export_model, install_onnx, tiny_modules
 from export.repository import write_repository

@@ -15,8 +15,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ecomgen.models.product_gan import generate
-from ecomgen.serving.quality import psnr_uint8
-from ecomgen.serving.tensors import from_uint8_hwc, to_uint8_hwc
+from ecomgen.numerics import from_uint8_hwc, psnr_uint8, to_uint8_hwc
 from ecomgen_client import AsyncProductClient, InvalidInputError, ProductClient
 
 pytestmark = pytest.mark.integration

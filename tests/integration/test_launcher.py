@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ecomgen.server import (
+from ecomgen.launcher import (
     EXIT_CONFIG,
     EXIT_OK,
     RunAs,

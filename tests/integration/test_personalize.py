@@ -13,10 +13,10 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ecomgen.models.vae import LATENT_DIM
-from ecomgen.served.personalize import LATENT, TEMPERATURE
+from ecomgen.numerics import from_uint8_hwc, to_uint8_hwc
 from ecomgen.serving.aggregate import request_latents
 from ecomgen.serving.handlers.personalize import fit_product
-from ecomgen.serving.tensors import from_uint8_hwc, to_uint8_hwc
+from ecomgen.specs.personalize import LATENT, TEMPERATURE
 from ecomgen_client import AsyncProductClient, InvalidInputError, ProductClient
 from ecomgen_client.contracts import PRODUCT_CLASSES
 

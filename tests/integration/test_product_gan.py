@@ -11,8 +11,8 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from ecomgen.models.product_gan import generate
-from ecomgen.served.product_gan import PRODUCT_GAN as SERVED
-from ecomgen.serving.tensors import to_uint8_hwc
+from ecomgen.numerics import to_uint8_hwc
+from ecomgen.specs.product_gan import PRODUCT_GAN as SERVED
 from ecomgen_client import AsyncProductClient, InvalidInputError, ProductClient
 from ecomgen_client.contracts import PRODUCT_GAN
 

@@ -17,7 +17,7 @@ import tritonclient.grpc.aio as aioclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from ecomgen.serving import provenance
+from ecomgen.creative import provenance
 from ecomgen.serving.handlers.tryon import preprocess
 from ecomgen_client import InvalidInputError, ProductClient
 from ecomgen_client.contracts import TRYON, TRYON_BYTES

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ecomgen.serving.ads import (
+from ecomgen.creative.ads import (
     FORMATS,
     TEMPLATES,
     AdFields,
@@ -18,7 +18,7 @@ from ecomgen.serving.ads import (
     render_ad,
     validate_ad_fields,
 )
-from ecomgen.serving.errors import RequestError
+from ecomgen.errors import RequestError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GOOD = dict(title="Linen summer dress", price="49.90", currency="EUR", badge="NEW", cta="Shop now")
@@ -204,7 +204,7 @@ def test_bad_template_and_product() -> None:
 def test_dilate_matches_scipy() -> None:
     from scipy import ndimage
 
-    from ecomgen.serving.ads import _dilate
+    from ecomgen.creative.ads import _dilate
 
     m = np.random.default_rng(0).random((40, 57)) > 0.97
     np.testing.assert_array_equal(_dilate(m, 2), ndimage.binary_dilation(m, structure=np.ones((5, 5), bool)))

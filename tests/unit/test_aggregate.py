@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from ecomgen.errors import RequestError
 from ecomgen.serving.aggregate import (
     MAX_COUNT,
     MAX_HISTORY,
@@ -19,7 +20,6 @@ from ecomgen.serving.aggregate import (
     nearest,
     sample,
 )
-from ecomgen.serving.errors import RequestError
 from tests.conftest import REPO_ROOT
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ecomgen.served.product_gan import GENERATOR
 from ecomgen.serving import calibrate as C
 from ecomgen.serving.runners import CHOICE_FILE, FALLBACK_RUNTIME, RUNTIME_ENV, resolve_runtime
+from ecomgen.specs.product_gan import GENERATOR
 from export.onnx import export_network
 
 

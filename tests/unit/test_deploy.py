@@ -445,7 +445,7 @@ def test_cpu_overlay_runs_the_launcher(rendered: dict[str, list[dict[str, Any]]]
 def test_cpu_overlay_flags_exist_in_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """`ecomgen serve` itself parses the manifest's args (staging and serving stubbed out)."""
     import ecomgen.cli
-    import ecomgen.server
+    import ecomgen.launcher.server
     import ecomgen.serving.triton_backend
 
     manifest = yaml.safe_load((DEPLOY / "overlays" / "cpu" / "deployment.yaml").read_text())
@@ -457,7 +457,7 @@ def test_cpu_overlay_flags_exist_in_the_launcher(monkeypatch: pytest.MonkeyPatch
         return 0
 
     monkeypatch.setattr(ecomgen.cli, "serve", fake_serve)
-    monkeypatch.setattr(ecomgen.server, "prepare_backend_dir", lambda *a, **k: Path("/nonexistent"))
+    monkeypatch.setattr(ecomgen.launcher.server, "prepare_backend_dir", lambda *a, **k: Path("/nonexistent"))
     monkeypatch.setattr(ecomgen.serving.triton_backend, "install", lambda *a, **k: None)
     assert ecomgen.cli.main(container["args"]) == 0  # argparse exits 2 on an unknown flag
     assert seen["served"] == Path("/opt/ecomgen/model_repository/cpu")

@@ -10,8 +10,8 @@ import torch
 from onnx import numpy_helper
 from safetensors.torch import save_file
 
-from ecomgen.served.product_gan import GENERATOR as NET
-from ecomgen.serving.tensors import latents_from_seeds, one_hot
+from ecomgen.numerics import latents_from_seeds, one_hot
+from ecomgen.specs.product_gan import GENERATOR as NET
 from export.onnx import ParityError, check_parity, export_network, sample_inputs, strip_spectral_norm
 
 

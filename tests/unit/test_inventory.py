@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ecomgen.serving.errors import RequestError
-from ecomgen.serving.inventory import (
+from ecomgen.creative.inventory import (
     DEFAULT_LOW_STOCK_THRESHOLD,
     MIN_SIDE,
     State,
@@ -19,6 +18,7 @@ from ecomgen.serving.inventory import (
     stock_state,
     validate_sku,
 )
+from ecomgen.errors import RequestError
 from ecomgen_client.contracts import INVENTORY_MAX_SIDE, INVENTORY_SHEET, SHEET_MAX_HW
 
 TODAY = date(2026, 12, 1)
@@ -128,7 +128,7 @@ def test_sheet_colours_cells_by_state() -> None:
         stock_state(0, None, "2026-12-24", TODAY),
     ]
     sheet = render_sheet([(p, f"SKU-{i}", s) for i, s in enumerate(kinds)])
-    from ecomgen.serving.inventory import COLOURS
+    from ecomgen.creative.inventory import COLOURS
 
     # The state bar under each cell's image, at its left edge (x = cell start + 3).
     grid_w = 4 * 216 + 3 * 18
@@ -153,7 +153,7 @@ def test_an_inventory_image_is_bounded_whatever_was_uploaded() -> None:
 
 def test_the_largest_encoded_output_fits_its_declared_bound() -> None:
     """Incompressible pixels at the largest declared size, labelled: within the contract's max_bytes."""
-    from ecomgen.serving.provenance import encode_labelled
+    from ecomgen.creative.provenance import encode_labelled
 
     h, w = SHEET_MAX_HW
     noise = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)

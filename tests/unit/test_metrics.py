@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.conftest import REPO_ROOT
 from training.classifier import (
     FEATURE_DIM,
     NUM_CLASSES,
@@ -32,8 +33,6 @@ from training.metrics import (
     first_per_class,
     frechet_distance,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_stats(rng: np.random.Generator, d: int = 16, n: int = 200) -> tuple[np.ndarray, np.ndarray]:

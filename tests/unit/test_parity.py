@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecomgen.served.product_gan import GENERATOR
+from ecomgen.specs.product_gan import GENERATOR
 from ecomgen_client.contracts import TensorSpec
 from export.onnx import export_network
 from export.parity import (

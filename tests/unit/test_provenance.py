@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ecomgen.serving import provenance as P
-from ecomgen.serving.ads import render_ad, validate_ad_fields
+from ecomgen.creative import provenance as P
+from ecomgen.creative.ads import render_ad, validate_ad_fields
 from tests.c2pa_certs import SigningIdentity, make_test_identity
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -236,7 +236,7 @@ def test_serving_modules_need_only_the_serving_image_packages() -> None:
     code = "\n".join(
         [
             "import sys, numpy as np",
-            "from ecomgen.serving import ads, inventory, provenance, text",
+            "from ecomgen.creative import ads, inventory, provenance, text",
             "import ecomgen.verify",
             "f = ads.validate_ad_fields(title='Sale 夏季', price='9.99', currency='EUR', badge='NEW')",
             "img = ads.render_ad(np.full((256, 192, 3), 200, np.uint8), f, 0)",

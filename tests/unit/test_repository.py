@@ -10,8 +10,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ecomgen.registry import REGISTRY
-from ecomgen.served.tryon import TRYON
 from ecomgen.spec import BACKEND, DEADLINE, TARGETS, NetworkStep, PythonStep, wire
+from ecomgen.specs.tryon import TRYON
 from export.repository import DEFAULT_ROOT, check_repository, repository_models, write_repository
 
 

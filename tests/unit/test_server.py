@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ecomgen import server as srv
-from ecomgen.server import (
+from ecomgen import launcher as srv
+from ecomgen.launcher import (
     ADMIN_APIS,
     EXIT_CODES_HELP,
     EXIT_CONFIG,

@@ -16,14 +16,14 @@ import torch
 from google.protobuf import json_format
 from PIL import Image
 
+from ecomgen.creative import provenance
+from ecomgen.creative.images import decode, encode, fit
+from ecomgen.errors import RequestError
+from ecomgen.numerics import to_uint8_hwc
 from ecomgen.registry import REGISTRY
-from ecomgen.serving import provenance
-from ecomgen.serving.errors import RequestError
+from ecomgen.serving.handlers import load_handler
 from ecomgen.serving.handlers.tryon import HEIGHT, WIDTH, garment_mask, preprocess
-from ecomgen.serving.images import decode, encode, fit
 from ecomgen.serving.step import Request, Step, StepConfig, run_batch
-from ecomgen.serving.tensors import to_uint8_hwc
-from ecomgen.serving.triton_backend import load_handler
 from ecomgen.spec import wire
 from export.onnx import export_model, install_onnx, tiny_modules
 from export.repository import repository_models, write_repository

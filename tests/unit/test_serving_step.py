@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ecomgen.serving.errors import DeadlineExceeded, RequestError
+from ecomgen.errors import DeadlineExceeded, RequestError
+from ecomgen.numerics import check_range, latents_from_seeds, one_hot, to_uint8_hwc
 from ecomgen.serving.step import DEADLINE, Request, Step, StepConfig, TensorInfo, check_inputs, run_batch
-from ecomgen.serving.tensors import check_range, latents_from_seeds, one_hot, to_uint8_hwc
 
 
 def info(name: str, dtype: Any, dims: tuple[int, ...], **kw: Any) -> TensorInfo:
@@ -173,7 +173,7 @@ def test_latents_depend_only_on_the_seed():
 
 
 def test_batched_key_derivation_is_numpys_seed_sequence_bit_for_bit():
-    from ecomgen.serving.tensors import philox_keys
+    from ecomgen.numerics import philox_keys
 
     rng = np.random.default_rng(1)
     seeds = np.concatenate(
@@ -292,7 +292,7 @@ def test_backend_execute_answers_every_request_with_its_own_result_or_error(back
 
 
 def test_backend_refuses_handlers_outside_the_serving_package():
-    from ecomgen.serving.triton_backend import load_handler
+    from ecomgen.serving.handlers import load_handler
 
     with pytest.raises(ValueError, match="must be"):
         load_handler("os:system")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from ecomgen.registry import REGISTRY, Registry
-from ecomgen.served.product_gan import GENERATOR, PRODUCT_GAN
 from ecomgen.spec import (
     Batching,
     NetworkSpec,
@@ -20,6 +19,7 @@ from ecomgen.spec import (
     WiringError,
     wire,
 )
+from ecomgen.specs.product_gan import GENERATOR, PRODUCT_GAN
 from ecomgen_client.contracts import CONTRACTS, Contract, TensorSpec, contract_parameters
 
 BATCH = Batching((4,), 0)

@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import export.parity
 import export.trt_runtime
-from ecomgen.served.product_gan import GENERATOR
+from ecomgen.specs.product_gan import GENERATOR
 from export import tensorrt as T
 from export.onnx import export_network
 from export.repository import DEFAULT_ROOT

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecomgen.serving.errors import RequestError
-from ecomgen.serving.text import (
+from ecomgen.creative.text import (
     CJK_BOLD,
     FONT_DIR,
     LATIN_BOLD,
@@ -28,6 +27,7 @@ from ecomgen.serving.text import (
     unsupported_characters,
     worst_contrast,
 )
+from ecomgen.errors import RequestError
 
 
 def ink_box(layout, canvas=(1400, 1400)) -> tuple[int, int, int, int]:

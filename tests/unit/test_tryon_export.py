@@ -11,8 +11,8 @@ import torch
 
 from ecomgen.models import tryon as models
 from ecomgen.models.tryon import BACKGROUND, HEAD, LOWER, UPPER
-from ecomgen.served.tryon import TRYON
 from ecomgen.serving.runners import make_runner
+from ecomgen.specs.tryon import TRYON
 from export.onnx import check_parity, export_network, sample_inputs
 from training import tryon
 from training.image_metrics import ssim

@@ -4,7 +4,7 @@ Each model is one request per ad set, SKU or sheet (no batch axis). The first st
 every field (so a bad request never reaches the networks) and turns the product choice into
 generator inputs: ``variants`` latents for seeds ``seed, seed+1, ...``, or one placeholder row
 when the caller uploads a product photo, since an ensemble runs every step. The last step
-renders the layouts with ``ecomgen.serving.ads`` / ``inventory`` and encodes each image with
+renders the layouts with ``ecomgen.creative.ads`` / ``inventory`` and encodes each image with
 provenance (watermark, XMP source type, C2PA when configured).
 """
 
@@ -14,13 +14,13 @@ import datetime as dt
 
 import numpy as np
 
-from ecomgen.serving import ads, inventory
-from ecomgen.serving.errors import RequestError
+from ecomgen.creative import ads, inventory
+from ecomgen.creative.images import as_bytes, decode
+from ecomgen.creative.provenance import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA, TRAINED_ALGORITHMIC_MEDIA
+from ecomgen.errors import RequestError
+from ecomgen.numerics import latents_from_seeds, one_hot, to_uint8_hwc
 from ecomgen.serving.handlers.labelled import labelled, signer
-from ecomgen.serving.images import as_bytes, decode
-from ecomgen.serving.provenance import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA, TRAINED_ALGORITHMIC_MEDIA
 from ecomgen.serving.step import Step
-from ecomgen.serving.tensors import latents_from_seeds, one_hot, to_uint8_hwc
 
 INT64_MAX = 2**63 - 1
 PHOTO_MIN_SIDE, PHOTO_MAX_SIDE = 32, 4096

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecomgen.numerics import from_uint8_hwc, mask_to_uint8, to_uint8_hwc
 from ecomgen.serving.step import Step
-from ecomgen.serving.tensors import from_uint8_hwc, mask_to_uint8, to_uint8_hwc
 
 
 class ToUint8(Step):

@@ -1,6 +1,6 @@
 """Provenance for every encoded output: one signer per process, built at startup from the environment.
 
-``ECOMGEN_C2PA_CERT`` / ``ECOMGEN_C2PA_KEY`` configure the C2PA signer (``ecomgen.serving.provenance``);
+``ECOMGEN_C2PA_CERT`` / ``ECOMGEN_C2PA_KEY`` configure the C2PA signer (``ecomgen.creative.provenance``);
 without them manifests are off, and the XMP label and the invisible watermark are still applied.
 """
 
@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from ecomgen.serving.provenance import C2paSigner, encode_labelled, manifest_status, signer_from_env
+from ecomgen.creative.provenance import C2paSigner, encode_labelled, manifest_status, signer_from_env
 
 log = logging.getLogger("ecomgen.serving")
 

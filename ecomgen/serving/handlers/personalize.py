@@ -11,15 +11,14 @@ import logging
 import numpy as np
 from PIL import Image
 
+from ecomgen.errors import RequestError
+from ecomgen.numerics import from_uint8_hwc, to_uint8_hwc
 from ecomgen.serving.aggregate import check_weights, load_catalogue, request_latents
-from ecomgen.serving.errors import RequestError
 from ecomgen.serving.step import Step
-from ecomgen.serving.tensors import from_uint8_hwc, to_uint8_hwc
 from ecomgen_client.contracts import PRODUCT_IMAGE_HW
 
 log = logging.getLogger("ecomgen.serving")
 HEIGHT, WIDTH = PRODUCT_IMAGE_HW
-CATALOGUE_FILE = "personalize_catalogue.safetensors"
 
 
 def fit_product(image: np.ndarray) -> np.ndarray:
@@ -73,12 +72,13 @@ class Postprocess(Step):
     """Decoded images -> uint8, and the ids of the nearest catalogue items to each latent."""
 
     def setup(self) -> None:
-        path = self.config.model_dir / CATALOGUE_FILE
+        name = self.params.get("catalogue", "")
+        path = self.config.model_dir / name
         self.k = self.config.outputs["similar"].dims[-1]
         self.catalogue = load_catalogue(path) if path.exists() else None
         if self.catalogue is None:
             log.warning(
-                "%s: no %s beside the model; 'similar' will hold -1", self.config.name, CATALOGUE_FILE
+                "%s: no %s beside the model; 'similar' will hold -1", self.config.name, name or "catalogue"
             )
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ecomgen.serving.handlers import load_handler
 from ecomgen.serving.handlers.network import network_runner
 from ecomgen.serving.runners import Runner
 from ecomgen.serving.step import Step, StepConfig, TensorInfo
@@ -65,8 +66,6 @@ class StagedPipeline(Step):
 
 class FusedPipeline(StagedPipeline):
     def setup(self) -> None:
-        from ecomgen.serving.triton_backend import load_handler
-
         self.stages = []
         for entry in json.loads(self.params["pipeline"]):
             maps = entry["name"], entry["input_map"], entry["output_map"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecomgen.numerics import latents_from_seeds, one_hot
 from ecomgen.serving.step import Step
-from ecomgen.serving.tensors import latents_from_seeds, one_hot
 
 
 class Preprocess(Step):

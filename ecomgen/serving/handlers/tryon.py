@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecomgen.creative.images import as_bytes, decode, fit
+from ecomgen.creative.provenance import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+from ecomgen.numerics import from_uint8_hwc, to_uint8_hwc
 from ecomgen.serving.handlers.labelled import labelled, signer
-from ecomgen.serving.images import as_bytes, decode, fit
-from ecomgen.serving.provenance import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
 from ecomgen.serving.step import Step
-from ecomgen.serving.tensors import from_uint8_hwc, to_uint8_hwc
 from ecomgen_client.contracts import PHOTO_MAX_SIDE, PHOTO_MIN_SIDE, TRYON_HW
 
 HEIGHT, WIDTH = TRYON_HW

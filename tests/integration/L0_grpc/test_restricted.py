@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from ecomgen.server import (
+from ecomgen.launcher import (
     ADMIN_APIS,
     ServerConfig,
     TritonServer,
@@ -262,7 +262,7 @@ def test_python_backend_regions_cannot_be_registered(served: Served) -> None:
 
 
 def _cmdline(pid: int) -> list[str]:
-    from ecomgen.server import proc_cmdline
+    from ecomgen.launcher import proc_cmdline
 
     return proc_cmdline(pid)
 

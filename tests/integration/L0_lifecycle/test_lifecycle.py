@@ -2,7 +2,7 @@
 
 Issue 9 finding 7: kill -9 of tritonserver left a Python stub orphaned (2 of 2 runs), the launcher
 exited 1 without restarting Triton, and a SIGTERM sent to tritonserver directly made the launcher
-exit 1. Each test runs ``python -m ecomgen.server`` on the tiny repository of launcher_fixtures
+exit 1. Each test runs ``python -m ecomgen.launcher`` on the tiny repository of launcher_fixtures
 under load, and checks the processes of *its own* server (by process group), never globally.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ecomgen.server import EXIT_CRASH, EXIT_OK, EXIT_STARTUP, proc_cmdline
+from ecomgen.launcher import EXIT_CRASH, EXIT_OK, EXIT_STARTUP, proc_cmdline
 from tests.integration.launcher_fixtures import (
     Load,
     describe,

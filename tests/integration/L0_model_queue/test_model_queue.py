@@ -22,8 +22,8 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from ecomgen.registry import Registry
-from ecomgen.served.product_gan import PRODUCT_GAN
 from ecomgen.spec import QueuePolicy
+from ecomgen.specs.product_gan import PRODUCT_GAN
 from ecomgen_client import AsyncProductClient, QueueFullError, QueueTimeoutError, ServerOverloadedError
 from export.onnx import export_model, install_onnx, tiny_modules
 from export.repository import write_repository

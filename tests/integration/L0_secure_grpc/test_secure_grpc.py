@@ -19,7 +19,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ecomgen.server import ServerConfig, TritonServer, listening_sockets, proc_uid
+from ecomgen.launcher import ServerConfig, TritonServer, listening_sockets, proc_uid
 from tests.conftest import free_port
 from tests.integration.launcher_fixtures import Pki, infer_add_one, launcher, make_pki, write_repository
 

@@ -7,13 +7,13 @@ history's photos and the requested images).
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, TEN_SECOND_QUEUE, network, rows
-from ecomgen.serving.handlers.personalize import CATALOGUE_FILE
+from ecomgen.models import vae as model
 from ecomgen.spec import Batching, NetworkSpec, NetworkStep, PythonStep, ServedModel
+from ecomgen.specs.common import HANDLERS, TEN_SECOND_QUEUE, network, rows
 from ecomgen_client import contracts
 from ecomgen_client.contracts import MAX_COUNT, MAX_HISTORY, PRODUCT_IMAGE_HW, TensorSpec
 
-LATENT = 64  # ecomgen.models.vae.LATENT_DIM (a test checks they agree)
+LATENT = model.LATENT_DIM
 # Temperature of the samples around the combined posterior; chosen on train-split shoppers
 # by training/vae_eval.py (training/results/personalize_eval.md).
 TEMPERATURE = "0.75"
@@ -29,7 +29,7 @@ Z = TensorSpec("z", "FP32", (LATENT,))
 
 
 # Up to 32 photos of a history, or 16 images of a shopper, per request; 64 rows a batch. No queue
-# delay: every step of the chain would pay it again (see ecomgen/served/upscale.py).
+# delay: every step of the chain would pay it again (see ecomgen/specs/upscale.py).
 BATCHING = Batching(preferred_batch_sizes=(32, 64), max_queue_delay_us=0)
 
 
@@ -37,8 +37,8 @@ def _net(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, .
     return network(name, inputs, outputs, max_batch=64, opt_batch=16, batching=BATCHING)
 
 
-ENCODER = _net("personalize_encoder", (IMAGE,), (MU, LOGVAR))
-DECODER = _net("personalize_decoder", (Z,), (IMAGE,))
+ENCODER = _net(model.ENCODER, (IMAGE,), (MU, LOGVAR))
+DECODER = _net(model.DECODER, (Z,), (IMAGE,))
 PI = TensorSpec("pi", "FP32", (-1,), max_dims=(MAX_HISTORY,))
 C = contracts.PERSONALIZE
 
@@ -69,7 +69,8 @@ PERSONALIZE = ServedModel(
             (rows(IMAGE, MAX_COUNT), rows(Z, MAX_COUNT)),
             C.outputs,
             max_batch_size=0,
-            artifacts=(CATALOGUE_FILE,),
+            params=(("catalogue", model.CATALOGUE_FILE),),
+            artifacts=(model.CATALOGUE_FILE,),
         ),
     ),
     batching=BATCHING,

@@ -1,7 +1,7 @@
 """Rebuild the shipped font subsets (a maintainer tool; serving only reads the output files).
 
     apt-get download fonts-noto-cjk && dpkg-deb -x fonts-noto-cjk_*.deb /tmp/noto
-    flock /tmp/ecomgen-cpu.lock .venv/bin/python -m ecomgen.serving.fonts.build_fonts \
+    flock /tmp/ecomgen-cpu.lock .venv/bin/python -m ecomgen.creative.fonts.build_fonts \
         --dejavu /usr/share/fonts/truetype/dejavu --noto-cjk /tmp/noto/usr/share/fonts/opentype/noto
 
 The character sets are documented in README.md next to this file; ``cjk_characters`` and

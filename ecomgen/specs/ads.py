@@ -7,10 +7,10 @@ or sheet; the networks batch across requests.
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, rows
-from ecomgen.served.product_gan import GENERATOR, LATENT_DIM
-from ecomgen.served.upscale import SR_NETWORK
 from ecomgen.spec import Batching, NetworkStep, PythonStep, QueuePolicy, ServedModel, Step
+from ecomgen.specs.common import HANDLERS, rows
+from ecomgen.specs.product_gan import GENERATOR, LATENT_DIM
+from ecomgen.specs.upscale import SR_NETWORK
 from ecomgen_client import contracts
 from ecomgen_client.contracts import MAX_SKUS, MAX_VARIANTS, PRODUCT_CLASSES, Contract, TensorSpec
 

@@ -21,8 +21,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from ecomgen.serving.errors import RequestError
-from ecomgen.serving.text import RGB, Box, check_drawable, fit_text
+from ecomgen.creative.text import RGB, Box, check_drawable, fit_text
+from ecomgen.errors import RequestError
 from ecomgen_client.contracts import INVENTORY_MAX_SIDE, MAX_SKUS
 
 StateKind = Literal["in_stock", "low_stock", "sold_out", "back_order"]
@@ -138,7 +138,7 @@ def validate_sku(sku: str | bytes, field: str = "sku") -> str:
 
 
 def _rounded(size: tuple[int, int], radius: float) -> Image.Image:
-    from ecomgen.serving.ads import rounded_mask
+    from ecomgen.creative.ads import rounded_mask
 
     return rounded_mask(size, radius)
 
@@ -151,7 +151,7 @@ def _shape(canvas: Image.Image, box: Box, colour: RGB, radius: float, alpha: flo
 
 
 def _text_colour(fill: RGB) -> RGB:
-    from ecomgen.serving.text import contrast_ratio
+    from ecomgen.creative.text import contrast_ratio
 
     return WHITE if contrast_ratio(fill, WHITE) >= contrast_ratio(fill, INK) else INK
 
@@ -159,7 +159,7 @@ def _text_colour(fill: RGB) -> RGB:
 def _label(
     canvas: Image.Image, text: str, box: Box, fill: RGB, size: int, field: str, align: str = "center"
 ) -> None:
-    from ecomgen.serving.ads import draw_text
+    from ecomgen.creative.ads import draw_text
 
     layout = fit_text(
         text,
@@ -275,7 +275,7 @@ def _overlay(img: Image.Image, state: State) -> Image.Image:
         _shape(img, box, _tint(colour, 0.88), ph / 2)
         _dot(img, box.x0 + round(22 * u) + r, box.y0 + ph // 2, r, colour)
         text_box = Box(box.x0 + round(22 * u) + 3 * r, box.y0, box.x1 - round(14 * u), box.y1)
-        from ecomgen.serving.ads import draw_text
+        from ecomgen.creative.ads import draw_text
 
         layout = fit_text(
             state.label, text_box, max_size=size, min_size=size, max_lines=1, valign="middle", field="state"
@@ -324,7 +324,7 @@ def render_sheet(items: Sequence[tuple[np.ndarray, str, State]], title: str | No
 def _header(
     sheet: Image.Image, items: Sequence[tuple[np.ndarray, str, State]], title: str | None, box: Box
 ) -> None:
-    from ecomgen.serving.ads import draw_text
+    from ecomgen.creative.ads import draw_text
 
     heading = title or f"Inventory: {len(items)} SKU{'s' if len(items) != 1 else ''}"
     check_drawable("title", heading)
@@ -368,7 +368,7 @@ def _cell(
     bar_h: int,
     index: int,
 ) -> None:
-    from ecomgen.serving.ads import draw_text
+    from ecomgen.creative.ads import draw_text
 
     colour = COLOURS[state.kind]
     _shape(sheet, box, WHITE, 10)

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ecomgen.serving.errors import RequestError
+from ecomgen.errors import RequestError
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
 LATIN_REGULAR = FONT_DIR / "DejaVuSans-Subset.ttf"

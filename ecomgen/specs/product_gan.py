@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, TO_UINT8
+from ecomgen.models import product_gan as model
 from ecomgen.spec import (
     Batching,
     NetworkSpec,
@@ -12,16 +12,17 @@ from ecomgen.spec import (
     QueuePolicy,
     ServedModel,
 )
+from ecomgen.specs.common import HANDLERS, TO_UINT8
 from ecomgen_client import contracts
 from ecomgen_client.contracts import PRODUCT_CLASSES, PRODUCT_IMAGE_HW, TensorSpec
 
-LATENT_DIM = 128
+LATENT_DIM = model.LATENT_DIM
 # A bounded queue: 128 requests of up to 64 rows wait at most; overload is rejected, and the
 # memory they hold stays bounded (benchmarks/results: soak).
 QUEUE = QueuePolicy(max_queue_size=128, default_timeout_us=5_000_000)
 
 GENERATOR = NetworkSpec(
-    name="product_gan_generator",
+    name=model.GENERATOR,
     inputs=(
         TensorSpec("z", "FP32", (LATENT_DIM,)),
         # One-hot rather than an index: TensorRT has mis-served batched Gather/Embedding.

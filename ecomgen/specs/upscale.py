@@ -8,10 +8,11 @@ product_gan's image, upscaled.
 
 from __future__ import annotations
 
-from ecomgen.served.common import FROM_UINT8, TEN_SECOND_QUEUE, TO_UINT8
-from ecomgen.served.product_gan import GENERATOR, PRODUCT_GAN
-from ecomgen.served.product_gan import PRE as PRODUCT_GAN_PRE
+from ecomgen.models import sr as model
 from ecomgen.spec import Batching, NetworkSpec, NetworkStep, OptimizationProfile, PythonStep, ServedModel
+from ecomgen.specs.common import FROM_UINT8, TEN_SECOND_QUEUE, TO_UINT8
+from ecomgen.specs.product_gan import GENERATOR, PRODUCT_GAN
+from ecomgen.specs.product_gan import PRE as PRODUCT_GAN_PRE
 from ecomgen_client import contracts
 from ecomgen_client.contracts import SR_MAX_SIDE, SR_MIN_SIDE, SR_SCALE, TensorSpec
 
@@ -31,7 +32,7 @@ HIGHRES = TensorSpec(
 BATCHING = Batching(preferred_batch_sizes=(8, 16), max_queue_delay_us=0)
 
 SR_NETWORK = NetworkSpec(
-    name="sr_network",
+    name=model.STEP,
     inputs=(LOWRES,),
     outputs=(HIGHRES,),
     max_batch_size=16,

@@ -1,10 +1,13 @@
-"""Small numpy helpers shared by the serving steps, training and export (one home each)."""
+"""Numbers shared by serving, models, training, export and benchmarks (one home each): the seed ->
+latent mapping, one-hot, the uint8 quantiser clients see, PSNR, and the request value checks."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ecomgen.serving.errors import RequestError
+from ecomgen.errors import RequestError
 
 # numpy's SeedSequence constants (numpy/random/bit_generator.pyx): Philox(seed) keys itself with
 # SeedSequence(seed).generate_state(2, uint64), which costs ~45 us a seed in Python; the same
@@ -74,10 +77,20 @@ def one_hot(class_ids: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
+def quantise(array: np.ndarray, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Float values in [low, high] -> uint8 levels: the one quantiser, exactly what clients see.
+
+    Images are [-1, 1] (the default), masks [0, 1]. NaN maps to 0, +-Inf to the nearest end.
+    float32 arithmetic: this runs on every served image.
+    """
+    scale = np.float32(255.0 / (high - low))
+    x = np.nan_to_num(np.asarray(array, dtype=np.float32), nan=low, posinf=high, neginf=low)
+    return np.clip((x - np.float32(low)) * scale + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
+
+
 def to_uint8_hwc(images: np.ndarray) -> np.ndarray:
-    """Network output in [-1, 1], NCHW float -> NHWC uint8 (NaN maps to 0)."""
-    x = np.clip((np.nan_to_num(images, nan=-1.0) + 1.0) * 127.5 + 0.5, 0.0, 255.0).astype(np.uint8)
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    """Network images in [-1, 1], NCHW float -> NHWC uint8."""
+    return np.ascontiguousarray(quantise(images).transpose(0, 2, 3, 1))
 
 
 def from_uint8_hwc(images: np.ndarray) -> np.ndarray:
@@ -87,8 +100,8 @@ def from_uint8_hwc(images: np.ndarray) -> np.ndarray:
 
 
 def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
-    """N x 1 x H x W in [0, 1] -> N x H x W uint8."""
-    return np.clip(np.nan_to_num(mask[:, 0]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """N x 1 x H x W masks in [0, 1] -> N x H x W uint8."""
+    return quantise(mask[:, 0], 0.0, 1.0)
 
 
 def check_finite(name: str, array: np.ndarray) -> None:
@@ -115,3 +128,37 @@ def check_range(name: str, array: np.ndarray, low: float, high: float) -> None:
             f"input '{name}' value {float(array[bad].reshape(-1)[0]):g} out of range [{low:g}, {high:g}] "
             f"({int(bad.sum())} of {array.size} values)"
         )
+
+
+# A runtime or precision serves "the same images" when its uint8 output is at least this
+# close to the fp32 reference (the parity gate's threshold; torch2trt uses PSNR the same way).
+PARITY_MIN_PSNR_DB = 40.0
+
+
+def psnr(ref: np.ndarray, got: np.ndarray, peak: float = 255.0, axis: tuple[int, ...] | None = None) -> Any:
+    """Peak signal-to-noise ratio in dB (inf when identical): the one PSNR.
+
+    ``axis=None`` gives one float over everything; ``axis=(1, 2, 3)`` one value per image of a
+    batch (an array). ``peak`` is the largest value: 255 for uint8 levels, 1.0 or 2.0 for floats.
+    """
+    diff = np.asarray(ref, dtype=np.float64) - np.asarray(got, dtype=np.float64)
+    mse = np.mean(diff * diff, axis=axis)
+    with np.errstate(divide="ignore"):
+        out = 10.0 * np.log10(peak**2 / mse)
+    return float(out) if axis is None else out
+
+
+def psnr_uint8(ref: np.ndarray, got: np.ndarray) -> float:
+    """PSNR of two uint8 images as clients see them."""
+    return float(psnr(ref, got))
+
+
+def outputs_match(ref: np.ndarray, got: np.ndarray, kind: str = "image") -> tuple[bool, float]:
+    """The output-parity rule (export, the TensorRT gate, calibration, benchmarks): quantise both
+    as clients see them (``kind`` image [-1, 1] or mask [0, 1]; anything else is compared as it
+    is) and require PSNR >= PARITY_MIN_PSNR_DB. Returns (passes, PSNR in dB)."""
+    low, high = {"image": (-1.0, 1.0), "mask": (0.0, 1.0)}.get(kind, (float(np.min(ref)), float(np.max(ref))))
+    if high <= low:
+        high = low + 1.0
+    value = psnr_uint8(quantise(ref, low, high), quantise(got, low, high))
+    return value >= PARITY_MIN_PSNR_DB, value

@@ -8,7 +8,7 @@ at the exact format size. Templates (``TEMPLATES``):
 1. ``editorial``: light background, dark headline, price in the brand colour, a brand button.
 2. ``scrim``: the product as large as the canvas allows, text on a gradient scrim over it.
 
-Every text is fitted to its box by :func:`ecomgen.serving.text.fit_text` (wrapped, shrunk, never
+Every text is fitted to its box by :func:`ecomgen.creative.text.fit_text` (wrapped, shrunk, never
 clipped) and its colour is checked against the actual pixels behind it (WCAG AA 4.5:1 for all ad
 text, stricter than the 3:1 that large text needs) and adjusted, or given a plate, when it fails.
 The 1080x1920 story format keeps text out of the top 250 px and bottom 340 px, where apps overlay UI.
@@ -25,8 +25,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ecomgen.serving.errors import RequestError
-from ecomgen.serving.text import (
+from ecomgen.creative.text import (
     RGB,
     Align,
     Box,
@@ -39,6 +38,7 @@ from ecomgen.serving.text import (
     relative_luminance,
     worst_contrast,
 )
+from ecomgen.errors import RequestError
 
 FORMATS: dict[str, tuple[int, int]] = {  # name -> (width, height)
     "1080x1080": (1080, 1080),

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ecomgen.serving.errors import RequestError
+from ecomgen.errors import RequestError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 # Pillow refuses to open anything larger than this many pixels (decompression bombs); far

@@ -6,12 +6,13 @@ synthesis) on both targets; they differ only in their first and last Python step
 
 from __future__ import annotations
 
-from ecomgen.served.common import HANDLERS, NO_DELAY_BATCHING, TEN_SECOND_QUEUE, TO_UINT8, network
+from ecomgen.models import tryon as model
 from ecomgen.spec import NetworkSpec, NetworkStep, PythonStep, ServedModel
+from ecomgen.specs.common import HANDLERS, NO_DELAY_BATCHING, TEN_SECOND_QUEUE, TO_UINT8, network
 from ecomgen_client import contracts
 from ecomgen_client.contracts import TRYON_HW, TensorSpec
 
-REGIONS = 5  # background, head, upper clothes, arms, lower body
+REGIONS = model.NUM_REGIONS  # background, head, upper clothes, arms, lower body
 MODULE = "ecomgen.models.tryon"
 CHECKPOINTS = (
     "tryon.json",
@@ -34,9 +35,9 @@ WARPED_MASK = TensorSpec("warped_mask", "FP32", (1, *TRYON_HW), kind="mask")
 IMAGE = TensorSpec("image", "FP32", (3, *TRYON_HW), kind="image")
 MASK = TensorSpec("mask", "FP32", (1, *TRYON_HW), kind="mask")
 
-PARSER = _net("tryon_parser", (PERSON,), (PARSE,))
-WARP = _net("tryon_warp", (GARMENT, GARMENT_MASK, PERSON, PARSE), (WARPED, WARPED_MASK))
-SYNTHESIS = _net("tryon_synthesis", (PERSON, PARSE, WARPED, WARPED_MASK), (IMAGE, MASK))
+PARSER = _net(model.PARSER, (PERSON,), (PARSE,))
+WARP = _net(model.WARP, (GARMENT, GARMENT_MASK, PERSON, PARSE), (WARPED, WARPED_MASK))
+SYNTHESIS = _net(model.SYNTHESIS, (PERSON, PARSE, WARPED, WARPED_MASK), (IMAGE, MASK))
 NETWORK_STEPS = (NetworkStep(PARSER), NetworkStep(WARP), NetworkStep(SYNTHESIS))
 PREPARED = (PERSON, GARMENT, GARMENT_MASK)
 
