@@ -40,6 +40,7 @@ from benchmarks.common import (
     RESULTS_DIR,
     WEIGHT_CHOICES,
     CpuSampler,
+    Weights,
     baseline_server,
     build_repository,
     bullet,
@@ -354,24 +355,18 @@ def describe_triton(model: ServedModel, runtimes: dict[str, str]) -> str:
     )
 
 
-def report(
-    points: list[Point],
-    *,
+def _header_lines(
     model: ServedModel,
     runtimes: dict[str, str],
-    scenarios: list[str],
-    concurrencies: list[int],
     duration_s: float,
     weights_label: str,
     info: dict[str, Any],
     parity_result: tuple[int, float, int],
     baseline_threads: int,
-    plots: list[Path],
-    roofline: dict[str, Any] | None,
-    roofline_path: Path | None,
     wall_s: float,
     quiet_timeout_s: float,
-) -> str:
+) -> list[str]:
+    """What was compared, on what, and how (machine, weights, both servers, parity, load)."""
     # Not `import locust`: that monkey-patches this (threaded) process for gevent and deadlocks it.
     locust_version = importlib.metadata.version("locust")
     diff, psnr, rows = parity_result
@@ -401,6 +396,12 @@ def report(
             else "no waiting for other jobs (smoke); their CPU is the 'other jobs' CPU' column."
         ),
     ]
+    return lines
+
+
+def _scenario_lines(points: list[Point], scenarios: list[str], concurrencies: list[int]) -> list[str]:
+    """One Locust table per scenario, then the Triton / baseline ratios."""
+    lines: list[str] = []
     for scenario in scenarios:
         n = next((p.images_per_request for p in points if p.scenario == scenario), 1)
         lines += [
@@ -437,6 +438,39 @@ def report(
                     f"| {scenario} | {c} | {fmt(_ratio(t.images_per_s, bl.images_per_s), 2)}x | "
                     f"{fmt(_ratio(t.p99_ms, bl.p99_ms), 2)}x |"
                 )
+    return lines
+
+
+def report(
+    points: list[Point],
+    *,
+    model: ServedModel,
+    runtimes: dict[str, str],
+    scenarios: list[str],
+    concurrencies: list[int],
+    duration_s: float,
+    weights_label: str,
+    info: dict[str, Any],
+    parity_result: tuple[int, float, int],
+    baseline_threads: int,
+    plots: list[Path],
+    roofline: dict[str, Any] | None,
+    roofline_path: Path | None,
+    wall_s: float,
+    quiet_timeout_s: float,
+) -> str:
+    lines = _header_lines(
+        model,
+        runtimes,
+        duration_s,
+        weights_label,
+        info,
+        parity_result,
+        baseline_threads,
+        wall_s,
+        quiet_timeout_s,
+    )
+    lines += _scenario_lines(points, scenarios, concurrencies)
     errors = {k: v for p in points for k, v in p.errors.items()}
     if errors:
         lines += ["", "Errors seen:", ""] + [f"- {v} x `{k[:300]}`" for k, v in errors.items()]
@@ -544,28 +578,58 @@ def served_variant(opt: argparse.Namespace) -> ServedModel:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    opt = parse(argv)
-    model = served_variant(opt)
-    c = model.contract
-    rows_list = sorted({min(r, c.max_batch_size) if c.batched else 1 for r in opt.rows})
-    scenarios = [scenario_name(r) for r in rows_list]
-    threads = opt.baseline_threads or default_threads(model)
-    started = time.monotonic()
-    info = machine_info()
-    weights = resolve_weights(opt.weights, [model])
-    opt.out.mkdir(parents=True, exist_ok=True)
-    kind = "-".join(
-        filter(
-            None,
-            [
-                "" if model.name == DEFAULT_MODEL else f"{model.name}-compare",
-                "smoke" if opt.smoke else "",
-                opt.label,
-            ],
+def result_kind(opt: argparse.Namespace, model: ServedModel) -> str:
+    """The results file's kind: ``<model>-compare`` (another model than the default), ``smoke``, the label."""
+    parts = [
+        "" if model.name == DEFAULT_MODEL else f"{model.name}-compare",
+        "smoke" if opt.smoke else "",
+        opt.label,
+    ]
+    return "-".join(filter(None, parts))
+
+
+def perf_analyzer_points(
+    opt: argparse.Namespace,
+    model: ServedModel,
+    plan: list[tuple[int, int, str]],
+    urls: dict[str, str],
+    cpu: CpuSampler,
+) -> list[Point]:
+    """The same plan measured by perf_analyzer, with the CPU of both servers and of other jobs."""
+    points = []
+    for rows, conc, server in tqdm(plan, desc="perf_analyzer", unit="run"):
+        wait_until_quiet(timeout_s=opt.quiet_timeout)
+        t0 = time.time()
+        r = perf_analyzer.run(urls[server], conc, rows, model.name, measurement_ms=opt.pa_measurement_ms)
+        other = next(s for s in SERVERS if s != server)
+        t1 = time.time()
+        points.append(
+            Point(
+                tool="perf_analyzer",
+                server=server,
+                scenario=scenario_name(rows),
+                concurrency=conc,
+                images_per_request=rows,
+                images_per_s=r.images_per_s,
+                p50_ms=r.p50_ms,
+                p95_ms=r.p95_ms,
+                p99_ms=r.p99_ms,
+                avg_ms=r.avg_ms,
+                client_cores=r.client_cores,
+                server_cores=cpu.cores(server, t0, t1),
+                idle_server_cores=cpu.cores(other, t0, t1),
+                foreign_cores=cpu.foreign(t0, t1),
+                windows=r.window_images_per_s,
+            )
         )
-    )
-    stem = opt.out / result_stem(kind, info)
+    return points
+
+
+def measure(
+    opt: argparse.Namespace, model: ServedModel, weights: Weights, threads: int, rows_list: list[int]
+) -> tuple[list[Point], dict[str, str], tuple[int, float, int]]:
+    """Start both servers, check they serve the same images, then run every point (Locust, then
+    perf_analyzer). Returns the points, the networks' CPU runtimes and the parity result."""
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="ecomgen-compare-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -586,33 +650,23 @@ def main(argv: list[str] | None = None) -> int:
                 summary, code = run_locust(urls[server], model.name, rows, conc, opt.duration, tmp)
                 points.append(locust_point(server, rows, conc, summary, code, cpu))
             if opt.perf_analyzer:
-                for rows, conc, server in tqdm(plan, desc="perf_analyzer", unit="run"):
-                    wait_until_quiet(timeout_s=opt.quiet_timeout)
-                    t0 = time.time()
-                    r = perf_analyzer.run(
-                        urls[server], conc, rows, model.name, measurement_ms=opt.pa_measurement_ms
-                    )
-                    other = next(s for s in SERVERS if s != server)
-                    t1 = time.time()
-                    points.append(
-                        Point(
-                            tool="perf_analyzer",
-                            server=server,
-                            scenario=scenario_name(rows),
-                            concurrency=conc,
-                            images_per_request=rows,
-                            images_per_s=r.images_per_s,
-                            p50_ms=r.p50_ms,
-                            p95_ms=r.p95_ms,
-                            p99_ms=r.p99_ms,
-                            avg_ms=r.avg_ms,
-                            client_cores=r.client_cores,
-                            server_cores=cpu.cores(server, t0, t1),
-                            idle_server_cores=cpu.cores(other, t0, t1),
-                            foreign_cores=cpu.foreign(t0, t1),
-                            windows=r.window_images_per_s,
-                        )
-                    )
+                points += perf_analyzer_points(opt, model, plan, urls, cpu)
+    return points, runtimes, parity_result
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    model = served_variant(opt)
+    c = model.contract
+    rows_list = sorted({min(r, c.max_batch_size) if c.batched else 1 for r in opt.rows})
+    scenarios = [scenario_name(r) for r in rows_list]
+    threads = opt.baseline_threads or default_threads(model)
+    started = time.monotonic()
+    info = machine_info()
+    weights = resolve_weights(opt.weights, [model])
+    opt.out.mkdir(parents=True, exist_ok=True)
+    stem = opt.out / result_stem(result_kind(opt, model), info)
+    points, runtimes, parity_result = measure(opt, model, weights, threads, rows_list)
 
     roofline_path = opt.roofline or (None if opt.smoke else newest(f"*-{machine_slug(info)}-roofline.json"))
     roofline = json.loads(roofline_path.read_text()) if roofline_path and roofline_path.exists() else None

@@ -13,9 +13,9 @@ model module's ``load_networks``) or ``--weights tiny`` (``tiny_networks``):
   in four modes: ``fp32`` eager; ``fp16`` eager (``module.half()``, half inputs);
   ``fp16+graphs`` (one ``torch.cuda.CUDAGraph`` per batch size, replayed); ``fp16+compile``
   (``torch.compile`` of the fp16 module, inductor's default mode);
-* fp16 parity against fp32 on the opt batch: PSNR of the uint8 outputs (images through
-  ``to_uint8_hwc``, the served post step's conversion; masks and other outputs quantised
-  like the CPU runtime calibration), NaN/Inf counts, for fp16 and for the compiled model.
+* fp16 parity against fp32 on the opt batch: PSNR of the uint8 outputs as a client sees them
+  (``ecomgen.numerics.outputs_match``, the rule the CPU runtime calibration and the parity gate
+  use), the largest level difference, NaN/Inf counts, for fp16 and for the compiled model.
 
 Writes ``benchmarks/results/<date>-<gpu>-gpu.md`` (one Markdown table, plus the parity
 table) and a JSON twin, naming the machine: GPU, driver, CUDA, cuDNN, torch.
@@ -256,23 +256,6 @@ def graph_runner(module: nn.Module, args: list[Any], device: torch.device) -> Ca
 # --- parity --------------------------------------------------------------------------------
 
 
-def uint8_outputs(net: NetworkSpec, outs: list[Any], ref: list[Any]) -> list[np.ndarray]:
-    """Outputs as the uint8 levels a client sees: images via to_uint8_hwc, masks 0..1, others by range."""
-    from ecomgen.numerics import quantise, to_uint8_hwc
-
-    levels = []
-    for t, o, r in zip(net.outputs, outs, ref, strict=True):
-        x = o.detach().float().cpu().numpy()
-        if t.kind == "image" and x.ndim == 4:
-            levels.append(to_uint8_hwc(x))
-        elif t.kind == "mask":
-            levels.append(quantise(x, 0.0, 1.0))
-        else:
-            lo, hi = float(r.min()), float(r.max())
-            levels.append(quantise(x, lo, hi if hi > lo else lo + 1.0))
-    return levels
-
-
 @dataclass
 class Parity:
     batch: int
@@ -288,13 +271,14 @@ class Parity:
 
 
 def parity(net: NetworkSpec, outs: list[Any], ref: list[Any], batch: int) -> Parity:
-    from ecomgen.numerics import psnr_uint8
+    """``outs`` against ``ref`` (torch tensors, in ``net.outputs`` order) under the output-parity rule
+    (``ecomgen.serving.calibrate.output_parity``: uint8 levels as a client sees them, PSNR)."""
+    from ecomgen.serving.calibrate import output_parity
 
-    want, got = uint8_outputs(net, ref, ref), uint8_outputs(net, outs, ref)
-    psnr = min(psnr_uint8(w, g) for w, g in zip(want, got, strict=True))
-    diff = max(
-        int(np.abs(w.astype(np.int16) - g.astype(np.int16)).max()) for w, g in zip(want, got, strict=True)
-    )
+    def arrays(tensors: list[Any]) -> dict[str, np.ndarray]:
+        return {t.name: o.detach().float().cpu().numpy() for t, o in zip(net.outputs, tensors, strict=True)}
+
+    _, psnr, diff = output_parity(net, arrays(outs), arrays(ref))
     bad = sum(int((~torch.isfinite(o.float())).sum()) for o in outs)
     return Parity(batch, psnr, diff, bad)
 
@@ -552,7 +536,7 @@ def render(payload: dict[str, Any], results: list[NetworkResult], skipped: list[
         lines.append(
             f"| {r.network} | "
             + " | ".join(cells)
-            + f" | {speedup} | {_psnr(p16)} | {p16.nonfinite if p16 else '–'} | {_psnr(pc)} | "
+            + f" | {speedup} | {_db_cell(p16)} | {p16.nonfinite if p16 else '–'} | {_db_cell(pc)} | "
             + (f"{r.compile_s:.0f}" if r.compile_s else "–")
             + " |"
         )
@@ -568,7 +552,7 @@ def render(payload: dict[str, Any], results: list[NetworkResult], skipped: list[
     return "\n".join(lines) + "\n"
 
 
-def _psnr(p: Parity | None) -> str:
+def _db_cell(p: Parity | None) -> str:
     if p is None:
         return "–"
     value = "∞" if math.isinf(p.psnr_db) else f"{p.psnr_db:.1f} dB"

@@ -125,6 +125,66 @@ def input_data(path: Path, model: str, batch: int, n: int = 16) -> Path:
     return path
 
 
+def command(
+    url: str,
+    concurrency: int,
+    batch: int,
+    model: str,
+    measurement_ms: int,
+    windows: int,
+    inputs: Path,
+    out: Path,
+    extra_args: tuple[str, ...] = (),
+) -> list[str]:
+    """The perf_analyzer command line: ``inputs`` the request data, ``out`` the CSV it writes."""
+    return [
+        str(binary()),
+        "-m",
+        model,
+        "-i",
+        "grpc",
+        "-u",
+        url,
+        "-b",
+        str(batch),
+        f"--concurrency-range={concurrency}:{concurrency}",
+        f"--measurement-interval={measurement_ms}",
+        # A fixed number of windows, averaged: on a shared 2-core VM the default 10%
+        # stability test can fail for minutes, and then perf_analyzer reports nothing.
+        f"--max-trials={windows}",
+        "--stability-percentage=100000",
+        f"--input-data={inputs}",
+        "-v",  # prints every window's throughput
+        "-f",
+        str(out),
+        *extra_args,
+    ]
+
+
+def run_watched(cmd: list[str], timeout_s: float) -> tuple[str, int | None, float, float]:
+    """Run ``cmd`` and sample its CPU time while it lives: (output, exit code, CPU s, wall s)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ps = psutil.Process(proc.pid)
+    cpu = 0.0
+    try:
+        while proc.poll() is None:
+            try:  # read while alive: a reaped process has no CPU times left to read
+                t = ps.cpu_times()
+                cpu = t.user + t.system
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.2)
+            if time.monotonic() - start > timeout_s:
+                proc.kill()
+                raise PerfAnalyzerError(f"perf_analyzer ran past {timeout_s:.0f} s")
+    finally:
+        output = proc.communicate()[0]
+    return output, proc.returncode, cpu, time.monotonic() - start
+
+
 def run(
     url: str,
     concurrency: int,
@@ -145,52 +205,13 @@ def run(
         raise PerfAnalyzerError(f"perf_analyzer 2.51 cannot batch BYTES inputs ({model}, -b {batch})")
     with tempfile.TemporaryDirectory(prefix="perf_analyzer-") as tmp:
         out = Path(tmp) / "pa.csv"
-        cmd = [
-            str(binary()),
-            "-m",
-            model,
-            "-i",
-            "grpc",
-            "-u",
-            url,
-            "-b",
-            str(batch),
-            f"--concurrency-range={concurrency}:{concurrency}",
-            f"--measurement-interval={measurement_ms}",
-            # A fixed number of windows, averaged: on a shared 2-core VM the default 10%
-            # stability test can fail for minutes, and then perf_analyzer reports nothing.
-            f"--max-trials={windows}",
-            "--stability-percentage=100000",
-            f"--input-data={input_data(Path(tmp) / 'inputs.json', model, batch)}",
-            "-v",  # prints every window's throughput
-            "-f",
-            str(out),
-            *extra_args,
-        ]
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            cmd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        ps = psutil.Process(proc.pid)
-        cpu = 0.0
-        try:
-            while proc.poll() is None:
-                try:  # read while alive: a reaped process has no CPU times left to read
-                    t = ps.cpu_times()
-                    cpu = t.user + t.system
-                except psutil.NoSuchProcess:
-                    break
-                time.sleep(0.2)
-                if time.monotonic() - start > timeout_s:
-                    proc.kill()
-                    raise PerfAnalyzerError(f"perf_analyzer ran past {timeout_s:.0f} s")
-        finally:
-            output = proc.communicate()[0]
-        wall = time.monotonic() - start
+        inputs = input_data(Path(tmp) / "inputs.json", model, batch)
+        cmd = command(url, concurrency, batch, model, measurement_ms, windows, inputs, out, extra_args)
+        output, returncode, cpu, wall = run_watched(cmd, timeout_s)
         passes = [float(x) for x in re.findall(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec", output)]
         avg = re.search(r"Avg latency: (\d+) usec \(standard deviation", output)
         if not out.exists():
-            raise PerfAnalyzerError(f"perf_analyzer failed (exit {proc.returncode}):\n{output[-3000:]}")
+            raise PerfAnalyzerError(f"perf_analyzer failed (exit {returncode}):\n{output[-3000:]}")
         with out.open() as f:
             row = next(csv.DictReader(f))
 

@@ -63,10 +63,9 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.payloads import PayloadMaker
-from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8
+from ecomgen.numerics import PARITY_MIN_PSNR_DB
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.calibrate import calibrate
-from ecomgen.serving.calibrate import quantised as quantised_outputs
+from ecomgen.serving.calibrate import calibrate, output_parity
 from ecomgen.serving.runners import RUNTIMES, make_runner
 from ecomgen.spec import NetworkSpec, ServedModel
 
@@ -202,11 +201,7 @@ class RuntimeResult:
 
 def quality(net: NetworkSpec, out: Outputs, ref: Outputs) -> tuple[float, int]:
     """Lowest PSNR and largest uint8 difference over the outputs, quantised as clients see them."""
-    got, want = quantised_outputs(net, out, ref), quantised_outputs(net, ref, ref)
-    psnr = min(psnr_uint8(w, g) for w, g in zip(want, got, strict=True))
-    diff = max(
-        int(np.abs(w.astype(np.int16) - g.astype(np.int16)).max()) for w, g in zip(want, got, strict=True)
-    )
+    _, psnr, diff = output_parity(net, out, ref)
     return psnr, diff
 
 

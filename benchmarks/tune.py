@@ -236,7 +236,7 @@ def apply(v: Variant, stage: str, value: Any) -> Variant:
     return dataclasses.replace(v, preferred=value)
 
 
-def render(
+def _sweep_lines(
     opt: argparse.Namespace,
     model: ServedModel,
     info: dict[str, Any],
@@ -244,9 +244,9 @@ def render(
     rows: list[Measurement],
     current: Variant,
     best: Measurement,
-    confirm: list[Measurement],
     wall_s: float,
-) -> str:
+) -> list[str]:
+    """How the sweep ran, and one row per measured variant."""
     load = (
         f"{opt.load}, concurrency {opt.concurrency}, {opt.rows} row(s) per request, {opt.seconds:g} s windows"
     )
@@ -280,8 +280,12 @@ def render(
             f"{m.images_per_s:,.1f}{mark} | {m.p50_ms:,.0f} | {m.p99_ms:,.0f} | {_low(m)}"
             f"{m.server_cores:.2f} | {m.client_cores:.2f} | {m.foreign_cores:.2f} | {m.failures} | {m.note} |"
         )
-    b = best.variant
-    lines += [
+    return lines
+
+
+def _confirmation_lines(confirm: list[Measurement], b: Variant, current: Variant) -> list[str]:
+    """Best (``b``) vs current, alternating, and the mean difference per concurrency."""
+    lines = [
         "",
         "## Confirmation: best vs current, alternating",
         "",
@@ -311,6 +315,23 @@ def render(
             f"p99 {mean([m.p99_ms for m in win]):,.1f} vs {mean([m.p99_ms for m in cur]):,.1f} ms "
             f"(best vs current, mean of {len(win)})."
         )
+    return lines
+
+
+def render(
+    opt: argparse.Namespace,
+    model: ServedModel,
+    info: dict[str, Any],
+    weights: str,
+    rows: list[Measurement],
+    current: Variant,
+    best: Measurement,
+    confirm: list[Measurement],
+    wall_s: float,
+) -> str:
+    lines = _sweep_lines(opt, model, info, weights, rows, current, best, wall_s)
+    b = best.variant
+    lines += _confirmation_lines(confirm, b, current)
     lines += ["", f"Best: **{b}**{' (the current spec)' if b == current else ''}."]
     lines += [
         "",

@@ -22,7 +22,6 @@ import argparse
 import io
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ from tqdm import tqdm
 
 from ecomgen.creative import provenance as P
 from ecomgen.creative.ads import FORMATS, TEMPLATES, render_ad, validate_ad_fields
+from ecomgen.hostinfo import cpu_model
+from ecomgen.numerics import psnr
 
 Attack = Callable[[np.ndarray], np.ndarray]
 
@@ -141,7 +142,7 @@ def measure(imgs: list[np.ndarray], scheme: str) -> dict[str, Any]:
                 marked = embed(img)
             except RuntimeError:  # it refuses images under 256x256 pixels in area
                 continue
-        psnrs.append(P.psnr(img, marked))
+        psnrs.append(psnr(img, marked))
         for name, attack in ATTACKS.items():
             attacked = attack(marked)
             if scheme == "ecomgen":
@@ -159,14 +160,7 @@ def measure(imgs: list[np.ndarray], scheme: str) -> dict[str, Any]:
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except Exception:
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
 def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, wall: float) -> str:

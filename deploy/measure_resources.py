@@ -26,7 +26,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -45,6 +44,7 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
+from ecomgen.hostinfo import cpu_model
 from training.paths import MODEL_REPOSITORY, REPO_ROOT
 
 MiB = 1 << 20
@@ -60,16 +60,8 @@ def free_port() -> int:
 
 
 def machine() -> str:
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), ""
-        )
-    except OSError:
-        pass
     mem = psutil.virtual_memory().total / (1 << 30)
-    return f"{model or platform.processor()}, {os.cpu_count()} CPUs, {mem:.1f} GiB RAM"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {mem:.1f} GiB RAM"
 
 
 # --- sampling ----------------------------------------------------------------------

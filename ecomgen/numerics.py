@@ -153,12 +153,24 @@ def psnr_uint8(ref: np.ndarray, got: np.ndarray) -> float:
     return float(psnr(ref, got))
 
 
+# The value range a client sees for each kind of network output (TensorSpec.kind).
+CLIENT_RANGES = {"image": (-1.0, 1.0), "mask": (0.0, 1.0)}
+
+
+def output_levels(kind: str, ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and candidate output as the uint8 levels a client sees: images [-1, 1], masks
+    [0, 1], anything else over the reference's own range."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    if kind in CLIENT_RANGES:
+        low, high = CLIENT_RANGES[kind]
+    else:
+        low, high = float(np.min(ref)), float(np.max(ref))
+        high = high if high > low else low + 1.0
+    return quantise(ref, low, high), quantise(got, low, high)
+
+
 def outputs_match(ref: np.ndarray, got: np.ndarray, kind: str = "image") -> tuple[bool, float]:
-    """The output-parity rule (export, the TensorRT gate, calibration, benchmarks): quantise both
-    as clients see them (``kind`` image [-1, 1] or mask [0, 1]; anything else is compared as it
-    is) and require PSNR >= PARITY_MIN_PSNR_DB. Returns (passes, PSNR in dB)."""
-    low, high = {"image": (-1.0, 1.0), "mask": (0.0, 1.0)}.get(kind, (float(np.min(ref)), float(np.max(ref))))
-    if high <= low:
-        high = low + 1.0
-    value = psnr_uint8(quantise(ref, low, high), quantise(got, low, high))
+    """The output-parity rule (export, the TensorRT gate, calibration, benchmarks): both outputs as
+    the levels clients see (``output_levels``) at PSNR >= PARITY_MIN_PSNR_DB. (passes, PSNR dB)."""
+    value = psnr_uint8(*output_levels(kind, ref, got))
     return value >= PARITY_MIN_PSNR_DB, value

@@ -208,8 +208,9 @@ class ServedModel:
     fused_cpu_instances: int = 0
     # The server-side deadline when the client sends none (one deadline across all steps).
     deadline_us: int = 10_000_000
-    # Bound on requests inside an ensemble (Triton >= 2.63 only; see the README).
-    max_inflight_requests: int = 0
+    # Bound on requests inside an ensemble, held by its door's admission tickets (Triton 2.51 has
+    # no max_inflight_requests); 0 turns admission off. See ecomgen/serving/admission.py.
+    max_inflight_requests: int = 64
     training: str = ""
     checkpoints: tuple[str, ...] = ()
     extra_parameters: tuple[tuple[str, str], ...] = field(default=())

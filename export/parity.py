@@ -3,11 +3,11 @@
 A *runner* is any callable mapping a feed dict of numpy arrays (named like the
 spec's inputs) to a dict of numpy outputs (named like the spec's outputs). The
 gate feeds fresh random latents with mixed labels at batch sizes 1, the
-profile's opt and max, quantises every image output to uint8 exactly as the
-served model does (``to_uint8_hwc``), and passes only if, for every output and
-batch size:
+profile's opt and max, quantises every output to uint8 exactly as a client sees
+it (``ecomgen.numerics.quantise``: images over [-1, 1], masks over [0, 1], anything
+else over the reference's range), and passes only if, for every output and batch size:
 
-* PSNR >= 40 dB against the FP32 reference,
+* PSNR >= 40 dB against the FP32 reference (``ecomgen.numerics.outputs_match``),
 * at most 1% of pixels differ by more than 2 uint8 levels (a pixel counts once
   however many of its channels differ),
 * the candidate produced no NaN/Inf.
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ecomgen.hostinfo import machine_description
-from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8, to_uint8_hwc
+from ecomgen.numerics import PARITY_MIN_PSNR_DB, output_levels, outputs_match
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.runners import OnnxRuntimeRunner as _OrtRunner
 from ecomgen.spec import NetworkSpec
@@ -127,7 +127,7 @@ class GateReport:
         for c in self.checks:
             verdict = "pass" if c.passed else f"**FAIL**: {c.reason}"
             rows.append(
-                f"| {c.output} | {c.batch} | {_fmt_psnr(c.psnr)} | {c.frac_pixels_gt2:.4%} | {c.max_diff} "
+                f"| {c.output} | {c.batch} | {_fmt_db(c.psnr)} | {c.frac_pixels_gt2:.4%} | {c.max_diff} "
                 f"| {c.nan_count} | {verdict} |"
             )
         return "\n".join(rows)
@@ -157,7 +157,7 @@ class ParityGateError(AssertionError):
         self.report = report
 
 
-def _fmt_psnr(psnr: float) -> str:
+def _fmt_db(psnr: float) -> str:
     return "inf" if math.isinf(psnr) else ("nan" if math.isnan(psnr) else f"{psnr:.2f}")
 
 
@@ -174,30 +174,6 @@ def frac_pixels_over(
     return float(over.mean()) if over.size else 0.0
 
 
-def is_image(t: TensorSpec) -> bool:
-    """NCHW image output in [-1, 1] (what to_uint8_hwc expects)."""
-    return t.kind == "image"
-
-
-def quantise(t: TensorSpec, ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """Both outputs as uint8 the way a client sees them, and the channel axis (None: no channels).
-
-    Non-finite values are mapped to finite ones first (they are counted separately),
-    so the cast to uint8 is defined. A non-image output is scaled by the reference's
-    own value range onto 0..255, so "levels" keep a comparable meaning.
-    """
-    got = np.nan_to_num(got.astype(np.float32), nan=0.0, posinf=1e6, neginf=-1e6)
-    if is_image(t):
-        return to_uint8_hwc(ref), to_uint8_hwc(got), -1
-    lo, hi = float(ref.min()), float(ref.max())
-    scale = 255.0 / (hi - lo) if hi > lo else 1.0
-
-    def q(a: np.ndarray) -> np.ndarray:
-        return np.clip((a - lo) * scale + 0.5, 0, 255).astype(np.uint8)
-
-    return q(ref), q(got), None
-
-
 def compare(t: TensorSpec, batch: int, ref: np.ndarray, got: np.ndarray, th: Thresholds) -> OutputCheck:
     """Score one output against the reference."""
     if got.shape != ref.shape:
@@ -205,8 +181,10 @@ def compare(t: TensorSpec, batch: int, ref: np.ndarray, got: np.ndarray, th: Thr
         return OutputCheck(t.name, batch, math.nan, 1.0, 255, 0, False, reason)
     ref_bad = int(np.count_nonzero(~np.isfinite(ref)))
     nan_count = int(np.count_nonzero(~np.isfinite(got)))
-    r8, g8, channel_axis = quantise(t, ref, got)
-    psnr = psnr_uint8(r8, g8)
+    # Non-finite values are counted above; the quantiser maps them to the range's ends.
+    _, psnr = outputs_match(ref, got, t.kind)
+    r8, g8 = output_levels(t.kind, ref, got)
+    channel_axis = 1 if t.kind == "image" else None  # NCHW: a pixel counts once whatever its channels
     frac = frac_pixels_over(r8, g8, th.max_level_diff, channel_axis)
     max_diff = int(np.abs(r8.astype(np.int16) - g8.astype(np.int16)).max()) if r8.size else 0
     reasons = []
@@ -351,7 +329,7 @@ def markdown_report(report: GateReport, ctx: ReportContext) -> str:
         f"- Candidate: {report.candidate}",
         f"- Inputs: `export.onnx.sample_inputs` with seeds {report.seed}+i, labels rotated and shuffled "
         "per batch (every batch mixed-label)",
-        f"- Thresholds: {report.thresholds}, on uint8 images from `to_uint8_hwc`",
+        f"- Thresholds: {report.thresholds}, on uint8 levels from `ecomgen.numerics.quantise`",
         "",
         report.table(),
         "",
@@ -377,7 +355,7 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--network", choices=sorted(REGISTRY.networks()), default="product_gan_generator")
     p.add_argument("--candidate", choices=CANDIDATES, default="torch-fp16")
@@ -394,6 +372,66 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and ONNX Runtime")
     p.add_argument("--report", type=Path, default=None, help="write a markdown report here")
+    return p
+
+
+def _reference_onnx(
+    opt: argparse.Namespace, net: NetworkSpec, model: nn.Module | None, tmp: Path
+) -> tuple[Path, str]:
+    """The reference ONNX file and how the report describes it. The engine is judged against the
+    ONNX file it was built from; torch candidates against an export of their own weights, so
+    reference and candidate cannot drift apart."""
+    if opt.onnx is not None:
+        onnx_file, onnx_desc = opt.onnx, f"`{_shown(opt.onnx)}`"
+    elif model is not None:
+        onnx_file, onnx_desc = tmp / "reference.onnx", "a fresh export of the same weights"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_network(model, net, onnx_file)
+    else:
+        onnx_file = onnx_path(net)
+        onnx_desc = f"`{_shown(onnx_file)}`"
+    if not onnx_file.exists():
+        raise SystemExit(f"{onnx_file} not found: run `python -m export.onnx` first")
+    return onnx_file, onnx_desc
+
+
+def _candidate(opt: argparse.Namespace, net: NetworkSpec, model: nn.Module | None, onnx_file: Path) -> Runner:
+    if opt.candidate == "tensorrt":
+        from export.trt_runtime import TensorRTRunner
+
+        return TensorRTRunner(opt.engine, net)
+    if opt.candidate == "onnxruntime-fp32":
+        return OnnxRuntimeRunner(onnx_file, threads=opt.threads, name="onnxruntime-fp32 (self-check)")
+    assert model is not None
+    if opt.candidate == "torch-fp32":
+        return TorchRunner(model, net)
+    return torch_fp16_runner(model, net)
+
+
+def _notes(opt: argparse.Namespace) -> list[str]:
+    """What the report must say about this kind of run."""
+    notes = []
+    if opt.weights == "random-tiny" and opt.candidate != "tensorrt":
+        notes.append(
+            "These are random weights: the tiny generator's images vary little from input to input, "
+            "so this run shows the gate and its command working, not that the trained model fits "
+            "fp16. Once `checkpoints/product_gan.safetensors` exists, rerun without "
+            "`--weights random-tiny`."
+        )
+    if opt.candidate == "torch-fp16":
+        notes.append(
+            "Simulated FP16: weights and activations are stored as float16 by PyTorch on CPU. This "
+            "checks that the network's values fit fp16 (max 65504) and that rounding stays under the "
+            "thresholds; it does not exercise TensorRT's kernels, tactic choice or layer fusion. Run "
+            "the same gate with `--candidate tensorrt --engine ...` on the GPU host (the builder "
+            "`python -m export.tensorrt` does so before it writes `model.plan`)."
+        )
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch.set_num_threads(opt.threads)
@@ -402,41 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--candidate tensorrt needs --engine PLAN")
 
     with tempfile.TemporaryDirectory() as tmp:
-        # The engine is judged against the ONNX file it was built from; torch candidates against
-        # an export of their own weights, so reference and candidate cannot drift apart.
         model: nn.Module | None = None
         weights_desc = "those of the reference ONNX file"
         if opt.candidate != "tensorrt":
             model, weights_desc = _load_model(net.name, opt.weights, opt.checkpoint_dir)
-        if opt.onnx is not None:
-            onnx_file, onnx_desc = opt.onnx, f"`{_shown(opt.onnx)}`"
-        elif model is not None:
-            onnx_file, onnx_desc = Path(tmp) / "reference.onnx", "a fresh export of the same weights"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                export_network(model, net, onnx_file)
-        else:
-            onnx_file = onnx_path(net)
-            onnx_desc = f"`{_shown(onnx_file)}`"
-        if not onnx_file.exists():
-            raise SystemExit(f"{onnx_file} not found: run `python -m export.onnx` first")
-
+        onnx_file, onnx_desc = _reference_onnx(opt, net, model, Path(tmp))
         reference = OnnxRuntimeRunner(onnx_file, threads=opt.threads)
-        candidate: Runner
-        if opt.candidate == "tensorrt":
-            from export.trt_runtime import TensorRTRunner
-
-            candidate = TensorRTRunner(opt.engine, net)
-        elif opt.candidate == "onnxruntime-fp32":
-            candidate = OnnxRuntimeRunner(
-                onnx_file, threads=opt.threads, name="onnxruntime-fp32 (self-check)"
-            )
-        elif opt.candidate == "torch-fp32":
-            assert model is not None
-            candidate = TorchRunner(model, net)
-        else:
-            assert model is not None
-            candidate = torch_fp16_runner(model, net)
+        candidate = _candidate(opt, net, model, onnx_file)
         report = run_gate(reference, candidate, net, batch_sizes=opt.batch_sizes, seed=opt.seed)
 
     print(report)
@@ -446,22 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             weights=weights_desc,
             onnx=onnx_desc,
             threads=opt.threads,
+            notes=_notes(opt),
         )
-        if opt.weights == "random-tiny" and opt.candidate != "tensorrt":
-            ctx.notes.append(
-                "These are random weights: the tiny generator's images vary little from input to input, "
-                "so this run shows the gate and its command working, not that the trained model fits "
-                "fp16. Once `checkpoints/product_gan.safetensors` exists, rerun without "
-                "`--weights random-tiny`."
-            )
-        if opt.candidate == "torch-fp16":
-            ctx.notes.append(
-                "Simulated FP16: weights and activations are stored as float16 by PyTorch on CPU. This "
-                "checks that the network's values fit fp16 (max 65504) and that rounding stays under the "
-                "thresholds; it does not exercise TensorRT's kernels, tactic choice or layer fusion. Run "
-                "the same gate with `--candidate tensorrt --engine ...` on the GPU host (the builder "
-                "`python -m export.tensorrt` does so before it writes `model.plan`)."
-            )
         opt.report.parent.mkdir(parents=True, exist_ok=True)
         opt.report.write_text(markdown_report(report, ctx))
         print(f"wrote {opt.report}")

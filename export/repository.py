@@ -42,6 +42,7 @@ from ecomgen.spec import (
     PythonStep,
     ServedModel,
     Step,
+    Wire,
     wire,
 )
 from ecomgen_client.contracts import TensorSpec, contract_parameters
@@ -158,7 +159,10 @@ def _python_model(
 ) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend=BACKEND, max_batch_size=max_batch)
     _io(config, inputs, outputs)
-    if max_batch > 0:
+    # The Python backend decodes BYTES framing for a whole batch and fails all of it when one
+    # request's length prefix lies; such a step runs one request an execution (Triton's default
+    # scheduler), so a bad request fails alone. Its door admission bounds what waits for it.
+    if max_batch > 0 and not any(t.dtype == "BYTES" for t in inputs):
         _batching(config, model, step)
     _instances(config, instances if instances is not None else model.cpu_instances, "KIND_CPU")
     _params(
@@ -178,20 +182,29 @@ def _python_model(
 
 
 def _step_model(
-    model: ServedModel, step: Step, target: str, stamps: bool, in_ensemble: bool = True
+    model: ServedModel,
+    step: Step,
+    target: str,
+    stamps: bool,
+    in_ensemble: bool = True,
+    role: dict[str, str] | None = None,
 ) -> RepoModel:
     """The model of one step. ``stamps``: it makes the deadline tensor; every other Python model of
     an ensemble takes it as an optional input (wired where the batching allows), so a step shared
-    by two ensembles gets one config."""
+    by two ensembles gets one config. ``role``: the door's and the exit's admission parameters."""
     deadline_in = (dataclasses.replace(DEADLINE, optional=True),) if in_ensemble and not stamps else ()
     deadline_out = (DEADLINE,) if stamps else ()
     extra = {"deadline_us": str(model.deadline_us)} if stamps else {}
+    extra.update(role or {})
     if isinstance(step, PythonStep):
+        inputs = step.inputs
+        if role and "required_inputs" in role:  # the door: Triton runs it whatever is missing
+            inputs = tuple(dataclasses.replace(t, optional=True) for t in inputs)
         config = _python_model(
             model,
             step.name,
             step.handler,
-            [*step.inputs, *deadline_in],
+            [*inputs, *deadline_in],
             [*step.outputs, *deadline_out],
             {**dict(step.params), **extra},
             model.step_max_batch(step),
@@ -278,8 +291,9 @@ def _ensemble(model: ServedModel, target: str) -> list[RepoModel]:
     config = mc.ModelConfig(name=c.name, platform="ensemble", max_batch_size=c.max_batch_size)
     _io(config, c.inputs, c.outputs)
     _params(config, {**c.public_parameters(), **dict(model.extra_parameters), **_tensor_params(c.inputs)})
-    # max_inflight_requests (model.max_inflight_requests) exists only from Triton 2.63 (25.11);
-    # both targets pin 2.51, whose schema rejects it; every step's max_queue_size bounds memory.
+    # max_inflight_requests exists only from Triton 2.63 (25.11) and both targets pin 2.51, whose
+    # schema rejects it: the door's admission tickets bound the requests inside instead (_roles).
+    roles = _roles(model, wires, python_steps if stamping else [])
     for w in wires:
         stamps = stamping and w.step is python_steps[0]
         checks = stamping and w.step in python_steps[1:]
@@ -293,8 +307,26 @@ def _ensemble(model: ServedModel, target: str) -> list[RepoModel]:
                 model_name=w.step.model_name, model_version=-1, input_map=ins, output_map=outs
             )
         )
-        models.append(_step_model(model, w.step, target, stamps))
+        models.append(_step_model(model, w.step, target, stamps, role=roles.get(w.step.name)))
     return [RepoModel(config), *models]
+
+
+def _roles(model: ServedModel, wires: list[Wire], deadline_steps: list[Step]) -> dict[str, dict[str, str]]:
+    """Parameters of the ensemble's door and exit: the door names the required public inputs it
+    checks (so a missing one is named, not a deadlock) and takes an admission ticket per request;
+    the exit, the last step that sees the deadline, gives it back (ecomgen/serving/admission.py)."""
+    roles: dict[str, dict[str, str]] = {}
+    door = wires[0].step
+    if isinstance(door, PythonStep):
+        read = {t.name for t in door.inputs}
+        required = [t.name for t in model.contract.inputs if not t.optional and t.name in read]
+        roles[door.name] = {"required_inputs": json.dumps(required)}
+    if len(deadline_steps) >= 2 and model.max_inflight_requests > 0:
+        size = str(model.max_inflight_requests)
+        first, last = deadline_steps[0].name, deadline_steps[-1].name
+        roles.setdefault(first, {}).update({"admission.admit": first, "admission.size": size})
+        roles.setdefault(last, {}).update({"admission.release": first, "admission.size": size})
+    return roles
 
 
 def _public_single(model: ServedModel, target: str) -> RepoModel:

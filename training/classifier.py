@@ -182,7 +182,7 @@ def state_fp16(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.half().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["products", "fake"], default="products")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_PRODUCTS_DIR)
@@ -197,30 +197,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=None, help=f"default: {DEFAULT_CHECKPOINT}")
     p.add_argument("--dry-run", action="store_true", help="one short epoch; default checkpoint in a temp dir")
-    opt = p.parse_args(argv)
-    args = sys.argv[1:] if argv is None else argv
-    print(opt)
-    if opt.threads:
-        torch.set_num_threads(opt.threads)
-    torch.manual_seed(opt.seed)
-    np.random.seed(opt.seed)
+    return p.parse_args(argv)
 
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def load_data(opt: argparse.Namespace) -> tuple[Split, Split, str]:
+    """(train images, labels), (held-out images, labels) and a description of the data."""
     if opt.dataset == "fake":
-        (x_train, y_train), (x_test, y_test) = fake_products(128, opt.seed), fake_products(64, opt.seed + 1)
-        data_desc = "fake (random images)"
-    else:
-        x_train, y_train = load_products(opt.data_dir, split="train")
-        x_test, y_test = load_products(opt.data_dir, split="heldout")
-        data_desc = f"{opt.data_dir} (train split: {len(y_train)} images, held-out split: {len(y_test)})"
-    if opt.dry_run:
-        opt.epochs = 1
-        if opt.checkpoint is None:
-            opt.checkpoint = Path(tempfile.mkdtemp(prefix="product_classifier_")) / DEFAULT_CHECKPOINT.name
-    opt.checkpoint = opt.checkpoint or DEFAULT_CHECKPOINT
-    print(f"{len(y_train)} train / {len(y_test)} held-out images, {NUM_CLASSES} classes")
+        return fake_products(128, opt.seed), fake_products(64, opt.seed + 1), "fake (random images)"
+    x_train, y_train = load_products(opt.data_dir, split="train")
+    x_test, y_test = load_products(opt.data_dir, split="heldout")
+    desc = f"{opt.data_dir} (train split: {len(y_train)} images, held-out split: {len(y_test)})"
+    return (x_train, y_train), (x_test, y_test), desc
 
-    model = ProductClassifier(width=opt.width)
-    print(f"classifier {sum(q.numel() for q in model.parameters()) / 1e6:.2f}M params")
+
+def train(opt: argparse.Namespace, model: ProductClassifier, train_set: Split, test_set: Split) -> list[dict]:
+    """One-cycle AdamW with label smoothing and augmentation; the per-epoch history."""
+    (x_train, y_train), (x_test, y_test) = train_set, test_set
     optim = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     steps_per_epoch = (len(y_train) + opt.batch_size - 1) // opt.batch_size
     if opt.dry_run:
@@ -229,9 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         optim, max_lr=opt.lr, total_steps=opt.epochs * steps_per_epoch, pct_start=0.2
     )
     x_train_f = to_float(x_train)
-
     history: list[dict[str, float]] = []
-    start, cpu_start = time.time(), time.process_time()
     for epoch in range(1, opt.epochs + 1):
         model.train()
         perm = torch.randperm(len(y_train))
@@ -254,30 +247,15 @@ def main(argv: list[str] | None = None) -> None:
         train_loss, train_acc = loss_sum / total, correct / total
         history.append({"epoch": epoch, "loss": train_loss, "train_acc": train_acc, "heldout_acc": test_acc})
         print(f"epoch {epoch}: train loss {train_loss:.3f} acc {train_acc:.3f}, held-out acc {test_acc:.4f}")
-    wall, cpu = time.time() - start, time.process_time() - cpu_start
-    print(f"trained {opt.epochs} epochs in {wall / 60:.1f} min")
+    return history
 
-    # Score the weights as shipped (fp16), not the fp32 ones in memory.
+
+def save_and_score(opt: argparse.Namespace, model: ProductClassifier, meta: dict, test_set: Split) -> None:
+    """Write the fp16 checkpoint and its JSON, then score the weights as shipped (fp16), not the fp32
+    ones in memory, and add the held-out accuracy to the JSON."""
+    x_test, y_test = test_set
     opt.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_file(state_fp16(model), str(opt.checkpoint))
-    meta = {
-        "model": "product_classifier",
-        "width": opt.width,
-        "feature_dim": model.feature_dim,
-        "num_classes": NUM_CLASSES,
-        "class_names": list(PRODUCT_CLASSES),
-        "command": shlex.join(["python", "-m", "training.classifier", *args]),
-        "data": data_desc,
-        "epochs": opt.epochs,
-        "batch_size": opt.batch_size,
-        "augmentation": f"horizontal flip, translation up to {opt.max_shift} px (edge padded)",
-        "wall_time_s": round(wall, 1),
-        "cpu_time_s": round(cpu, 1),  # differs from wall time on a shared machine
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "history": history,
-        "weights": "fp16 safetensors",
-    }
     opt.checkpoint.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     shipped = load_classifier(opt.checkpoint)
     pred = predict(shipped, x_test)
@@ -289,6 +267,50 @@ def main(argv: list[str] | None = None) -> None:
     opt.checkpoint.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"held-out accuracy (fp16 weights): {meta['heldout_accuracy']:.4f}")
     print(f"wrote {opt.checkpoint}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt = parse(argv)
+    print(opt)
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    torch.manual_seed(opt.seed)
+    np.random.seed(opt.seed)
+    train_set, test_set, data_desc = load_data(opt)
+    if opt.dry_run:
+        opt.epochs = 1
+        if opt.checkpoint is None:
+            opt.checkpoint = Path(tempfile.mkdtemp(prefix="product_classifier_")) / DEFAULT_CHECKPOINT.name
+    opt.checkpoint = opt.checkpoint or DEFAULT_CHECKPOINT
+    print(f"{len(train_set[1])} train / {len(test_set[1])} held-out images, {NUM_CLASSES} classes")
+
+    model = ProductClassifier(width=opt.width)
+    print(f"classifier {sum(q.numel() for q in model.parameters()) / 1e6:.2f}M params")
+    start, cpu_start = time.time(), time.process_time()
+    history = train(opt, model, train_set, test_set)
+    wall, cpu = time.time() - start, time.process_time() - cpu_start
+    print(f"trained {opt.epochs} epochs in {wall / 60:.1f} min")
+    meta = {
+        "model": "product_classifier",
+        "width": opt.width,
+        "feature_dim": model.feature_dim,
+        "num_classes": NUM_CLASSES,
+        "class_names": list(PRODUCT_CLASSES),
+        "command": shlex.join(
+            ["python", "-m", "training.classifier", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "data": data_desc,
+        "epochs": opt.epochs,
+        "batch_size": opt.batch_size,
+        "augmentation": f"horizontal flip, translation up to {opt.max_shift} px (edge padded)",
+        "wall_time_s": round(wall, 1),
+        "cpu_time_s": round(cpu, 1),  # differs from wall time on a shared machine
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "history": history,
+        "weights": "fp16 safetensors",
+    }
+    save_and_score(opt, model, meta, test_set)
 
 
 if __name__ == "__main__":

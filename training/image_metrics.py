@@ -3,8 +3,8 @@
 SSIM comes from ``pytorch_msssim`` (Gaussian 11x11 window, sigma 1.5, K = 0.01/0.03).
 That library filters without padding; ``padding=5`` zero-pads both images first, which
 is exactly pytorch-ssim's same-size convention that the VITON try-on papers report
-(conv with zero padding == zero-pad, then a valid conv). The uint8 PSNR used by the
-parity gate lives in ``ecomgen.numerics`` (numpy).
+(conv with zero padding == zero-pad, then a valid conv). PSNR has one home,
+``ecomgen.numerics.psnr`` (numpy; ``axis=(1, 2, 3)`` gives per-image values).
 """
 
 from __future__ import annotations
@@ -20,9 +20,3 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, padding: int
     if padding:
         a, b = F.pad(a, (padding,) * 4), F.pad(b, (padding,) * 4)
     return _ssim(a, b, data_range=data_range, size_average=False, win_size=11, win_sigma=1.5)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB per image (NCHW)."""
-    mse = ((a.double() - b.double()) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-20))

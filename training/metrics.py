@@ -215,72 +215,77 @@ def _meta(path: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def write_report(
-    path: Path,
-    *,
-    command: str,
-    gen_desc: str,
-    clf_desc: str,
-    clf_command: str | None,
-    data_desc: str,
-    n_per_class: int,
-    seeds_desc: str,
-    real: Evaluated,
-    train: Evaluated,
-    base: Evaluated,
-    gen: Evaluated | None,
-    floor: float,
-    split_half: float,
-    base_fcd: float,
-    gen_fcd: float | None,
-    intra: dict[str, list[float]],
-    timings: dict[str, float],
-    png_name: str | None,
-) -> None:
-    real_acc = real.accuracy
-    gen_acc = gen.accuracy if gen is not None else None
+@dataclass
+class Inputs:
+    """What is evaluated, and how the report describes it."""
+
+    model: ProductClassifier
+    generator: Generator | None
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_real: torch.Tensor
+    y_real: torch.Tensor
+    gen_desc: str
+    clf_desc: str
+    clf_command: str | None
+    data_desc: str
+
+
+@dataclass
+class Results:
+    """Every measured number the report shows."""
+
+    real: Evaluated
+    train: Evaluated
+    base: Evaluated
+    floor: float
+    split_half: float
+    base_fcd: float
+    intra: dict[str, list[float]]
+    seeds: np.ndarray
+    gen: Evaluated | None = None
+    gen_fcd: float | None = None
+    png_name: str | None = None
+
+
+def _summary_lines(r: Results, n_per_class: int) -> list[str]:
+    real_acc = r.real.accuracy
+    gen_acc = r.gen.accuracy if r.gen is not None else None
     ratio = gen_acc / real_acc if gen_acc is not None and real_acc > 0 else None
     verdict = "n/a" if ratio is None else ("PASS" if ratio >= TARGET_RATIO else "FAIL")
-    n_gen = n_per_class * NUM_CLASSES
-    lines = [
-        "# product_gan evaluation",
-        "",
-        f"Generated {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}.",
-        "",
-        f"- Generator: {gen_desc}",
-        f"- Classifier: {clf_desc}",
-        f"- Data: {data_desc}",
-        f"- Generated set: {n_gen:,} images, {n_per_class:,} per class, {seeds_desc}",
-        "- FCD: Frechet distance between Gaussians fitted to the classifier's 128-d penultimate "
-        "features (lower is better); every FCD below is measured against the held-out real photos "
-        f"({len(real.labels):,} images).",
-        "",
-    ]
-    if gen is None:
+    n_gen, n_real = n_per_class * NUM_CLASSES, len(r.real.labels)
+    lines = []
+    if r.gen is None:
         lines += ["**Generator not evaluated (`--skip-generator`): floor and baseline only.**", ""]
-    lines += [
+    return [
+        *lines,
         "## Summary",
         "",
         "| metric | value | notes |",
         "|---|---|---|",
-        f"| classifier accuracy, real held-out | {_pct(real_acc)} | {len(real.labels):,} photos |",
+        f"| classifier accuracy, real held-out | {_pct(real_acc)} | {n_real:,} photos |",
         f"| (a) conditional accuracy, generated | {_pct(gen_acc)} | classifier agrees with the requested "
         "class |",
         f"| (a) / real accuracy | {_pct(ratio)} | target >= {TARGET_RATIO:.0%}: **{verdict}** |",
-        f"| (b) FCD generated vs held-out | {_fmt(gen_fcd)} | {n_gen:,} generated |",
-        f"| (c) FCD floor: real train vs held-out | {_fmt(floor)} | {len(train.labels):,} train photos "
+        f"| (b) FCD generated vs held-out | {_fmt(r.gen_fcd)} | {n_gen:,} generated |",
+        f"| (c) FCD floor: real train vs held-out | {_fmt(r.floor)} | {len(r.train.labels):,} train photos "
         "(seen by the classifier in training) |",
-        f"| FCD floor: held-out half vs half | {_fmt(split_half)} | 2 x {len(real.labels) // 2} photos; "
+        f"| FCD floor: held-out half vs half | {_fmt(r.split_half)} | 2 x {n_real // 2} photos; "
         "small-sample bias only |",
-        f"| (d) FCD baseline: class mean + noise | {_fmt(base_fcd)} | {n_gen:,} samples, sigma = per-pixel "
+        f"| (d) FCD baseline: class mean + noise | {_fmt(r.base_fcd)} | {n_gen:,} samples, sigma = per-pixel "
         "std of the class (train split), clipped to [-1, 1] |",
-        f"| conditional accuracy, baseline | {_pct(base.accuracy)} | for scale |",
+        f"| conditional accuracy, baseline | {_pct(r.base.accuracy)} | for scale |",
         "",
         "FCD, like FID, is biased upwards at small sample sizes, so only compare values measured "
-        f"against the same held-out set (the half-vs-half floor uses {len(real.labels) // 2} photos a "
+        f"against the same held-out set (the half-vs-half floor uses {n_real // 2} photos a "
         "side, hence its larger bias). The train photos were seen by the classifier in training, which "
         "can shift their features.",
         "",
+    ]
+
+
+def _per_class_lines(r: Results) -> list[str]:
+    lines = [
         "## Per class",
         "",
         "| class | real held-out acc | generated acc | baseline acc | intra-FCD generated "
@@ -288,13 +293,13 @@ def write_report(
         "|---|---|---|---|---|---|---|",
     ]
     for c, name in enumerate(PRODUCT_CLASSES):
-        g_acc = gen.class_accuracy(c) if gen is not None else None
-        g_fcd = intra["generated"][c] if gen is not None else None
+        g_acc = r.gen.class_accuracy(c) if r.gen is not None else None
+        g_fcd = r.intra["generated"][c] if r.gen is not None else None
         lines.append(
-            f"| {name} | {_pct(real.class_accuracy(c))} | {_pct(g_acc)} | {_pct(base.class_accuracy(c))} "
-            f"| {_fmt(g_fcd)} | {_fmt(intra['floor'][c])} | {_fmt(intra['baseline'][c])} |"
+            f"| {name} | {_pct(r.real.class_accuracy(c))} | {_pct(g_acc)} | {_pct(r.base.class_accuracy(c))} "
+            f"| {_fmt(g_fcd)} | {_fmt(r.intra['floor'][c])} | {_fmt(r.intra['baseline'][c])} |"
         )
-    counts = ", ".join(str(int((real.labels == c).sum())) for c in range(NUM_CLASSES))
+    counts = ", ".join(str(int((r.real.labels == c).sum())) for c in range(NUM_CLASSES))
     lines += [
         "",
         f"Intra-FCD compares one class's images with that class's held-out photos ({counts} per class), "
@@ -302,19 +307,42 @@ def write_report(
         "offset applies) and the values are biased upwards; use them to rank classes, not as absolutes.",
         "",
     ]
-    if png_name:
+    if r.png_name:
         lines += [
             "## Samples",
             "",
             "One row per class (top to bottom: " + ", ".join(PRODUCT_CLASSES) + "); the first seeds of "
             "each class in the evaluated set.",
             "",
-            f"![product_gan samples]({png_name})",
+            f"![product_gan samples]({r.png_name})",
             "",
         ]
+    return lines
+
+
+def write_report(
+    path: Path, command: str, inputs: Inputs, r: Results, n_per_class: int, timings: dict[str, float]
+) -> None:
+    n_gen = n_per_class * NUM_CLASSES
+    seeds_desc = f"seeds {r.seeds[0]}..{r.seeds[-1]} (one per image), labels in class order"
+    lines = [
+        "# product_gan evaluation",
+        "",
+        f"Generated {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}.",
+        "",
+        f"- Generator: {inputs.gen_desc}",
+        f"- Classifier: {inputs.clf_desc}",
+        f"- Data: {inputs.data_desc}",
+        f"- Generated set: {n_gen:,} images, {n_per_class:,} per class, {seeds_desc}",
+        "- FCD: Frechet distance between Gaussians fitted to the classifier's 128-d penultimate "
+        "features (lower is better); every FCD below is measured against the held-out real photos "
+        f"({len(r.real.labels):,} images).",
+        "",
+    ]
+    lines += _summary_lines(r, n_per_class) + _per_class_lines(r)
     lines += ["## Commands", "", "```"]
-    if clf_command:
-        lines.append(clf_command)
+    if inputs.clf_command:
+        lines.append(inputs.clf_command)
     lines += [command, "```", "", "## Machine", ""]
     lines += [
         f"- CPU: {cpu_model()} ({os.cpu_count()} logical cores); {platform.platform()}",
@@ -328,10 +356,10 @@ def write_report(
     path.write_text(text)
 
 
-# --- main --------------------------------------------------------------------------
+# --- parse -> load -> measure -> report ------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", type=Path, default=DEFAULT_GENERATOR)
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
@@ -346,6 +374,81 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-generator", action="store_true", help="floor and baseline only")
     p.add_argument("--dry-run", action="store_true", help="random weights, fake data, tiny N; temp out dir")
     opt = p.parse_args(argv)
+    if opt.dry_run:
+        opt.n_per_class, opt.batch_size, opt.grid_cols = 20, 64, 4
+        opt.out_dir = opt.out_dir or Path(tempfile.mkdtemp(prefix="product_gan_eval_"))
+    return opt
+
+
+def load_inputs(opt: argparse.Namespace) -> Inputs:
+    """The classifier, the generator (unless skipped) and the photos: random and fake for a dry run."""
+    if opt.dry_run:
+        model = ProductClassifier().eval()
+        x_train, y_train = fake_products(200, seed=0)
+        x_real, y_real = fake_products(100, seed=1)
+        g = None if opt.skip_generator else Generator(ngf=16).eval()
+        dry = "random weights (dry run)"
+        return Inputs(
+            model, g, x_train, y_train, x_real, y_real, dry, dry, None, "fake random images (dry run)"
+        )
+    model = load_classifier(opt.classifier)
+    clf_meta = _meta(opt.classifier)
+    clf_desc = f"`{opt.classifier}` (held-out accuracy at training {_pct(clf_meta.get('heldout_accuracy'))})"
+    x_train, y_train = load_products(opt.data_dir, split="train")
+    x_real, y_real = load_products(opt.data_dir, split="heldout")
+    data_desc = f"`{opt.data_dir}`: train split {len(y_train):,}, held-out split {len(y_real):,} photos"
+    g, gen_desc = None, "not evaluated"
+    if not opt.skip_generator:
+        g = generator_from_checkpoint(opt.generator)
+        gm = _meta(opt.generator)
+        gan_command = str(gm.get("command", "?")).strip()
+        gen_desc = f"`{opt.generator}` ({gm.get('iters', '?')} iters; `{gan_command}`)"
+    return Inputs(
+        model, g, x_train, y_train, x_real, y_real, gen_desc, clf_desc, clf_meta.get("command"), data_desc
+    )
+
+
+def measure_real(opt: argparse.Namespace, inp: Inputs) -> tuple[Evaluated, Evaluated, float, float]:
+    """Real photos: classifier accuracy and the floors (train vs held-out, held-out half vs half)."""
+    real = evaluate_real(inp.model, inp.x_real, inp.y_real, opt.batch_size, "classify held-out")
+    train = evaluate_real(inp.model, inp.x_train, inp.y_train, opt.batch_size, "classify train")
+    floor = fcd(train.feats, real.feats)
+    perm = np.random.default_rng(0).permutation(len(inp.y_real))
+    half = len(perm) // 2
+    split_half = fcd(real.feats[perm[:half]], real.feats[perm[half : 2 * half]])
+    print(f"real held-out accuracy {real.accuracy:.4f}; FCD floor train vs held-out {floor:.3f}")
+    return real, train, floor, split_half
+
+
+def measure_baseline(opt: argparse.Namespace, inp: Inputs, labels: np.ndarray) -> Evaluated:
+    """Trivial baseline: class mean image + per-pixel Gaussian noise."""
+    means, stds = class_mean_stats(inp.x_train, inp.y_train)
+    batches = baseline_batches(means, stds, labels, opt.baseline_seed, opt.batch_size)
+    return evaluate_stream(inp.model, batches, labels, opt.batch_size, "baseline")
+
+
+def measure_generator(opt: argparse.Namespace, inp: Inputs, r: Results, labels: np.ndarray) -> None:
+    """Generated images: accuracy, FCD, intra-FCD, and the sample grid (written to ``opt.out_dir``)."""
+    assert inp.generator is not None
+    r.gen = evaluate_stream(
+        inp.model,
+        generated_batches(inp.generator, labels, r.seeds, opt.batch_size),
+        labels,
+        opt.batch_size,
+        "generate + classify",
+        keep=first_per_class(labels, opt.grid_cols),
+    )
+    r.gen_fcd = fcd(r.gen.feats, r.real.feats)
+    r.intra["generated"] = per_class_fcd(r.gen, r.real)
+    r.png_name = "product_gan_eval.png"
+    grid = make_grid(to_uint8_hwc(np.concatenate(r.gen.keep)), cols=opt.grid_cols)
+    save_png(grid, opt.out_dir / r.png_name)
+    ratio = r.gen.accuracy / r.real.accuracy
+    print(f"generated accuracy {r.gen.accuracy:.4f} (ratio {ratio:.3f}), FCD {r.gen_fcd:.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt = parse(argv)
     print(opt)
     if opt.threads:
         torch.set_num_threads(opt.threads)
@@ -353,113 +456,35 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "-m", "training.metrics", *(sys.argv[1:] if argv is None else argv)])
     timings: dict[str, float] = {}
     t0, cpu0 = time.time(), time.process_time()
-
-    g: Generator | None = None
-    if opt.dry_run:
-        opt.n_per_class, opt.batch_size, opt.grid_cols = 20, 64, 4
-        opt.out_dir = opt.out_dir or Path(tempfile.mkdtemp(prefix="product_gan_eval_"))
-        model = ProductClassifier().eval()
-        x_train, y_train = fake_products(200, seed=0)
-        x_real, y_real = fake_products(100, seed=1)
-        if not opt.skip_generator:
-            g = Generator(ngf=16).eval()
-        gen_desc, clf_desc, clf_command = "random weights (dry run)", "random weights (dry run)", None
-        data_desc = "fake random images (dry run)"
-    else:
-        model = load_classifier(opt.classifier)
-        clf_meta = _meta(opt.classifier)
-        clf_desc = (
-            f"`{opt.classifier}` (held-out accuracy at training {_pct(clf_meta.get('heldout_accuracy'))})"
-        )
-        clf_command = clf_meta.get("command")
-        x_train, y_train = load_products(opt.data_dir, split="train")
-        x_real, y_real = load_products(opt.data_dir, split="heldout")
-        data_desc = f"`{opt.data_dir}`: train split {len(y_train):,}, held-out split {len(y_real):,} photos"
-        gen_desc = "not evaluated"
-        if not opt.skip_generator:
-            g = generator_from_checkpoint(opt.generator)
-            gm = _meta(opt.generator)
-            gan_command = str(gm.get("command", "?")).strip()
-            gen_desc = f"`{opt.generator}` ({gm.get('iters', '?')} iters; `{gan_command}`)"
+    inp = load_inputs(opt)
     opt.out_dir = opt.out_dir or DEFAULT_OUT_DIR
     opt.out_dir.mkdir(parents=True, exist_ok=True)
     timings["load"] = time.time() - t0
 
-    # Real photos: classifier accuracy and the floors.
     t = time.time()
-    real = evaluate_real(model, x_real, y_real, opt.batch_size, "classify held-out")
-    train = evaluate_real(model, x_train, y_train, opt.batch_size, "classify train")
-    floor = fcd(train.feats, real.feats)
-    perm = np.random.default_rng(0).permutation(len(y_real))
-    half = len(perm) // 2
-    split_half = fcd(real.feats[perm[:half]], real.feats[perm[half : 2 * half]])
+    real, train, floor, split_half = measure_real(opt, inp)
     timings["real"] = time.time() - t
-    print(f"real held-out accuracy {real.accuracy:.4f}; FCD floor train vs held-out {floor:.3f}")
 
-    # Trivial baseline: class mean image + per-pixel Gaussian noise.
     t = time.time()
     labels = balanced_labels(opt.n_per_class)
-    means, stds = class_mean_stats(x_train, y_train)
-    base = evaluate_stream(
-        model,
-        baseline_batches(means, stds, labels, opt.baseline_seed, opt.batch_size),
-        labels,
-        opt.batch_size,
-        "baseline",
-    )
+    base = measure_baseline(opt, inp, labels)
     base_fcd = fcd(base.feats, real.feats)
     timings["baseline"] = time.time() - t
     print(f"baseline accuracy {base.accuracy:.4f}, FCD {base_fcd:.3f}")
 
     intra = {"floor": per_class_fcd(train, real), "baseline": per_class_fcd(base, real)}
-    gen: Evaluated | None = None
-    gen_fcd: float | None = None
-    png_name: str | None = None
     seeds = opt.seed_offset + np.arange(len(labels), dtype=np.int64)
-    if g is not None:
+    r = Results(real, train, base, floor, split_half, base_fcd, intra, seeds)
+    if inp.generator is not None:
         t = time.time()
-        gen = evaluate_stream(
-            model,
-            generated_batches(g, labels, seeds, opt.batch_size),
-            labels,
-            opt.batch_size,
-            "generate + classify",
-            keep=first_per_class(labels, opt.grid_cols),
-        )
-        gen_fcd = fcd(gen.feats, real.feats)
-        intra["generated"] = per_class_fcd(gen, real)
-        png_name = "product_gan_eval.png"
-        grid = make_grid(to_uint8_hwc(np.concatenate(gen.keep)), cols=opt.grid_cols)
-        save_png(grid, opt.out_dir / png_name)
+        measure_generator(opt, inp, r, labels)
         timings["generated"] = time.time() - t
-        ratio = gen.accuracy / real.accuracy
-        print(f"generated accuracy {gen.accuracy:.4f} (ratio {ratio:.3f}), FCD {gen_fcd:.3f}")
     timings["total"] = time.time() - t0
     timings["total CPU time"] = time.process_time() - cpu0
 
     md = opt.out_dir / "product_gan_eval.md"
-    write_report(
-        md,
-        command=command,
-        gen_desc=gen_desc,
-        clf_desc=clf_desc,
-        clf_command=clf_command,
-        data_desc=data_desc,
-        n_per_class=opt.n_per_class,
-        seeds_desc=f"seeds {seeds[0]}..{seeds[-1]} (one per image), labels in class order",
-        real=real,
-        train=train,
-        base=base,
-        gen=gen,
-        floor=floor,
-        split_half=split_half,
-        base_fcd=base_fcd,
-        gen_fcd=gen_fcd,
-        intra=intra,
-        timings=timings,
-        png_name=png_name,
-    )
-    print(f"wrote {md}" + (f" and {opt.out_dir / png_name}" if png_name else ""))
+    write_report(md, command, inp, r, opt.n_per_class, timings)
+    print(f"wrote {md}" + (f" and {opt.out_dir / r.png_name}" if r.png_name else ""))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,22 +152,30 @@ class Trained:
     log: list[dict[str, float]] = field(default_factory=list)
 
 
-def run(opt: argparse.Namespace) -> Trained:
-    if opt.threads:
-        torch.set_num_threads(opt.threads)
-    torch.manual_seed(opt.seed)
-    np.random.seed(opt.seed)
-    opt.out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Nets:
+    """The networks, their optimisers and the EMA generator that gets shipped."""
 
-    # (0) Data: the non-held-out split of the product photos.
-    if opt.dataset == "fake":
-        images, labels = fake_products(opt.batch_size * 2, opt.seed)
-    else:
-        images, labels = load_products(opt.data_dir, split="train")
-    n = images.shape[0]
-    print(f"{n} training images, {NUM_CLASSES} classes")
+    g: Generator
+    d: Discriminator
+    g_ema: AveragedModel
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
 
-    # (1) Networks, optimisers and the EMA generator that gets shipped.
+    def state(self, it: int, wall_s: float) -> dict:
+        """What ``last.pt`` holds (``--resume`` reads it back)."""
+        state = {
+            "g": self.g.state_dict(),
+            "d": self.d.state_dict(),
+            "g_ema": self.g_ema.state_dict(),
+            "iter": it,
+        }
+        state.update(opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(), wall_s=wall_s)
+        return state
+
+
+def build_nets(opt: argparse.Namespace) -> tuple[Nets, int, float]:
+    """Fresh networks, or those of ``--resume``; also the first iteration and the wall time before it."""
     g = Generator(ngf=opt.ngf)
     d = Discriminator(ndf=opt.ndf)
     g_ema = AveragedModel(g, avg_fn=ema_avg_fn(opt.ema), use_buffers=True)
@@ -186,6 +195,63 @@ def run(opt: argparse.Namespace) -> Trained:
     n_g = sum(q.numel() for q in g.parameters()) / 1e6
     n_d = sum(q.numel() for q in d.parameters()) / 1e6
     print(f"G {n_g:.2f}M params, D {n_d:.2f}M")
+    return Nets(g, d, g_ema, opt_g, opt_d), first, prior_wall
+
+
+Batch = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_step(
+    opt: argparse.Namespace, nets: Nets, real_batch: Batch, fake_batch: Batch, autocast: torch.autocast
+) -> dict[str, float]:
+    """``--n-dis`` discriminator updates, one generator update and its moving average; the losses."""
+    g, d = nets.g, nets.d
+    # Update D: hinge loss on DiffAugment-ed real and fake batches.
+    for _ in range(opt.n_dis):
+        x_real, y_real = real_batch()
+        with torch.no_grad(), autocast:
+            x_fake, y_fake = fake_batch()
+        with autocast:
+            d_real = d(diff_augment(x_real), y_real).float()
+            d_fake = d(diff_augment(x_fake.float()), y_fake).float()
+            loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        nets.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        nets.opt_d.step()
+
+    # Update G, then its moving average.
+    with autocast:
+        x_fake, y_fake = fake_batch()
+        loss_g = -d(diff_augment(x_fake.float()), y_fake).float().mean()
+    nets.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    nets.opt_g.step()
+    nets.g_ema.update_parameters(g)
+    return {
+        "loss_d": loss_d.item(),
+        "loss_g": loss_g.item(),
+        "d_real": d_real.mean().item(),
+        "d_fake": d_fake.mean().item(),
+    }
+
+
+def run(opt: argparse.Namespace) -> Trained:
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    torch.manual_seed(opt.seed)
+    np.random.seed(opt.seed)
+    opt.out.mkdir(parents=True, exist_ok=True)
+
+    # (0) Data: the non-held-out split of the product photos.
+    if opt.dataset == "fake":
+        images, labels = fake_products(opt.batch_size * 2, opt.seed)
+    else:
+        images, labels = load_products(opt.data_dir, split="train")
+    n = images.shape[0]
+    print(f"{n} training images, {NUM_CLASSES} classes")
+
+    # (1) Networks, optimisers and the EMA generator that gets shipped.
+    nets, first, prior_wall = build_nets(opt)
 
     def real_batch() -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, n, (opt.batch_size,))
@@ -197,55 +263,23 @@ def run(opt: argparse.Namespace) -> Trained:
     def fake_batch() -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(opt.batch_size, NZ)
         y = F.one_hot(torch.randint(0, NUM_CLASSES, (opt.batch_size,)), NUM_CLASSES).float()
-        return g(z, y), y
+        return nets.g(z, y), y
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opt.bf16)
     log: list[dict[str, float]] = []
     start = time.time()
     bar = tqdm(range(first, opt.iters + 1), desc="product_gan", dynamic_ncols=True)
     for it in bar:
-        # (2) Update D: hinge loss on DiffAugment-ed real and fake batches.
-        for _ in range(opt.n_dis):
-            x_real, y_real = real_batch()
-            with torch.no_grad(), autocast:
-                x_fake, y_fake = fake_batch()
-            with autocast:
-                d_real = d(diff_augment(x_real), y_real).float()
-                d_fake = d(diff_augment(x_fake.float()), y_fake).float()
-                loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-        # (3) Update G, then its moving average.
-        with autocast:
-            x_fake, y_fake = fake_batch()
-            loss_g = -d(diff_augment(x_fake.float()), y_fake).float().mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        g_ema.update_parameters(g)
-
-        rec = {
-            "iter": it,
-            "loss_d": loss_d.item(),
-            "loss_g": loss_g.item(),
-            "d_real": d_real.mean().item(),
-            "d_fake": d_fake.mean().item(),
-        }
+        # (2) and (3): update D, then G and its moving average.
+        rec = {"iter": it, **train_step(opt, nets, real_batch, fake_batch, autocast)}
         log.append(rec)
         bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}")
         if it % opt.sample_every == 0 or it == opt.iters:
-            shipped = g_ema.module
-            sample_grid(shipped, opt.out / f"samples_{it:06d}.png")  # type: ignore[arg-type]
-            state = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(), "iter": it}
-            state.update(
-                opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), wall_s=prior_wall + time.time() - start
-            )
-            torch.save(state, opt.out / "last.pt")
+            sample_grid(nets.g_ema.module, opt.out / f"samples_{it:06d}.png")  # type: ignore[arg-type]
+            torch.save(nets.state(it, prior_wall + time.time() - start), opt.out / "last.pt")
 
     wall = prior_wall + time.time() - start
-    final: Generator = g_ema.module  # type: ignore[assignment]
+    final: Generator = nets.g_ema.module  # type: ignore[assignment]
     # (4) Exact BatchNorm statistics for eval mode (what the server runs).
     recalibrate_batchnorm(final, batches=3 if opt.dry_run else 200)
     sample_grid(final, opt.out / "samples_final.png")

@@ -26,11 +26,10 @@ import argparse
 import io
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from ecomgen.hostinfo import cpu_model
 from ecomgen.models.sr import (
     DEFAULT_CONFIG,
     SCALE,
@@ -52,6 +52,7 @@ from ecomgen.models.sr import (
     to_uint8,
     to_unit_range,
 )
+from ecomgen.numerics import psnr
 from training.paths import CHECKPOINT_DIR, REPO_ROOT
 from training.viton import DEFAULT_VITON_DIR, fake_tryon, load_rgb
 
@@ -142,15 +143,8 @@ def sample_batch(
 
 
 def machine() -> str:
-    """``lscpu``'s model name (the CPU results are named by it)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU model (``ecomgen.hostinfo``) and the logical CPU count: the CPU results are named by it."""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 def bicubic_up(lr: np.ndarray, scale: int = SCALE) -> np.ndarray:
@@ -159,12 +153,11 @@ def bicubic_up(lr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.Resampling.BICUBIC))
 
 
-def psnr_u8(a: np.ndarray, b: np.ndarray, shave: int = SCALE) -> float:
-    """Mean per-image RGB PSNR of uint8 NHWC batches, ``shave`` border pixels left out."""
-    a = a[:, shave:-shave, shave:-shave].astype(np.float64)
-    b = b[:, shave:-shave, shave:-shave].astype(np.float64)
-    mse = ((a - b) ** 2).mean(axis=(1, 2, 3))
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+def shaved_mean_db(a: np.ndarray, b: np.ndarray, shave: int = SCALE) -> float:
+    """Mean per-image RGB PSNR (``ecomgen.numerics.psnr``) of uint8 NHWC batches, ``shave`` border
+    pixels left out."""
+    crop = (slice(None), slice(shave, -shave), slice(shave, -shave))
+    return float(np.mean(psnr(a[crop], b[crop], axis=(1, 2, 3))))
 
 
 @torch.no_grad()
@@ -275,24 +268,29 @@ def load_data(opt: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     return load_photos(train_paths, "viton train"), load_photos(val_paths, "viton val"), desc
 
 
-def run(opt: argparse.Namespace) -> dict:
-    if opt.threads:
-        torch.set_num_threads(opt.threads)
-    torch.manual_seed(opt.seed)
-    rng = np.random.default_rng(opt.seed)
-    photos, val, data_desc = load_data(opt)
-    print(
-        f"{len(photos)} training photos, {len(val)} monitoring photos at {photos.shape[1]}x{photos.shape[2]}"
-    )
+def build_model(opt: argparse.Namespace) -> tuple[torch.nn.Module, dict, torch.memory_format]:
+    """The network to train (in training mode), its config and the memory format it runs in."""
     config = {"channels": opt.channels, "blocks": opt.blocks} if opt.arch == "sr" else {}
     memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
     # channels_last is oneDNN's fast convolution layout on CPU (4x over NCHW in fp32 here).
     model = build(opt.arch, config).train().to(memory_format=memory_format)  # type: ignore[call-overload]
     print(f"{opt.arch}: {count_params(model) / 1e3:.1f}K params")
-    optim = torch.optim.Adam(model.parameters(), lr=opt.lr, betas=(0.9, 0.99))
-    val_lr = np.stack([downscale(p) for p in val])
-    val_bicubic = psnr_u8(np.stack([bicubic_up(x) for x in val_lr]), val)
+    return model, config, memory_format
 
+
+def train(
+    opt: argparse.Namespace,
+    model: torch.nn.Module,
+    photos: np.ndarray,
+    memory_format: torch.memory_format,
+    monitor: Callable[[], float],
+) -> tuple[int, list[dict[str, float]], list[float]]:
+    """The L1 training loop; ``monitor()`` gives the validation gain over bicubic in dB.
+
+    Returns the iterations done, the monitoring history and the per-iteration losses.
+    """
+    rng = np.random.default_rng(opt.seed)
+    optim = torch.optim.Adam(model.parameters(), lr=opt.lr, betas=(0.9, 0.99))
     history: list[dict[str, float]] = []
     losses: list[float] = []
     start = time.time()
@@ -327,7 +325,7 @@ def run(opt: argparse.Namespace) -> dict:
         bar.set_postfix(l1=f"{np.mean(losses[-50:]):.4f}")
         done = progress(it) >= 1.0
         if it % opt.eval_every == 0 or done:
-            gain = psnr_u8(upscale(model, val_lr), val) - val_bicubic
+            gain = monitor()
             history.append(
                 {
                     "iter": it,
@@ -341,9 +339,27 @@ def run(opt: argparse.Namespace) -> dict:
         if done:
             break
     pool.shutdown(cancel_futures=True)
+    return it, history, losses
+
+
+def run(opt: argparse.Namespace) -> dict:
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    torch.manual_seed(opt.seed)
+    photos, val, data_desc = load_data(opt)
+    print(
+        f"{len(photos)} training photos, {len(val)} monitoring photos at {photos.shape[1]}x{photos.shape[2]}"
+    )
+    model, config, memory_format = build_model(opt)
+    val_lr = np.stack([downscale(p) for p in val])
+    val_bicubic = shaved_mean_db(np.stack([bicubic_up(x) for x in val_lr]), val)
+    start = time.time()
+    it, history, losses = train(
+        opt, model, photos, memory_format, lambda: shaved_mean_db(upscale(model, val_lr), val) - val_bicubic
+    )
     wall = time.time() - start
     model.eval()
-    final_val = psnr_u8(upscale(model, val_lr), val)
+    final_val = shaved_mean_db(upscale(model, val_lr), val)
     print(f"trained {it} iters in {wall / 60:.1f} min; val {final_val:.2f} dB (bicubic {val_bicubic:.2f})")
     return {
         "model": model,

@@ -54,6 +54,7 @@ from ecomgen.models.sr import (
     to_uint8,
     to_unit_range,
 )
+from ecomgen.numerics import psnr
 from training.paths import CHECKPOINT_DIR, REPO_ROOT, RESULTS_DIR
 from training.sr import bicubic_up, downscale, list_photos, load_photos, machine
 from training.viton import DEFAULT_VITON_DIR
@@ -92,12 +93,6 @@ def rgb_to_y(x: np.ndarray) -> np.ndarray:
     return 16.0 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    axes = tuple(range(1, a.ndim))
-    mse = ((a - b) ** 2).mean(axis=axes)
-    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
-
-
 def _ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """NHWC float in [0, 255] -> per-image SSIM (Gaussian 11x11, sigma 1.5, data range 255)."""
     ta = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
@@ -111,8 +106,8 @@ def scores(pred: np.ndarray, gt: np.ndarray, shave: int = SCALE) -> dict[str, np
     g = gt[:, shave:-shave, shave:-shave].astype(np.float64)
     py, gy = rgb_to_y(p)[..., None], rgb_to_y(g)[..., None]
     return {
-        "psnr_rgb": _psnr(p, g),
-        "psnr_y": _psnr(py, gy),
+        "psnr_rgb": psnr(p, g, axis=(1, 2, 3)),
+        "psnr_y": psnr(py, gy, axis=(1, 2, 3)),
         "ssim_rgb": _ssim(p, g),
         "ssim_y": _ssim(py, gy),
     }
@@ -369,18 +364,70 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return opt
 
 
+KINDS = {"image": "person", "cloth": "cloth"}  # VITON folder -> the name the tables use
+
+
+def load_test_split(opt: argparse.Namespace, lists: dict[str, list[Path]]) -> dict[str, np.ndarray]:
+    """The test split's photos per kind, cloth first in the tables (the product-photo case)."""
+    photos = {KINDS[k]: load_photos(v[: opt.limit], f"viton test {k}") for k, v in lists.items()}
+    return {"cloth": photos["cloth"], "person": photos["person"]}
+
+
+def nearest_train(opt: argparse.Namespace, lists: dict[str, list[Path]]) -> dict[str, np.ndarray]:
+    """Per kind and test photo, the RMS distance to its nearest train photo (both kinds)."""
+    train_lists = list_photos(opt.data_dir, "train")
+    train_thumbs = thumbnails(train_lists["image"] + train_lists["cloth"])
+    return {KINDS[k]: nearest_train_rms(v[: opt.limit], train_thumbs) for k, v in lists.items()}
+
+
+def sample_figure(
+    opt: argparse.Namespace,
+    photos: dict[str, np.ndarray],
+    unseen: dict[str, np.ndarray],
+    methods: dict[str, Callable[[np.ndarray], np.ndarray]],
+) -> None:
+    """Two garments and two persons spread over the split, none with a copy in train."""
+    picks = {}
+    for kind in photos:
+        candidates = np.flatnonzero(unseen[kind])
+        picks[kind] = candidates[np.linspace(0, len(candidates) - 1, 4).round().astype(int)[1:3]]
+    gt = np.concatenate([photos[k][i] for k, i in picks.items()])
+    lr = np.stack([downscale(x) for x in gt])
+    columns = {name: methods[name](lr) for name in ("bicubic", "ours", "ESPCN")}
+    figure(columns, gt, opt.out / "sr_eval.png")
+
+
+def network_cost(models: dict[str, nn.Module]) -> dict[str, dict[str, int]]:
+    return {
+        name: {
+            "params": count_params(m),
+            "flops_64x48": flops_per_image(m, 64, 48),
+            "flops_256x256": flops_per_image(m, 256, 256),
+        }
+        for name, m in models.items()
+    }
+
+
+def duplicate_summary(nearest: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    return {
+        kind: {
+            "n": len(v),
+            "within_rms": int((v < DUPLICATE_RMS).sum()),
+            "within_rms_2": int((v < 2).sum()),
+            "exact_at_32x24": int((v < 0.5).sum()),
+            "median_nearest_rms": float(np.median(v)),
+        }
+        for kind, v in nearest.items()
+    }
+
+
 def run(opt: argparse.Namespace) -> dict:
     torch.set_num_threads(opt.threads)
     started = time.time()
     ours = load_networks(opt.checkpoint_dir)["sr_network"]
     espcn = load_espcn(opt.checkpoint_dir)
     lists = list_photos(opt.data_dir, "test")
-    photos = {
-        {"image": "person", "cloth": "cloth"}[k]: load_photos(v[: opt.limit], f"viton test {k}")
-        for k, v in lists.items()
-    }
-    # Cloth first in the tables (the product-photo case).
-    photos = {"cloth": photos["cloth"], "person": photos["person"]}
+    photos = load_test_split(opt, lists)
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "bicubic": lambda lr: np.stack([bicubic_up(x) for x in lr]),
         "ESPCN": lambda lr: torch_upscale(espcn, lr),
@@ -388,12 +435,7 @@ def run(opt: argparse.Namespace) -> dict:
     }
     # Which test photos have a (near-)copy among the train photos (both kinds).
     t0 = time.time()
-    train_lists = list_photos(opt.data_dir, "train")
-    train_thumbs = thumbnails(train_lists["image"] + train_lists["cloth"])
-    nearest = {
-        {"image": "person", "cloth": "cloth"}[k]: nearest_train_rms(v[: opt.limit], train_thumbs)
-        for k, v in lists.items()
-    }
+    nearest = nearest_train(opt, lists)
     unseen = {k: v >= DUPLICATE_RMS for k, v in nearest.items()}
     dedup_wall = time.time() - t0
 
@@ -404,24 +446,7 @@ def run(opt: argparse.Namespace) -> dict:
     degraded_per_image = evaluate(methods, photos, opt.batch_size, degraded=True)
     degraded_wall = time.time() - t0
 
-    # Two garments and two persons spread over the split, none with a copy in train.
-    picks = {}
-    for kind in photos:
-        candidates = np.flatnonzero(unseen[kind])
-        picks[kind] = candidates[np.linspace(0, len(candidates) - 1, 4).round().astype(int)[1:3]]
-    gt = np.concatenate([photos[k][i] for k, i in picks.items()])
-    lr = np.stack([downscale(x) for x in gt])
-    columns = {name: methods[name](lr) for name in ("bicubic", "ours", "ESPCN")}
-    figure(columns, gt, opt.out / "sr_eval.png")
-
-    cost = {
-        name: {
-            "params": count_params(m),
-            "flops_64x48": flops_per_image(m, 64, 48),
-            "flops_256x256": flops_per_image(m, 256, 256),
-        }
-        for name, m in (("ours", ours), ("ESPCN", espcn))
-    }
+    sample_figure(opt, photos, unseen, methods)
     bench: list[dict] = []
     bench_wall = 0.0
     if opt.bench:
@@ -437,18 +462,9 @@ def run(opt: argparse.Namespace) -> dict:
         "clean_unseen": summarise(clean_per_image, unseen),
         "degraded": summarise(degraded_per_image),
         "degraded_unseen": summarise(degraded_per_image, unseen),
-        "duplicates": {
-            kind: {
-                "n": len(v),
-                "within_rms": int((v < DUPLICATE_RMS).sum()),
-                "within_rms_2": int((v < 2).sum()),
-                "exact_at_32x24": int((v < 0.5).sum()),
-                "median_nearest_rms": float(np.median(v)),
-            }
-            for kind, v in nearest.items()
-        },
+        "duplicates": duplicate_summary(nearest),
         "dedup_wall_s": dedup_wall,
-        "cost": cost,
+        "cost": network_cost({"ours": ours, "ESPCN": espcn}),
         "bench": bench,
         "n": {k: len(v) for k, v in photos.items()},
         "wall_s": time.time() - started,
@@ -473,29 +489,28 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def report(opt: argparse.Namespace, r: dict) -> None:
-    meta = {
-        stem: json.loads((opt.checkpoint_dir / f"{stem}.json").read_text()) for stem in (SR_STEM, ESPCN_STEM)
-    }
-    target = 2.0
+GAIN_TARGET_DB = 2.0
 
-    def verdict(rows: list[dict], what: str) -> str:
-        ours = next(x for x in rows if x["set"] == "all" and x["method"] == "ours")
-        gain = ours["gain_rgb"]
-        met = "meets" if gain >= target else f"misses by {target - gain:.2f} dB"
-        return (
-            f"**{gain:+.2f} dB RGB PSNR over bicubic** on {what} ({ours['n']} photos): "
-            f"{met} the >= {target:.1f} dB target."
-        )
 
+def _verdict(rows: list[dict], what: str) -> str:
+    ours = next(x for x in rows if x["set"] == "all" and x["method"] == "ours")
+    gain = ours["gain_rgb"]
+    met = "meets" if gain >= GAIN_TARGET_DB else f"misses by {GAIN_TARGET_DB - gain:.2f} dB"
+    return (
+        f"**{gain:+.2f} dB RGB PSNR over bicubic** on {what} ({ours['n']} photos): "
+        f"{met} the >= {GAIN_TARGET_DB:.1f} dB target."
+    )
+
+
+def _header_lines(opt: argparse.Namespace, r: dict, meta: dict[str, dict], host: str) -> list[str]:
+    """Verdicts, the overlap note, and how the numbers were made (command, machine, data, metrics)."""
     dup = r["duplicates"]
     n_dup = {k: v["within_rms"] for k, v in dup.items()}
-    host = machine()
     lines = [
         "# sr: x4 super-resolution on the held-out VITON test split",
         "",
-        "- " + verdict(r["clean"], "the full test split"),
-        "- " + verdict(r["clean_unseen"], "the test photos with no near-copy in the train split"),
+        "- " + _verdict(r["clean"], "the full test split"),
+        "- " + _verdict(r["clean_unseen"], "the test photos with no near-copy in the train split"),
         "",
         f"**Train/test overlap in the data.** {n_dup['person']} of {dup['person']['n']} test person photos "
         f"and {n_dup['cloth']} of {dup['cloth']['n']} test garment photos have a near-copy among the train "
@@ -509,7 +524,8 @@ def report(opt: argparse.Namespace, r: dict) -> None:
         f"{r['dedup_wall_s'] / 60:.1f} min, clean tables {r['clean_wall_s'] / 60:.1f} min, JPEG tables "
         f"{r['degraded_wall_s'] / 60:.1f} min, benchmark {r['bench_wall_s'] / 60:.1f} min), run under "
         "`flock /tmp/ecomgen-cpu.lock`",
-        f"- **Machine**: {host} (`lscpu` model name); torch {torch.__version__}, {opt.threads} threads; "
+        f"- **Machine**: {host} (CPU model name, `ecomgen.hostinfo`); torch {torch.__version__}, "
+        f"{opt.threads} threads; "
         f"onnxruntime {ort.__version__}; openvino {_openvino_version()}",
         f"- **Data**: {_rel(opt.data_dir)}/test: {r['n']['cloth']} garment photos (`cloth/`) and "
         f"{r['n']['person']} person photos (`image/`), 256x192 ground truth. Training reads only "
@@ -528,7 +544,12 @@ def report(opt: argparse.Namespace, r: dict) -> None:
             f"{m['wall_time_s'] / 60:.1f} min ({m['iters']} iters, batch {m['batch_size']}, LR patch "
             f"{m['lr_patch'][0]}x{m['lr_patch'][1]}) on {m.get('machine', '?')}"
         )
-    lines += ["", "## Clean bicubic input: full test split", "", *_table(r["clean"])]
+    return lines
+
+
+def _result_lines(r: dict, meta: dict[str, dict]) -> list[str]:
+    """The four quality tables and how to read them."""
+    lines = ["", "## Clean bicubic input: full test split", "", *_table(r["clean"])]
     lines += ["", "## Clean bicubic input: unseen test photos only", "", *_table(r["clean_unseen"])]
     jpeg_title = f"## JPEG quality {JPEG_EVAL_QUALITY} input (same images, LR re-encoded)"
     lines += ["", f"{jpeg_title}: full test split", "", *_table(r["degraded"])]
@@ -548,7 +569,12 @@ def report(opt: argparse.Namespace, r: dict) -> None:
         "best (FSRCNN's Set5 figure below is +2.29 dB over bicubic after long training).",
         "- JPEG input: 25% of the training samples were JPEG re-encoded (quality 60-95) and 25% blurred.",
     ]
-    lines += [
+    return lines
+
+
+def _cost_lines(opt: argparse.Namespace, r: dict) -> list[str]:
+    """Parameters and FLOPs, and the offline throughput table when it was measured."""
+    lines = [
         "",
         "## Cost",
         "",
@@ -581,12 +607,17 @@ def report(opt: argparse.Namespace, r: dict) -> None:
             "|---|---|---:|---:|---:|---:|",
         ]
         for b in r["bench"]:
-            psnr = "identical" if b["uint8_psnr_vs_torch"] >= 99 else f"{b['uint8_psnr_vs_torch']:.1f}"
+            db = "identical" if b["uint8_psnr_vs_torch"] >= 99 else f"{b['uint8_psnr_vs_torch']:.1f}"
             lines.append(
                 f"| {b['model']} | {b['runtime']} | {b['batch']} | {b['images_per_s']:.1f} | "
-                f"{b['max_abs_diff']:.2e} | {psnr} |"
+                f"{b['max_abs_diff']:.2e} | {db} |"
             )
-    lines += [
+    return lines
+
+
+def _anchor_lines() -> list[str]:
+    """Published results for scale, the figure and the licence."""
+    lines = [
         "",
         "## Published anchors (context only)",
         "",
@@ -606,6 +637,15 @@ def report(opt: argparse.Namespace, r: dict) -> None:
         "",
         "Licence: the weights are research artefacts trained on VITON (research-only data).",
     ]
+    return lines
+
+
+def report(opt: argparse.Namespace, r: dict) -> None:
+    meta = {
+        stem: json.loads((opt.checkpoint_dir / f"{stem}.json").read_text()) for stem in (SR_STEM, ESPCN_STEM)
+    }
+    host = machine()
+    lines = _header_lines(opt, r, meta, host) + _result_lines(r, meta) + _cost_lines(opt, r) + _anchor_lines()
     opt.out.mkdir(parents=True, exist_ok=True)
     (opt.out / "sr_eval.md").write_text("\n".join(lines) + "\n")
     (opt.out / "sr_eval.json").write_text(

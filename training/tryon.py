@@ -53,6 +53,7 @@ from ecomgen.models.tryon import (
     person_representation,
     save_checkpoints,
 )
+from ecomgen.numerics import to_uint8_hwc
 from ecomgen.serving.handlers.tryon import garment_mask
 from training.image_metrics import ssim
 from training.paths import CHECKPOINT_DIR, REPO_ROOT
@@ -85,7 +86,7 @@ def batch_tensors(data: TryOnData, idx: np.ndarray, flip: bool = False) -> dict[
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(-1, 1).add(1).mul(127.5).add(0.5)).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return to_uint8_hwc(x.detach().numpy())
 
 
 def save_strip(rows: list[list[np.ndarray]], path: Path) -> None:

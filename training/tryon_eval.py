@@ -34,6 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ecomgen.models.tryon import pipeline_from_checkpoints
+from ecomgen.numerics import psnr
 from ecomgen.serving.handlers.tryon import garment_mask
 from training.classifier import DEFAULT_CHECKPOINT as CLASSIFIER_CHECKPOINT
 from training.classifier import features, load_classifier
@@ -67,9 +68,7 @@ def u8_to_unit(x: np.ndarray) -> torch.Tensor:
 def paired_scores(result: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image SSIM and PSNR of uint8 NHWC batches."""
     s = ssim(u8_to_unit(result), u8_to_unit(real), data_range=1.0, padding=5).numpy()
-    mse = ((result.astype(np.float64) - real.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-    psnr = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
-    return s, psnr
+    return s, psnr(real, result, axis=(1, 2, 3))
 
 
 def paste_baseline(person: np.ndarray, cloth: np.ndarray, regions: np.ndarray) -> np.ndarray:

@@ -43,9 +43,7 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +58,9 @@ from pytorch_msssim import ssim as ssim_fn
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from ecomgen.hostinfo import cpu_model
 from ecomgen.models.vae import CATALOGUE_FILE, CHECKPOINT_NAME, VAE, load_vae, save_vae
+from ecomgen.numerics import psnr, to_uint8_hwc
 from ecomgen_client._images import make_grid
 from training.data import (  # PRODUCT_CLASSES via training.data: the client contract module is moving
     DEFAULT_PRODUCTS_DIR,
@@ -128,11 +128,6 @@ def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, kind: str, ssim_weig
     return loss
 
 
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> the uint8 image the server returns, back in [0, 1]."""
-    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 255.0
-
-
 @torch.no_grad()
 def encode(vae: VAE, images: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """uint8 NCHW -> posterior (mu, logvar), float32 numpy [N, L] each (fp32 forward)."""
@@ -155,17 +150,17 @@ def decode(vae: VAE, z: np.ndarray | torch.Tensor, batch_size: int = 256) -> tor
 
 @torch.no_grad()
 def reconstruction_metrics(vae: VAE, images: torch.Tensor) -> dict[str, float]:
-    """PSNR (dB) and SSIM of the reconstructions from the posterior mean, quantised to uint8 as served."""
+    """PSNR (dB, mean over images) and SSIM of the reconstructions from the posterior mean, quantised
+    to uint8 as served (``ecomgen.numerics``)."""
     mu, logvar = encode(vae, images)
-    rec = quantise(decode(vae, mu))
-    real = images.float() / 255.0
-    mse = (rec - real).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-    psnr = 10 * torch.log10(1.0 / mse)
-    ssim = ssim_fn(rec, real, data_range=1.0, size_average=False)
+    rec_u8 = to_uint8_hwc(decode(vae, mu).numpy())  # NHWC, what a client receives
+    real_u8 = images.permute(0, 2, 3, 1).numpy()
+    rec = torch.from_numpy(rec_u8).permute(0, 3, 1, 2).float() / 255.0
+    ssim = ssim_fn(rec, images.float() / 255.0, data_range=1.0, size_average=False)
     kl = kl_per_image(torch.from_numpy(mu), torch.from_numpy(logvar))
     active = int((torch.from_numpy(mu).var(0) > 0.01).sum())  # dimensions the encoder uses
     return {
-        "psnr_db": float(psnr.mean()),
+        "psnr_db": float(np.mean(psnr(rec_u8, real_u8, axis=(1, 2, 3)))),
         "ssim": float(ssim.mean()),
         "kl_nats": float(kl.mean()),
         "active_dims": active,
@@ -233,10 +228,6 @@ def build_catalogue(vae: VAE, train: Products, path: Path, meta: dict[str, str])
 # --- sample grid -----------------------------------------------------------------
 
 
-def to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    return (quantise(x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 @torch.no_grad()
 def sample_grid(
     vae: VAE, photos: torch.Tensor, prior: dict[str, np.ndarray] | None, path: Path, cols: int = 12
@@ -244,15 +235,15 @@ def sample_grid(
     """Rows: photos / reconstructions (twice), prior N(0, I) samples, two-stage prior samples."""
     photos = photos[: 2 * cols]
     mu, _ = encode(vae, photos)
-    rec = to_uint8_hwc(decode(vae, mu))
+    rec = to_uint8_hwc(decode(vae, mu).numpy())
     real = photos.permute(0, 2, 3, 1).numpy()
     rows = []
     for i in range(0, len(photos), cols):
         rows += [real[i : i + cols], rec[i : i + cols]]
     z = np.random.Generator(np.random.Philox(0)).standard_normal((2 * cols, mu.shape[1])).astype(np.float32)
-    rows.append(to_uint8_hwc(decode(vae, z)))
+    rows.append(to_uint8_hwc(decode(vae, z).numpy()))
     if prior is not None:
-        rows.append(to_uint8_hwc(decode(vae, sample_two_stage(prior, 2 * cols, seed=0))))
+        rows.append(to_uint8_hwc(decode(vae, sample_two_stage(prior, 2 * cols, seed=0)).numpy()))
     grid = make_grid(np.concatenate(rows), cols=cols, fill=200)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(path)
@@ -343,7 +334,7 @@ def train(opt: argparse.Namespace, vae: VAE, data: Products) -> tuple[list[dict[
     optim = torch.optim.AdamW(vae.parameters(), lr=opt.lr, weight_decay=1e-5)
     # channels_last lets oneDNN use its blocked bf16 (AMX) kernels without reorders.
     memory_format = torch.channels_last if opt.precision == "bf16" else torch.contiguous_format
-    vae.to(memory_format=memory_format)
+    vae.to(memory_format=memory_format)  # type: ignore[call-overload]
     images = to_float(data.images).contiguous(memory_format=memory_format)
     n = len(data)
     gen = torch.Generator().manual_seed(opt.seed)
@@ -395,16 +386,6 @@ def train(opt: argparse.Namespace, vae: VAE, data: Products) -> tuple[list[dict[
             bar.set_postfix(l1=f"{m[2]:.3f}", ssim=f"{m[3]:.3f}", kl=f"{m[4]:.1f}", beta=f"{beta:.3f}")
     bar.close()
     return log, time.time() - start, it
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (what the results files name as the machine)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        names = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name:")]
-        return names[0] if names else platform.processor() or "unknown"
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,7 +36,9 @@ import numpy as np
 import torch
 from pytorch_msssim import ssim as ssim_fn
 
+from ecomgen.hostinfo import cpu_model
 from ecomgen.models.vae import CATALOGUE_FILE, CHECKPOINT_NAME, VAE, load_vae
+from ecomgen.numerics import to_uint8_hwc
 from ecomgen.serving.aggregate import aggregate, load_catalogue, sample
 from ecomgen_client._images import make_grid
 from training.classifier import DEFAULT_CHECKPOINT as DEFAULT_CLASSIFIER
@@ -46,14 +48,12 @@ from training.metrics import fcd
 from training.paths import CHECKPOINT_DIR, RESULTS_DIR
 from training.vae import (
     Products,
-    cpu_model,
     decode,
     encode,
     fake_split,
     load_split,
     reconstruction_metrics,
     sample_two_stage,
-    to_uint8_hwc,
 )
 
 NUM_CLASSES = len(PRODUCT_CLASSES)
@@ -229,7 +229,7 @@ def personalise(
     z = np.concatenate(
         [sample(*aggregate(mu[s.history], logvar[s.history]), count, s.seed, t) for s in shoppers]
     )
-    imgs = to_uint8_hwc(decode(vae, z))
+    imgs = to_uint8_hwc(decode(vae, z).numpy())
     return Outputs(f"VAE (T={t:g})", imgs.reshape(len(shoppers), count, *imgs.shape[1:]))
 
 
@@ -360,18 +360,18 @@ def measure_reconstruction(run: Run, real: Scored) -> Scored:
     t = time.time()
     opt, y = run.opt, run.data.heldout.labels.numpy()
     r = reconstruction_metrics(run.vae, run.data.heldout.images)
-    rec_hwc = to_uint8_hwc(decode(run.vae, run.post_held[0]))
+    rec_hwc = to_uint8_hwc(decode(run.vae, run.post_held[0]).numpy())
     rec = score(run.clf, rec_hwc)
     r["fcd"] = fcd(rec.feats, real.feats)
     r["accuracy"] = float((rec.preds == y).mean())
     run.results["reconstruction"] = r
     dim = run.post_held[0].shape[1]
     z = np.random.Generator(np.random.Philox(opt.seed)).standard_normal((opt.samples, dim))
-    prior_hwc = to_uint8_hwc(decode(run.vae, z.astype(np.float32)))
+    prior_hwc = to_uint8_hwc(decode(run.vae, z.astype(np.float32)).numpy())
     ps = {"n": opt.samples, "fcd_standard_normal": fcd(score(run.clf, prior_hwc).feats, real.feats)}
     run.images.update(reconstructions=rec_hwc, prior=prior_hwc)
     if run.prior is not None:
-        two = to_uint8_hwc(decode(run.vae, sample_two_stage(run.prior, opt.samples, seed=opt.seed)))
+        two = to_uint8_hwc(decode(run.vae, sample_two_stage(run.prior, opt.samples, seed=opt.seed)).numpy())
         ps["fcd_two_stage"] = fcd(score(run.clf, two).feats, real.feats)
         run.images["two_stage"] = two
     run.results["prior_samples"] = ps
@@ -469,7 +469,7 @@ def measure_interpolation(run: Run, real: Scored, rec: Scored) -> None:
     hwc, mu = run.held_hwc, run.post_held[0]
     pairs = interpolation_pairs(y, min(run.opt.samples, 1000), run.rng)
     a, b = pairs[:, 0], pairs[:, 1]
-    mid = to_uint8_hwc(decode(run.vae, 0.5 * (mu[a] + mu[b])))
+    mid = to_uint8_hwc(decode(run.vae, 0.5 * (mu[a] + mu[b])).numpy())
     fade = np.round(0.5 * (hwc[a].astype(np.float64) + hwc[b])).astype(np.uint8)
     same = y[a] == y[b]
     out: dict = {"pairs": len(pairs), "same_type_pairs": int(same.sum())}
@@ -489,7 +489,9 @@ def measure_interpolation(run: Run, real: Scored, rec: Scored) -> None:
     rows = []
     for i, j in pairs[[0, 1, len(pairs) // 2, len(pairs) // 2 + 1]]:
         zz = (1 - steps)[:, None] * mu[i] + steps[:, None] * mu[j]
-        rows.append(np.concatenate([hwc[i : i + 1], to_uint8_hwc(decode(run.vae, zz)), hwc[j : j + 1]]))
+        rows.append(
+            np.concatenate([hwc[i : i + 1], to_uint8_hwc(decode(run.vae, zz).numpy()), hwc[j : j + 1]])
+        )
     i, j = pairs[len(pairs) // 2]
     fade_row = np.round((1 - steps)[:, None, None, None] * hwc[i] + steps[:, None, None, None] * hwc[j])
     rows.append(np.concatenate([hwc[i : i + 1], fade_row.astype(np.uint8), hwc[j : j + 1]]))

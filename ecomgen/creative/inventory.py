@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
+from ecomgen.creative.drawing import INK, WHITE, draw_text, mix, paste_shape, rounded_mask, shadow, text_on
 from ecomgen.creative.text import RGB, Box, check_drawable, fit_text
 from ecomgen.errors import RequestError
 from ecomgen_client.contracts import INVENTORY_MAX_SIDE, MAX_SKUS
@@ -43,8 +44,6 @@ TITLES = {
     "sold_out": "Sold out",
     "back_order": "Back-order",
 }
-WHITE: RGB = (255, 255, 255)
-INK: RGB = (24, 26, 32)
 
 
 @dataclass(frozen=True)
@@ -137,30 +136,9 @@ def validate_sku(sku: str | bytes, field: str = "sku") -> str:
 # ------------------------------------------------------------------------------------------- drawing
 
 
-def _rounded(size: tuple[int, int], radius: float) -> Image.Image:
-    from ecomgen.creative.ads import rounded_mask
-
-    return rounded_mask(size, radius)
-
-
-def _shape(canvas: Image.Image, box: Box, colour: RGB, radius: float, alpha: float = 1.0) -> None:
-    m = _rounded((box.w, box.h), radius) if radius > 0 else Image.new("L", (box.w, box.h), 255)
-    if alpha < 1:
-        m = m.point(lambda v: round(v * alpha))
-    canvas.paste(Image.new("RGB", (box.w, box.h), colour), (box.x0, box.y0), m)
-
-
-def _text_colour(fill: RGB) -> RGB:
-    from ecomgen.creative.text import contrast_ratio
-
-    return WHITE if contrast_ratio(fill, WHITE) >= contrast_ratio(fill, INK) else INK
-
-
 def _label(
     canvas: Image.Image, text: str, box: Box, fill: RGB, size: int, field: str, align: str = "center"
 ) -> None:
-    from ecomgen.creative.ads import draw_text
-
     layout = fit_text(
         text,
         box,
@@ -171,26 +149,12 @@ def _label(
         valign="middle",
         field=field,
     )
-    draw_text(canvas, layout, _text_colour(fill), field)
+    draw_text(canvas, layout, text_on(fill), field)
 
 
 def _dot(canvas: Image.Image, cx: int, cy: int, r: int, colour: RGB) -> None:
-    m = _rounded((2 * r, 2 * r), r)
+    m = rounded_mask((2 * r, 2 * r), r)
     canvas.paste(Image.new("RGB", (2 * r, 2 * r), colour), (cx - r, cy - r), m)
-
-
-def _tint(c: RGB, t: float) -> RGB:
-    return (round(c[0] + (255 - c[0]) * t), round(c[1] + (255 - c[1]) * t), round(c[2] + (255 - c[2]) * t))
-
-
-def _shadow_pill(img: Image.Image, box: Box, radius: float, blur: int) -> None:
-    from PIL import ImageFilter
-
-    pad = 3 * blur
-    m = Image.new("L", (box.w + 2 * pad, box.h + 2 * pad), 0)
-    m.paste(_rounded((box.w, box.h), radius), (pad, pad))
-    m = m.filter(ImageFilter.GaussianBlur(blur)).point(lambda v: round(v * 0.35))
-    img.paste(Image.new("RGB", m.size, (0, 0, 0)), (box.x0 - pad, box.y0 - pad + blur // 2), m)
 
 
 def _fitted(product: np.ndarray) -> Image.Image:
@@ -230,7 +194,7 @@ def _overlay(img: Image.Image, state: State) -> Image.Image:
         img = Image.blend(grey, Image.new("RGB", img.size, (255, 255, 255)), 0.35)
         band_h = round(96 * u)
         y0 = (h - band_h) // 2
-        _shape(img, Box(0, y0, w, y0 + band_h), colour, 0, alpha=0.92)
+        paste_shape(img, Box(0, y0, w, y0 + band_h), colour, 0, opacity=0.92)
         _label(
             img,
             state.label.upper(),
@@ -242,7 +206,7 @@ def _overlay(img: Image.Image, state: State) -> Image.Image:
     elif state.kind == "back_order":
         img = ImageEnhance.Color(img).enhance(0.55)
         band_h = round(84 * u)
-        _shape(img, Box(0, h - band_h, w, h), colour, 0, alpha=0.95)
+        paste_shape(img, Box(0, h - band_h, w, h), colour, 0, opacity=0.95)
         _label(
             img,
             state.label,
@@ -257,7 +221,7 @@ def _overlay(img: Image.Image, state: State) -> Image.Image:
         for i in range(t):  # the frame
             d.rectangle((i, i, w - 1 - i, h - 1 - i), outline=colour)
         band_h = round(80 * u)
-        _shape(img, Box(0, 0, w, band_h), colour, 0)
+        paste_shape(img, Box(0, 0, w, band_h), colour, 0)
         _label(
             img, state.label, Box(round(20 * u), 0, w - round(20 * u), band_h), colour, round(42 * u), "state"
         )
@@ -271,12 +235,11 @@ def _overlay(img: Image.Image, state: State) -> Image.Image:
         pw = probe.ink.x1 - min(0, probe.ink.x0) + 3 * r + round(44 * u)
         box = Box(m, h - m - ph, m + pw, h - m)
         # A pale tint of the state colour with a soft shadow, so the pill reads on white studio shots too.
-        _shadow_pill(img, box, ph / 2, round(6 * u))
-        _shape(img, box, _tint(colour, 0.88), ph / 2)
+        blur = round(6 * u)
+        shadow(img, box, ph / 2, blur, offset=blur // 2, strength=0.35)
+        paste_shape(img, box, mix(colour, WHITE, 0.88), ph / 2)
         _dot(img, box.x0 + round(22 * u) + r, box.y0 + ph // 2, r, colour)
         text_box = Box(box.x0 + round(22 * u) + 3 * r, box.y0, box.x1 - round(14 * u), box.y1)
-        from ecomgen.creative.ads import draw_text
-
         layout = fit_text(
             state.label, text_box, max_size=size, min_size=size, max_lines=1, valign="middle", field="state"
         )
@@ -324,8 +287,6 @@ def render_sheet(items: Sequence[tuple[np.ndarray, str, State]], title: str | No
 def _header(
     sheet: Image.Image, items: Sequence[tuple[np.ndarray, str, State]], title: str | None, box: Box
 ) -> None:
-    from ecomgen.creative.ads import draw_text
-
     heading = title or f"Inventory: {len(items)} SKU{'s' if len(items) != 1 else ''}"
     check_drawable("title", heading)
     t = fit_text(
@@ -353,7 +314,7 @@ def _header(
             field="legend",
             weight="regular",
         )
-        _shape(sheet, Box(x, y0 + 6, x + 28, y1 - 6), colour, 6)
+        paste_shape(sheet, Box(x, y0 + 6, x + 28, y1 - 6), colour, 6)
         draw_text(sheet, lay, INK, "legend")
         x = lay.ink.x1 + 44
 
@@ -368,10 +329,8 @@ def _cell(
     bar_h: int,
     index: int,
 ) -> None:
-    from ecomgen.creative.ads import draw_text
-
     colour = COLOURS[state.kind]
-    _shape(sheet, box, WHITE, 10)
+    paste_shape(sheet, box, WHITE, 10)
     # The product, contain-fitted in the image area, with the state's treatment (sold out is grey).
     img = Image.fromarray(product)
     s = min((box.w - 16) / img.width, (img_h - 16) / img.height)
@@ -383,7 +342,7 @@ def _cell(
         pim = ImageEnhance.Color(pim).enhance(0.55)
     sheet.paste(pim, (box.x0 + (box.w - pw) // 2, box.y0 + 8 + (img_h - 16 - ph) // 2))
     bar = Box(box.x0, box.y0 + img_h, box.x1, box.y0 + img_h + bar_h)
-    _shape(sheet, bar, colour, 0)
+    paste_shape(sheet, bar, colour, 0)
     _label(
         sheet, state.label, Box(bar.x0 + 10, bar.y0, bar.x1 - 10, bar.y1), colour, 22, f"items[{index}].state"
     )

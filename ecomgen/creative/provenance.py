@@ -54,6 +54,9 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+# The watermark's invisibility is measured with the one PSNR (re-exported for its callers).
+from ecomgen.numerics import psnr as psnr
+
 log = logging.getLogger("ecomgen.provenance")
 
 IPTC_DIGITAL_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -264,11 +267,6 @@ def decode_watermark(rgb: np.ndarray, payload: np.ndarray = PAYLOAD) -> Watermar
     if best is None:
         return WatermarkResult(False, 0.0, "", False, -1)
     return best
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 # ================================================================================================= XMP

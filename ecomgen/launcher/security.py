@@ -31,6 +31,8 @@ RESTRICTABLE_APIS = (
 # The APIs that let a caller touch server memory or files, or change what is served.
 ADMIN_APIS = ("shared-memory", "model-repository", "logging", "trace")
 ADMIN_HEADER = "admin-key"
+# HTTP inference is off unless --http-inference: Triton answers "expecting header <this>".
+HTTP_INFERENCE_OFF_HEADER = "http-inference-is-off-use-grpc"
 STATS_HEADER = "stats-key"
 # Triton 2.51 expects restricted gRPC headers with this prefix (HTTP takes the bare name).
 GRPC_HEADER_PREFIX = "triton-grpc-protocol-"

@@ -46,12 +46,14 @@ from ecomgen.launcher.process import (
 from ecomgen.launcher.security import (
     ADMIN_HEADER,
     ADMIN_KEY_ENV,
+    HTTP_INFERENCE_OFF_HEADER,
     STATS_HEADER,
     STATS_KEY_ENV,
     TlsMaterial,
     client_host,
     parse_ip,
 )
+from ecomgen.serving.admission import remove_tables
 
 log = logging.getLogger("ecomgen")
 
@@ -100,6 +102,7 @@ class TritonServer:
         self.admin_key_generated = config.admin_key is None
         # Without a configured key nobody, not even the operator, knows this one.
         self.admin_key = config.admin_key if config.admin_key is not None else secrets.token_urlsafe(32)
+        self._inference_lock = secrets.token_urlsafe(32)
         self.run_as: RunAs = RunAs.current()
         self.pgid: int | None = None
         self.returncode: int | None = None
@@ -113,7 +116,7 @@ class TritonServer:
     # -- the command line ------------------------------------------------------------------------
 
     def _secrets(self) -> list[str]:
-        return [k for k in (self.admin_key, self.config.stats_key) if k]
+        return [k for k in (self.admin_key, self.config.stats_key, self._inference_lock) if k]
 
     def restriction_flags(self) -> list[str]:
         c = self.config
@@ -122,16 +125,17 @@ class TritonServer:
             groups.append((c.admin_apis, ADMIN_HEADER, self.admin_key))
         if c.stats_key is not None:
             groups.append((("statistics",), STATS_HEADER, c.stats_key))
-        http_only = () if c.http_inference else ("inference",)
-        if http_only and not c.admin_apis:
-            groups.append(((), ADMIN_HEADER, self.admin_key))
         flags = []
         for apis, header, key in groups:
-            if apis:
-                flags.append(f"--grpc-restricted-protocol={','.join(apis)}:{header}={key}")
-            http_apis = (*apis, *http_only) if header == ADMIN_HEADER else apis
-            if c.http and http_apis:
-                flags.append(f"--http-restricted-api={','.join(http_apis)}:{header}={key}")
+            flags.append(f"--grpc-restricted-protocol={','.join(apis)}:{header}={key}")
+            if c.http:
+                flags.append(f"--http-restricted-api={','.join(apis)}:{header}={key}")
+        if c.http and not c.http_inference:
+            # HTTP inference is off: its own header, whose name says so, with a key nobody holds
+            # (not the admin key: a refusal must not suggest that a key would unlock it).
+            flags.append(
+                f"--http-restricted-api=inference:{HTTP_INFERENCE_OFF_HEADER}={self._inference_lock}"
+            )
         return flags
 
     def tls_flags(
@@ -160,7 +164,10 @@ class TritonServer:
             str(tritonserver_binary()),
             f"--model-repository={Path(c.repository).resolve()}",
             f"--backend-directory={backend}",
-            "--model-control-mode=none",
+            # Explicit, with every model loaded at start: the repository API (behind the admin key)
+            # lets the launcher reload a model whose process died (stubwatch.py).
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--disable-auto-complete-config",
@@ -307,6 +314,7 @@ class TritonServer:
         elif self.log is not None:
             out = self.log
         self._make_runtime_dir()
+        remove_tables()  # admission tables left by servers that died without cleaning up
         cmd = self.command(backend_dir, self._write_tls_files())
         with contextlib.suppress(OSError):  # not fatal: killpg still covers the group
             set_child_subreaper()
@@ -460,6 +468,14 @@ class TritonServer:
         """Live processes of Triton's group: tritonserver and its Python stubs."""
         return [] if self.pgid is None else group_members(self.pgid)
 
+    def ensembles(self) -> list[str]:
+        """The ensemble models of the repository (read from their configs)."""
+        return sorted(
+            p.parent.name
+            for p in Path(self.config.repository).glob("*/config.pbtxt")
+            if 'platform: "ensemble"' in p.read_text()
+        )
+
     def stub_pids(self) -> list[int]:
         return [
             p for p in self.group_pids() if proc_cmdline(p)[:1] and proc_cmdline(p)[0].endswith(STUB_NAME)
@@ -534,6 +550,8 @@ class TritonServer:
             with contextlib.suppress(OSError):
                 os.unlink(f"/dev/shm/{region}")
         self._stub_regions.clear()
+        if self.process is not None:
+            remove_tables(self.process.pid)  # the ensembles' admission tickets (admission.py)
         if self._watchdog is not None:
             with contextlib.suppress(OSError, ValueError):
                 assert self._watchdog.stdin is not None

@@ -22,6 +22,7 @@ from ecomgen.launcher.config import (
     EXIT_DRAIN,
     EXIT_OK,
     EXIT_STARTUP,
+    ServerConfig,
     add_serve_arguments,
     config_from_args,
 )
@@ -35,6 +36,7 @@ from ecomgen.launcher.security import (
     parse_ip,
 )
 from ecomgen.launcher.server import TritonServer
+from ecomgen.launcher.stubwatch import HealFailed, StubWatch
 
 log = logging.getLogger("ecomgen")
 
@@ -159,6 +161,118 @@ def _models(repository: Path) -> list[str]:
     return sorted(p.name for p in Path(repository).iterdir() if (p / "config.pbtxt").exists())
 
 
+class Supervisor:
+    """One ``ecomgen serve``: start Triton, watch it and its model processes, restart or exit."""
+
+    def __init__(self, opt: argparse.Namespace, config: ServerConfig, sources: dict[str, str]):
+        self.opt, self.config, self.sources = opt, config, sources
+        self.server = TritonServer(config)
+        self.policy = RestartPolicy(max_crashes=opt.max_crashes, window_s=opt.crash_window)
+        self.watch = StubWatch(self.server, ready_timeout_s=opt.ready_timeout)
+        self.stop = threading.Event()
+        self.first_signal: list[float] = []
+        self.models = _models(config.repository)
+        self.restarts = 0
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # A second signal at least a second later (an impatient Ctrl-C) kills at once; one sent
+        # twice at the same moment (a wrapper forwarding it, a process-group kill) still drains.
+        if not self.first_signal or time.monotonic() - self.first_signal[0] < 1.0:
+            self.first_signal.append(time.monotonic())
+            name = signal.Signals(signum).name
+            log.info("received %s: draining tritonserver (up to %d s)", name, self.config.exit_timeout_s)
+        else:
+            log.warning("received %s again: killing tritonserver now", signal.Signals(signum).name)
+            self.server.kill()
+        self.stop.set()
+
+    def run(self) -> int:
+        """Start, supervise and restart Triton until a stop or a final failure; the exit code."""
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        while True:
+            code = self.start()
+            if code is not None:
+                return code
+            ready = self.wait_ready()
+            if ready is None:
+                return EXIT_STARTUP
+            if ready:
+                self.supervise()
+            if self.stop.is_set():
+                returncode = self.server.stop()
+                log.info("tritonserver stopped (%s)", describe_returncode(returncode))
+                return exit_code_after_stop(returncode)
+            if ready:
+                returncode = self.server.stop()
+                if returncode is not None and not is_crash(returncode):
+                    log.info(
+                        "tritonserver stopped (exit code 0): it drained after a signal sent to it directly"
+                    )
+                    return EXIT_OK
+                log.error("tritonserver crashed (%s)", describe_returncode(returncode))
+            code = self.after_crash()
+            if code is not None:
+                return code
+
+    def start(self) -> int | None:
+        try:
+            self.server.start()
+        except ConfigError as e:
+            log.error("%s", e)
+            return EXIT_CONFIG
+        except (ServerError, OSError) as e:
+            log.error("cannot start tritonserver: %s", e)
+            self.server.stop()
+            return EXIT_STARTUP
+        if self.restarts == 0:
+            for line in security_summary(self.server, self.sources):
+                log.info("%s", line)
+        return None
+
+    def wait_ready(self) -> bool | None:
+        """True when ready, False when stopped first or a restart failed (a crash), None when the
+        first start failed (exit 3)."""
+        try:
+            return self.server.wait_ready(self.opt.ready_timeout, cancel=self.stop)
+        except ServerError as e:
+            log.error("%s", e)
+            self.server.stop()
+            return None if self.restarts == 0 else False
+
+    def supervise(self) -> None:
+        """Serve until a stop, Triton's exit, or a model that cannot be healed."""
+        print(banner(self.server, self.models, self.restarts), flush=True)
+        print(listening_line(self.server), flush=True)
+        self.watch.snapshot()
+        while not self.stop.wait(0.2):
+            if self.server.poll() is not None:
+                return
+            try:
+                self.watch.check()
+            except HealFailed as e:
+                if self.server.poll() is not None or self.stop.is_set():
+                    return  # Triton itself died (its stubs with it) or is stopping: not a heal
+                log.error("%s: restarting tritonserver", e)
+                self.server.kill()  # a crash: restart or exit below, per --on-crash
+                return
+
+    def after_crash(self) -> int | None:
+        """Wait and restart (None), or the exit code when the policy says stop."""
+        if self.opt.on_crash == "exit":
+            return EXIT_CRASH
+        delay = self.policy.record_crash(time.monotonic())
+        if delay is None:
+            log.error("giving up: %d crashes within %.0f s", len(self.policy.crashes), self.policy.window_s)
+            return EXIT_CRASH
+        self.restarts += 1
+        log.warning("restarting tritonserver in %.0f s (restart %d)", delay, self.restarts)
+        if self.stop.wait(delay):
+            log.info("stop requested while tritonserver was down")
+            return EXIT_OK
+        return None
+
+
 def serve(opt: argparse.Namespace, repository: Path) -> int:
     """Run and supervise Triton on ``repository`` until SIGINT/SIGTERM; the exit code (EXIT_*)."""
     try:
@@ -167,76 +281,7 @@ def serve(opt: argparse.Namespace, repository: Path) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return EXIT_CONFIG
-    server = TritonServer(config)
-    policy = RestartPolicy(max_crashes=opt.max_crashes, window_s=opt.crash_window)
-    stop = threading.Event()
-    first_signal: list[float] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # A second signal at least a second later (an impatient Ctrl-C) kills at once; one sent
-        # twice at the same moment (a wrapper forwarding it, a process-group kill) still drains.
-        if not first_signal or time.monotonic() - first_signal[0] < 1.0:
-            first_signal.append(time.monotonic())
-            name = signal.Signals(signum).name
-            log.info("received %s: draining tritonserver (up to %d s)", name, config.exit_timeout_s)
-        else:
-            log.warning("received %s again: killing tritonserver now", signal.Signals(signum).name)
-            server.kill()
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    models = _models(repository)
-    restarts = 0
-    while True:
-        try:
-            server.start()
-        except ConfigError as e:
-            log.error("%s", e)
-            return EXIT_CONFIG
-        except (ServerError, OSError) as e:
-            log.error("cannot start tritonserver: %s", e)
-            server.stop()
-            return EXIT_STARTUP
-        if restarts == 0:
-            for line in security_summary(server, sources):
-                log.info("%s", line)
-        startup_failed = False
-        try:
-            ready = server.wait_ready(opt.ready_timeout, cancel=stop)
-        except ServerError as e:
-            log.error("%s", e)
-            server.stop()
-            if restarts == 0:
-                return EXIT_STARTUP
-            ready = startup_failed = True  # a restart that never became ready counts as a crash
-        if ready and not startup_failed:
-            print(banner(server, models, restarts), flush=True)
-            print(listening_line(server), flush=True)
-            while not stop.wait(0.2):
-                if server.poll() is not None:
-                    break
-        if stop.is_set():
-            code = server.stop()
-            log.info("tritonserver stopped (%s)", describe_returncode(code))
-            return exit_code_after_stop(code)
-        if not startup_failed:
-            returncode = server.stop()
-            if returncode is not None and not is_crash(returncode):
-                log.info("tritonserver stopped (exit code 0): it drained after a signal sent to it directly")
-                return EXIT_OK
-            log.error("tritonserver crashed (%s)", describe_returncode(returncode))
-        if opt.on_crash == "exit":
-            return EXIT_CRASH
-        delay = policy.record_crash(time.monotonic())
-        if delay is None:
-            log.error("giving up: %d crashes within %.0f s", len(policy.crashes), policy.window_s)
-            return EXIT_CRASH
-        restarts += 1
-        log.warning("restarting tritonserver in %.0f s (restart %d)", delay, restarts)
-        if stop.wait(delay):
-            log.info("stop requested while tritonserver was down")
-            return EXIT_OK
+    return Supervisor(opt, config, sources).run()
 
 
 def main(argv: list[str] | None = None) -> int:

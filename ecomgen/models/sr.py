@@ -4,7 +4,7 @@ Contract of the served step ``sr_network`` (one input, one output, float32 NCHW)
 
 * ``lowres``  [N, 3, H, W], RGB in [-1, 1] (``uint8 / 127.5 - 1``); N, H, W dynamic;
 * ``highres`` [N, 3, 4H, 4W], RGB in [-1, 1], *not* clipped: the served post step clips and
-  converts with ``(x + 1) * 127.5 + 0.5`` (see :func:`to_uint8`).
+  converts with ``ecomgen.numerics.to_uint8_hwc`` (see :func:`to_uint8`).
 
 :class:`SRNet` is an EDSR/RLFN-style plain network sized like the NTIRE efficient-SR entries:
 a 3x3 head conv, residual blocks of two 3x3 convs with LeakyReLU, a long feature skip, one 3x3
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from ecomgen.numerics import to_uint8_hwc
 
 SCALE = 4
 STEP = "sr_network"
@@ -175,8 +177,9 @@ def to_unit_range(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float NCHW (any range) -> uint8 NHWC: clip to [-1, 1], then ``(x + 1) * 127.5 + 0.5``, floor."""
-    return x.detach().float().clamp(-1, 1).add(1).mul(127.5).add(0.5).to(torch.uint8).permute(0, 2, 3, 1)
+    """float NCHW (any range) -> uint8 NHWC as the server returns it: ``ecomgen.numerics.to_uint8_hwc``
+    (clip to [-1, 1], NaN to 0), for torch tensors."""
+    return torch.from_numpy(to_uint8_hwc(x.detach().float().cpu().numpy()))
 
 
 def count_params(model: nn.Module) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ecomgen.hostinfo import has_bf16, machine_description, machine_slug
-from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8, quantise
+from ecomgen.numerics import output_levels, outputs_match
 from ecomgen.serving.runners import CHOICE_FILE, OnnxRuntimeRunner, OpenVinoRunner, Runner
 from ecomgen.spec import NetworkSpec
 
@@ -75,19 +75,21 @@ def _runner(runtime: str, path: Path, threads: int, batch: int) -> Runner:
     return OpenVinoRunner(path, threads, batch, runtime.split("-", 1)[1], compile_sizes=(batch,))
 
 
-def quantised(net: NetworkSpec, outputs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> list:
-    """Every output as uint8 levels the way a client would see it."""
-    out = []
+# The ranges ``ecomgen.numerics.outputs_match`` quantises over, by TensorSpec kind; any other kind
+
+
+def output_parity(
+    net: NetworkSpec, outputs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]
+) -> tuple[bool, float, int]:
+    """Every output of ``net`` against the reference under the output-parity rule
+    (``numerics.outputs_match``): (all pass, the lowest PSNR in dB, the largest uint8 level difference)."""
+    passed, worst_db, worst_diff = True, float("inf"), 0
     for t in net.outputs:
-        if t.kind == "image":
-            lo, hi = -1.0, 1.0
-        elif t.kind == "mask":
-            lo, hi = 0.0, 1.0
-        else:  # scale by the reference's own range so "levels" keep a comparable meaning
-            lo, hi = float(ref[t.name].min()), float(ref[t.name].max())
-            hi = hi if hi > lo else lo + 1.0
-        out.append(quantise(outputs[t.name], lo, hi))
-    return out
+        ok, db = outputs_match(ref[t.name], outputs[t.name], t.kind)
+        want, got = output_levels(t.kind, ref[t.name], outputs[t.name])
+        diff = int(np.abs(want.astype(np.int16) - got.astype(np.int16)).max()) if want.size else 0
+        passed, worst_db, worst_diff = passed and ok, min(worst_db, db), max(worst_diff, diff)
+    return passed, worst_db, worst_diff
 
 
 def measure(
@@ -97,24 +99,19 @@ def measure(
     batch = batch or net.profile.opt_batch
     feeds = net.sample_inputs(batch, seed=7)
     reference = OnnxRuntimeRunner(path, threads).run(feeds)
-    ref_q = quantised(net, reference, reference)
     results = []
     for runtime in candidates():
         start = time.perf_counter()
         runner = _runner(runtime, path, threads, batch)
         compile_s = time.perf_counter() - start
         out = runner.run(feeds)  # warm-up, and the parity sample
-        psnr = min(psnr_uint8(r, g) for r, g in zip(ref_q, quantised(net, out, reference), strict=True))
+        passed, psnr, _ = output_parity(net, out, reference)
         runs, start = 0, time.perf_counter()
         while runs < 3 or time.perf_counter() - start < seconds:
             runner.run(feeds)
             runs += 1
         rate = runs * batch / (time.perf_counter() - start)
-        results.append(
-            Measurement(
-                runtime, round(rate, 1), round(psnr, 2), psnr >= PARITY_MIN_PSNR_DB, round(compile_s, 2)
-            )
-        )
+        results.append(Measurement(runtime, round(rate, 1), round(psnr, 2), passed, round(compile_s, 2)))
         log.info("calibrate %s: %s %.0f items/s, PSNR %.1f dB", net.name, runtime, rate, psnr)
     return results
 

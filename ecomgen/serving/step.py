@@ -12,6 +12,8 @@ responses; tests drive this module directly.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ecomgen.errors import DeadlineExceeded, RequestError
+from ecomgen.errors import DeadlineExceeded, Overloaded, RequestError
 from ecomgen.numerics import check_finite, check_range
+from ecomgen.serving.admission import Admission
 from ecomgen_client.contracts import TensorSpec
 
 log = logging.getLogger("ecomgen.serving")
@@ -75,6 +78,11 @@ class StepConfig:
     model_dir: Path = Path(".")
     stamps_deadline: bool = False
     checks_deadline: bool = False
+    # The ensemble's door (first step) takes an admission ticket per request; its exit (last step
+    # with the deadline) gives it back. ``admission_size`` is the bound on requests inside.
+    admits: str = ""
+    releases: str = ""
+    admission_size: int = 0
 
     @property
     def batched(self) -> bool:
@@ -86,6 +94,11 @@ class StepConfig:
         inputs = {t["name"]: TensorInfo.from_config(t, params) for t in config.get("input", [])}
         outputs = {t["name"]: TensorInfo.from_config(t, params) for t in config.get("output", [])}
         checks, stamps = inputs.pop(DEADLINE, None) is not None, outputs.pop(DEADLINE, None) is not None
+        # The door of an ensemble declares every input optional (so Triton always runs it) and
+        # lists the ones the contract requires: it names a missing one instead of a deadlock.
+        for name in json.loads(params.get("required_inputs", "[]")):
+            if name in inputs:
+                inputs[name] = dataclasses.replace(inputs[name], optional=False)
         return cls(
             name=config["name"],
             max_batch_size=int(config.get("max_batch_size", 0)),
@@ -95,6 +108,9 @@ class StepConfig:
             model_dir=model_dir,
             stamps_deadline=stamps,
             checks_deadline=checks,
+            admits=params.get("admission.admit", ""),
+            releases=params.get("admission.release", ""),
+            admission_size=int(params.get("admission.size", "0")),
         )
 
 
@@ -108,6 +124,8 @@ class Step:
     def __init__(self, config: StepConfig) -> None:
         self.config = config
         self.params = config.params
+        door = config.admits or config.releases
+        self.admission = Admission(door, config.admission_size) if door and config.admission_size else None
         self.setup()
 
     def setup(self) -> None:
@@ -145,9 +163,12 @@ def _shape_error(info: TensorInfo, shape: tuple[int, ...], batched: bool) -> str
         lo = info.min_dims[i] if info.min_dims else 0
         hi = info.max_dims[i] if info.max_dims else None
         if d < 0 and (s < max(lo, 1) or (hi is not None and s > hi)):
+            # Axes are counted in the shape as sent, the batch axis (if any) being axis 0.
+            axis = i + 1 if batched else i
             return (
-                f"input '{info.name}' has shape {list(shape)}: dim {i} is {s}, "
+                f"input '{info.name}' has shape {list(shape)}: axis {axis} is {s}, "
                 f"allowed [{max(lo, 1)}, {hi if hi is not None else 'any'}]"
+                + (" (axis 0 is the batch)" if batched else "")
             )
     return None
 
@@ -159,7 +180,7 @@ def check_inputs(config: StepConfig, arrays: Mapping[str, np.ndarray]) -> int:
         if name not in arrays:
             if info.optional:
                 continue
-            raise RequestError(f"missing input '{name}'")
+            raise RequestError(f"missing required input '{name}'")
         array = arrays[name]
         # Triton hands a batch-size-0 request to the backend with the batch axis dropped.
         if config.batched and (array.ndim == len(info.dims) or (array.ndim > 0 and array.shape[0] == 0)):
@@ -193,11 +214,15 @@ def deadline_ns(request: Request, default_us: int) -> int:
     return time.monotonic_ns() + budget * 1000 if budget > 0 else 0
 
 
-def check_deadline(arrays: Mapping[str, np.ndarray]) -> None:
-    if DEADLINE not in arrays:
-        return
-    values = arrays[DEADLINE].reshape(-1)
-    due = int(values.min()) if values.size else 0
+def due_ns(request: Request | Exception) -> int:
+    """The deadline a request carries from the ensemble's door (0: none)."""
+    if isinstance(request, Exception) or DEADLINE not in request.arrays:
+        return 0
+    values = request.arrays[DEADLINE].reshape(-1)
+    return int(values.min()) if values.size else 0
+
+
+def check_deadline(due: int) -> None:
     if due > 0 and time.monotonic_ns() > due:
         raise DeadlineExceeded("deadline exceeded before this step ran; the request was dropped")
 
@@ -208,13 +233,15 @@ def _parse(
     if isinstance(request, Exception):
         raise request
     arrays = dict(request.arrays)
-    check_deadline(arrays)
+    check_deadline(due_ns(request))
     arrays.pop(DEADLINE, None)
     batch = check_inputs(step.config, arrays)
     step.validate(arrays)
     arrays = step.prepare(arrays)
     if step.config.stamps_deadline:
         due = deadline_ns(request, default_deadline_us)
+        if step.admission is not None and step.config.admits:
+            step.admission.admit(due)  # Overloaded: refused here, before any expensive step
         shape = (batch, 1) if step.config.batched else (1,)
         arrays[DEADLINE] = np.full(shape, due, dtype=np.int64)
     return arrays, batch
@@ -277,7 +304,7 @@ def run_batch(
     for i, request in enumerate(requests):
         try:
             arrays, batch = _parse(step, request, default_deadline_us)
-        except (RequestError, DeadlineExceeded) as e:
+        except (RequestError, DeadlineExceeded, Overloaded) as e:
             results[i] = e
             continue
         except Exception as e:  # a bug, or an input no check foresaw: answer, log, keep serving
@@ -287,8 +314,18 @@ def run_batch(
         good.append(i)
         parsed.append(arrays)
         sizes.append(batch)
-    if not good:
-        return results
+    if good:
+        _compute_good(step, good, parsed, sizes, results)
+    if step.admission is not None and step.config.releases:
+        # The exit answers every request that reached it, good or not: its ticket is free again.
+        for request in requests:
+            step.admission.release(due_ns(request))
+    return results
+
+
+def _compute_good(
+    step: Step, good: list[int], parsed: list[dict[str, np.ndarray]], sizes: list[int], results: list[Result]
+) -> None:
     try:
         computed = _compute(step, parsed, sizes)
     except Exception:
@@ -305,7 +342,6 @@ def run_batch(
         except Exception as e:
             log.exception("%s: bad output", step.config.name)
             results[i] = RuntimeError(f"internal error: {e}")
-    return results
 
 
 def _isolated(step: Step, parsed: dict[str, np.ndarray], size: int) -> Result:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecomgen.errors import DeadlineExceeded, RequestError
+from ecomgen.errors import DeadlineExceeded, Overloaded, RequestError
 from ecomgen.serving.handlers import load_handler
 from ecomgen.serving.step import DEADLINE, Request, StepConfig, run_batch
 
@@ -69,6 +69,8 @@ class TritonPythonModel:
         self.codes = {
             RequestError: codes.INVALID_ARG,
             DeadlineExceeded: getattr(codes, "UNAVAILABLE", codes.INTERNAL),
+            # Triton's own queue-full status: clients back off instead of failing over.
+            Overloaded: getattr(codes, "UNAVAILABLE", codes.INTERNAL),
         }
 
     def _read(self, request: Any) -> Request | Exception:
@@ -107,6 +109,8 @@ class TritonPythonModel:
         close = getattr(self.step, "close", None)
         if callable(close):
             close()
+        if self.step.admission is not None:
+            self.step.admission.close()
 
 
 def main(argv: list[str] | None = None) -> int:

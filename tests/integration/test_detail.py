@@ -87,9 +87,9 @@ def test_product_detail_is_product_gans_image_upscaled(served):
 @pytest.mark.parametrize(
     ("shape", "message"),
     [
-        ((1, 15, 48, 3), "dim 0 is 15, allowed [16, 512]"),
-        ((1, 64, 513, 3), "dim 1 is 513"),
-        ((1, 0, 0, 3), "dim 0 is 0"),
+        ((1, 15, 48, 3), "axis 1 is 15, allowed [16, 512]"),
+        ((1, 64, 513, 3), "axis 2 is 513"),
+        ((1, 0, 0, 3), "axis 1 is 0"),
     ],
 )
 def test_bad_images_get_invalid_arg_and_neighbours_succeed(served, shape, message):

@@ -12,7 +12,6 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from ecomgen.models.vae import LATENT_DIM
 from ecomgen.numerics import from_uint8_hwc, to_uint8_hwc
 from ecomgen.serving.aggregate import request_latents
 from ecomgen.serving.handlers.personalize import fit_product
@@ -42,8 +41,15 @@ def reference(served, hist: np.ndarray, count: int, seed: int, weights=None) -> 
         return to_uint8_hwc(served.network("personalize_decoder")(torch.from_numpy(z)).numpy())
 
 
-def test_spec_and_model_agree_on_the_latent_size():
-    assert LATENT == LATENT_DIM
+def test_the_served_networks_use_the_spec_latent_size(served):
+    """The spec's mu/logvar/z tensors are LATENT wide: the networks the server runs (the checkpoint,
+    or the tiny stand-ins) must produce and take latents of exactly that size."""
+    x = torch.from_numpy(from_uint8_hwc(np.stack([fit_product(im) for im in history(2)])))
+    with torch.no_grad():
+        mu, logvar = served.network("personalize_encoder")(x)
+        image = served.network("personalize_decoder")(torch.zeros(2, LATENT))
+    assert tuple(mu.shape) == tuple(logvar.shape) == (2, LATENT)
+    assert tuple(image.shape[:2]) == (2, 3)
 
 
 def test_contract_and_pytorch_parity(served):
@@ -90,8 +96,8 @@ def raw(name: str, arr: np.ndarray, dtype: str) -> grpcclient.InferInput:
 @pytest.mark.parametrize(
     ("hist", "count", "weights", "message"),
     [
-        (np.zeros((0, 80, 60, 3), np.uint8), 4, None, "dim 0 is 0, allowed [1, 32]"),
-        (np.zeros((33, 80, 60, 3), np.uint8), 4, None, "dim 0 is 33"),
+        (np.zeros((0, 80, 60, 3), np.uint8), 4, None, "axis 0 is 0, allowed [1, 32]"),
+        (np.zeros((33, 80, 60, 3), np.uint8), 4, None, "axis 0 is 33"),
         (np.zeros((2, 80, 60, 4), np.uint8), 4, None, "history"),
         (np.zeros((2, 80, 60, 3), np.uint8), 0, None, "'count' value 0 out of range [1, 16]"),
         (np.zeros((2, 80, 60, 3), np.uint8), 17, None, "'count' value 17"),
@@ -99,7 +105,7 @@ def raw(name: str, arr: np.ndarray, dtype: str) -> grpcclient.InferInput:
         (np.zeros((2, 80, 60, 3), np.uint8), 4, np.array([1, -1], np.float32), "'weights' value -1"),
         (np.zeros((2, 80, 60, 3), np.uint8), 4, np.array([1, np.nan], np.float32), "NaN"),
         (np.zeros((2, 80, 60, 3), np.uint8), 4, np.zeros(2, np.float32), "weights"),
-        (np.zeros((2, 20, 60, 3), np.uint8), 4, None, "dim 1 is 20"),
+        (np.zeros((2, 20, 60, 3), np.uint8), 4, None, "axis 1 is 20"),
     ],
 )
 def test_bad_requests_get_invalid_arg_naming_the_problem(served, hist, count, weights, message):

@@ -154,19 +154,24 @@ def test_bad_requests_do_not_fail_their_batch_neighbours(served):
         mixed = good[:14] + bad + good[14:]
         return mixed, await asyncio.gather(*(send(served.url, c, s) for c, s in mixed))
 
-    mixed, results = asyncio.run(burst())
-    after = stats(served.url)
-    for (c, s), r in zip(mixed, results, strict=True):
-        if (c, s) in bad:
-            assert isinstance(r, InferenceServerException) and r.status() == "StatusCode.INVALID_ARGUMENT"
-            assert "out of range" in r.message()
-        else:
-            assert isinstance(r, np.ndarray), f"good request ({c}, {s}) failed: {r}"
-            assert_matches_reference(r, reference(served, [c], [s])[0])
-    # Triton 2.51 counts a request the Python backend answered with an error as an inference;
-    # the execution count shows that good and bad requests shared executions.
-    assert after[0] - before[0] == len(mixed)
-    assert after[1] - before[1] < len(mixed)
+    # A burst shares executions unless the machine is busy enough that every request finds an
+    # idle instance; burst again (a condition, not a sleep) until one did, checking every answer.
+    for _ in range(8):
+        mixed, results = asyncio.run(burst())
+        after = stats(served.url)
+        for (c, s), r in zip(mixed, results, strict=True):
+            if (c, s) in bad:
+                assert isinstance(r, InferenceServerException) and r.status() == "StatusCode.INVALID_ARGUMENT"
+                assert "out of range" in r.message()
+            else:
+                assert isinstance(r, np.ndarray), f"good request ({c}, {s}) failed: {r}"
+                assert_matches_reference(r, reference(served, [c], [s])[0])
+        # Triton 2.51 counts a request the Python backend answered with an error as an inference.
+        assert after[0] - before[0] == len(mixed)
+        if after[1] - before[1] < len(mixed):
+            break  # good and bad requests shared an execution
+        before = after
+    assert after[1] - before[1] < len(mixed), "no burst shared an execution"
     with ProductClient(served.url) as client:
         assert client.is_ready()
 

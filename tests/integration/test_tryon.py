@@ -95,9 +95,9 @@ def test_trained_tryon_changes_the_garment(served, pairs):
 @pytest.mark.parametrize(
     ("shape", "message"),
     [
-        ((1, 32, 32, 3), "dim 0 is 32, allowed [64, 2048]"),
-        ((1, 3000, 100, 3), "dim 0 is 3000"),
-        ((1, 0, 0, 3), "dim 0 is 0"),
+        ((1, 32, 32, 3), "axis 1 is 32, allowed [64, 2048]"),
+        ((1, 3000, 100, 3), "axis 1 is 3000"),
+        ((1, 0, 0, 3), "axis 1 is 0"),
     ],
 )
 def test_bad_images_get_invalid_arg_naming_the_problem(served, pairs, shape, message):

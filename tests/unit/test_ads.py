@@ -204,7 +204,7 @@ def test_bad_template_and_product() -> None:
 def test_dilate_matches_scipy() -> None:
     from scipy import ndimage
 
-    from ecomgen.creative.ads import _dilate
+    from ecomgen.creative.drawing import _dilate
 
     m = np.random.default_rng(0).random((40, 57)) > 0.97
     np.testing.assert_array_equal(_dilate(m, 2), ndimage.binary_dilation(m, structure=np.ones((5, 5), bool)))

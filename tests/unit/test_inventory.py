@@ -20,6 +20,7 @@ from ecomgen.creative.inventory import (
 )
 from ecomgen.errors import RequestError
 from ecomgen_client.contracts import INVENTORY_MAX_SIDE, INVENTORY_SHEET, SHEET_MAX_HW
+from ecomgen_client.ops import SheetItem, inventory_sheet
 
 TODAY = date(2026, 12, 1)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fashion-products" / "images"
@@ -50,7 +51,29 @@ def product(name: str = "2697.jpg") -> np.ndarray:
 def test_state_table(stock: int, threshold: int | None, restock: str | None, kind: str, label: str) -> None:
     s = stock_state(stock, threshold, restock, TODAY)
     assert (s.kind, s.label, s.stock) == (kind, label, stock)
-    assert DEFAULT_LOW_STOCK_THRESHOLD == 5
+
+
+def test_without_a_threshold_the_default_applies() -> None:
+    """No threshold: DEFAULT_LOW_STOCK_THRESHOLD units or fewer are low stock, one more is in stock."""
+    at = stock_state(DEFAULT_LOW_STOCK_THRESHOLD, None, None, TODAY)
+    above = stock_state(DEFAULT_LOW_STOCK_THRESHOLD + 1, None, None, TODAY)
+    assert (at.kind, at.label) == ("low_stock", f"Only {DEFAULT_LOW_STOCK_THRESHOLD} left")
+    assert above.kind == "in_stock"
+
+
+def test_a_sheet_item_without_a_threshold_is_judged_as_if_alone() -> None:
+    """When one SKU of a sheet has a threshold, the client fills in the others' (a batched input
+    cannot have holes): what it fills must be the server's default, or an SKU's state would depend
+    on its neighbours on the sheet."""
+    items = [
+        SheetItem("A-1", stock=1, class_id=0, low_stock_threshold=9),
+        SheetItem("B-2", stock=DEFAULT_LOW_STOCK_THRESHOLD, class_id=0),
+        SheetItem("C-3", stock=DEFAULT_LOW_STOCK_THRESHOLD + 1, class_id=0),
+    ]
+    filled = inventory_sheet(items).inputs["low_stock_threshold"]
+    for item, threshold in zip(items[1:], filled[1:].tolist(), strict=True):
+        alone = stock_state(item.stock, None, None, TODAY)
+        assert stock_state(item.stock, threshold, None, TODAY) == alone, item.sku
 
 
 @pytest.mark.parametrize(

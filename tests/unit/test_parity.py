@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from ecomgen.numerics import psnr_uint8
 from ecomgen.specs.product_gan import GENERATOR
 from ecomgen_client.contracts import TensorSpec
 from export.onnx import export_network
@@ -22,7 +23,6 @@ from export.parity import (
     frac_pixels_over,
     gate_inputs,
     main,
-    psnr_uint8,
     run_gate,
     torch_fp16_runner,
 )

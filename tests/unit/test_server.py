@@ -71,11 +71,20 @@ def test_defaults_bind_loopback_and_restrict_the_admin_apis(repo: Path) -> None:
         assert flags(cmd, name) == ["127.0.0.1"], name
     restricted = f"{','.join(ADMIN_APIS)}:admin-key={KEY}"
     assert flags(cmd, "grpc-restricted-protocol") == [restricted]
-    # HTTP also locks inference (JSON wraps out-of-range integers; gRPC is the inference protocol).
-    assert flags(cmd, "http-restricted-api") == [f"{','.join(ADMIN_APIS)},inference:admin-key={KEY}"]
+    # HTTP also locks inference (JSON wraps out-of-range integers; gRPC is the inference protocol),
+    # behind a header that says so and a key nobody holds: the admin key does not unlock it.
+    admin, inference = flags(cmd, "http-restricted-api")
+    assert admin == restricted
+    name, _, lock = inference.removeprefix("inference:").partition("=")
+    assert name == "http-inference-is-off-use-grpc" and lock != KEY and len(lock) >= 32
     assert set(ADMIN_APIS) == {"shared-memory", "model-repository", "logging", "trace"}
-    # The hardened flags stay.
-    for f in ("--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true"):
+    # The hardened flags stay; explicit model control lets the launcher reload a dead model.
+    for f in (
+        "--model-control-mode=explicit",
+        "--load-model=*",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+    ):
         assert f in cmd
     assert "--disable-auto-complete-config" in cmd and flags(cmd, "exit-timeout-secs") == ["30"]
     assert "--grpc-use-ssl=true" not in cmd
@@ -134,7 +143,8 @@ def test_tls_flags(repo: Path, tmp_path: Path) -> None:
 def test_redact_hides_every_key(repo: Path) -> None:
     server = TritonServer(ServerConfig(repo, admin_key=KEY, stats_key=STATS))
     text = " ".join(server.redact(server.command()))
-    assert KEY not in text and STATS not in text and text.count("<redacted>") == 4
+    # Admin and stats keys on gRPC and HTTP, and the lock of HTTP inference.
+    assert KEY not in text and STATS not in text and text.count("<redacted>") == 5
 
 
 def test_environment_drops_the_key_variables(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -147,7 +147,7 @@ def test_tryon_steps_check_bounds_from_the_contract(tiny_repo):
         ],
     )
     assert results[0]["garment_mask"].shape == (1, 1, HEIGHT, WIDTH)
-    assert "dim 0 is 63" in str(results[1])
+    assert "axis 1 is 63" in str(results[1])
     assert "shape [1, 100, 80, 4]" in str(results[2])
     assert "dtype float32" in str(results[3])
 

@@ -81,7 +81,7 @@ def test_mixed_good_and_bad_batch_gives_per_request_errors():
             "NaN or Inf",
             "value 500",
             "may not contain 7",
-            "missing input 'x'",
+            "missing required input 'x'",
             "could not be read",
         ],
         messages,
@@ -127,9 +127,9 @@ def test_dim_bounds_and_bytes_limits_are_enforced():
     )
     ok = {"image": np.zeros((1, 16, 64, 3), np.uint8), "blob": np.array([[b"x" * 10]], dtype=object)}
     assert check_inputs(config, ok) == 1
-    with pytest.raises(RequestError, match="dim 0 is 15, allowed \\[16, 64\\]"):
+    with pytest.raises(RequestError, match="axis 1 is 15, allowed \\[16, 64\\]"):
         check_inputs(config, {**ok, "image": np.zeros((1, 15, 20, 3), np.uint8)})
-    with pytest.raises(RequestError, match="dim 1 is 65"):
+    with pytest.raises(RequestError, match="axis 2 is 65"):
         check_inputs(config, {**ok, "image": np.zeros((1, 20, 65, 3), np.uint8)})
     with pytest.raises(RequestError, match="11 bytes; the limit is 10"):
         check_inputs(config, {**ok, "blob": np.array([[b"x" * 11]], dtype=object)})

@@ -52,10 +52,17 @@ def test_profile_covers_every_input_on_the_batch_axis(net):
         assert hi[0] == net.max_batch_size
 
 
-def test_product_gan_profile_values():
+def test_product_gan_profile_is_the_exported_networks_input_shapes(onnx_file):
+    """The generator's profile: per row, the ONNX file's own input shapes (read from the network the
+    export traced, not from the spec the profile is built from), at the spec's batch range, which
+    starts at one request and ends at the served max_batch_size."""
+    graph = onnx.load(str(onnx_file)).graph
+    rows = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim[1:]) for i in graph.input}
+    assert all(all(row) for row in rows.values()), f"the exported inputs have fixed row shapes: {rows}"
+    p = NET.profile
+    assert (p.min_batch, p.max_batch) == (1, NET.max_batch_size) and p.min_batch <= p.opt_batch <= p.max_batch
     assert T.profile_shapes(NET) == {
-        "z": ((1, 128), (32, 128), (64, 128)),
-        "class_onehot": ((1, 10), (32, 10), (64, 10)),
+        name: ((p.min_batch, *row), (p.opt_batch, *row), (p.max_batch, *row)) for name, row in rows.items()
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -147,9 +148,20 @@ def test_http_admin_api_is_restricted_without_the_key(served: Served, name: str)
 def test_grpc_admin_key_reaches_the_real_handlers(served: Served) -> None:
     g = served.grpc
     assert [m.name for m in g.get_model_repository_index(headers=GRPC_KEY).models] == ["add_one", "slow"]
-    # --model-control-mode=none: the repository handler itself refuses.
-    e = _error(lambda: g.unload_model("add_one", headers=GRPC_KEY))
-    assert "explicit model load / unload is not allowed" in str(e)
+    # Explicit model control (the launcher reloads a model whose process died): with the key,
+    # unload and load reach Triton; without it they are refused (the test above).
+    before = set(served.server.stub_pids())
+    g.unload_model("add_one", headers=GRPC_KEY)
+    assert not g.is_model_ready("add_one")
+    g.load_model("add_one", headers=GRPC_KEY)
+    # The unloaded model's process exits on its own schedule: wait for it (a condition, not a sleep).
+    deadline = time.monotonic() + 60
+    while len(set(served.server.stub_pids())) != len(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(set(served.server.stub_pids())) == len(before)
+    # A reload makes a new stub with a new shm region: the supervisor's stub watch protects it on
+    # every change (stubwatch.py); this fixture has no supervisor, so do what it does.
+    served.server.protect_regions()
     assert len(g.get_system_shared_memory_status(headers=GRPC_KEY).regions) == 0
     settings = g.update_log_settings({"log_verbose_level": 0}, headers=GRPC_KEY).settings
     assert settings["log_verbose_level"].uint32_param == 0

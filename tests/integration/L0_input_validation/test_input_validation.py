@@ -209,7 +209,10 @@ def test_inference_over_http_json_is_off_by_default(served):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=30)
     assert info.value.code == 403
-    assert "restricted" in json.loads(info.value.read())["error"]
+    # The refusal names why (a header called "http-inference-is-off-use-grpc" that nobody holds
+    # a key for), not the admin key: no key unlocks HTTP inference.
+    error = json.loads(info.value.read())["error"]
+    assert "expecting header 'http-inference-is-off-use-grpc'" in error, error
     with urllib.request.urlopen(f"{served.http_url}/v2/health/ready", timeout=10) as r:
         assert r.status == 200  # probes still work
     with urllib.request.urlopen(f"{served.http_url}/v2/models/product_gan", timeout=10) as r:
