@@ -1,10 +1,12 @@
 """Where an ad creative's time goes: generation, upscale, layout, watermark, encoding, signing.
 
-One process, no server: the served model's own steps, as the cpu target runs them (the handlers of
-``ecomgen.serving.handlers`` and each network on its calibrated runtime, chained by the spec's
-wiring through ``FusedPipeline``), on the benchmark request of ``benchmarks/payloads.py`` (4
-variants at 1080x1080). Each step of the chain is timed; the layout step is then split into its
-parts by timing the same library calls it makes (``ads.render_ad``, ``provenance.embed_watermark``,
+One process, no server: the served model's own step, as the cpu target runs it (the ``AdCreative``
+handler, which runs the networks its request's route needs, each on its calibrated runtime), on two
+requests: the benchmark request of ``benchmarks/payloads.py`` (a generated product, 4 variants at
+1080x1080) and the same with an uploaded product photo instead (decoded once, cut out; neither the
+generator nor the x4 network runs). Each part of a request is timed where the handler calls it
+(each network, decoding, the matte's refinement, layout, labelling); the labelling is then split
+into its parts by timing the library calls it makes (``provenance.embed_watermark``,
 ``provenance.encode_labelled`` without the mark, ``C2paSigner.sign``), once per output encoding.
 Served latency and throughput under load are in the ``benchmarks.ensemble --model ad_creative``
 result; this says where a request's CPU time goes.
@@ -19,7 +21,6 @@ throwaway ES256 identity made for the run (``tests/c2pa_certs.py``; nothing is k
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import statistics
@@ -80,58 +81,90 @@ def signing_identity(folder: Path) -> str:
     return "a throwaway ES256 identity made for this run (tests/c2pa_certs.py)"
 
 
-def pipeline_for(weights_choice: str, work: Path) -> tuple[Any, dict[str, str], str]:
-    """The ad model's steps as one FusedPipeline over a freshly built cpu repository."""
+def step_for(weights_choice: str, work: Path) -> tuple[Any, dict[str, str], str]:
+    """The ad model's served step over a freshly built cpu repository."""
     from google.protobuf import json_format
 
-    from ecomgen.serving.handlers.pipeline import FusedPipeline
+    from ecomgen.serving.handlers import load_handler
     from ecomgen.serving.step import StepConfig
     from export.repository import model_configs
 
-    model = dataclasses.replace(REGISTRY[MODEL], fuse_on_cpu=True)
+    model = REGISTRY[MODEL]
     weights = resolve_weights(weights_choice, [model])
     export_networks([model], weights, work / "onnx")
     root, runtimes = build_repository(work / "repo", [model], work / "onnx")
-    (repo_model,) = model_configs(model, "cpu")
+    repo_model = model_configs(model, "cpu")[0]
     config = json_format.MessageToDict(repo_model.config, preserving_proto_field_name=True)
-    return (
-        FusedPipeline(StepConfig.from_model_config(config, root / model.name / "1")),
-        runtimes,
-        weights.label([model]),
-    )
+    step_config = StepConfig.from_model_config(config, root / model.name / "1")
+    return load_handler(step_config.params["handler"])(step_config), runtimes, weights.label([model])
 
 
-def time_steps(pipeline: Any, inputs: dict[str, np.ndarray], repeats: int) -> tuple[dict[str, float], dict]:
-    """Median ms of each step of the chain, and the inputs the last (layout) step saw."""
+# Where the handler spends a request: (module, attribute) -> the part it is counted as.
+HOOKS = (
+    ("ecomgen.serving.handlers.ads", "decode_uploads", "decode upload"),
+    ("ecomgen.serving.handlers.products", "refine_alpha", "matte refinement (guided filter)"),
+    ("ecomgen.creative.ads", "render_ad", "layout (render_ad)"),
+    ("ecomgen.serving.handlers.ads", "labelled", "labelling + encoding"),
+)
+
+
+def time_request(step: Any, inputs: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
+    """Median ms per request of each part the handler runs, and of the whole request."""
+    import importlib
+
     from ecomgen.serving.step import Request, run_batch
 
-    spent: dict[str, list[float]] = {s.name: [] for s in pipeline.stages}
-    seen: dict[str, dict[str, np.ndarray]] = {}
-    for stage in pipeline.stages:
-        inner = stage.compute
+    spent: dict[str, list[float]] = {}
 
-        def timed(feed: dict[str, np.ndarray], name: str = stage.name, inner: Any = inner) -> Any:
-            seen[name] = feed
+    def timed(fn: Callable[..., Any], part: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
-            out = inner(feed)
-            spent[name].append(time.perf_counter() - start)
-            return out
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent.setdefault(part, []).append(time.perf_counter() - start)
 
-        stage.compute = timed
-    total: list[float] = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        (result,) = run_batch(pipeline, [Request(dict(inputs))])
-        total.append(time.perf_counter() - start)
-        if isinstance(result, Exception):
-            raise SystemExit(f"{MODEL} refused the benchmark request: {result}")
-    steps = {name: statistics.median(t[1:]) * 1e3 for name, t in spent.items()}
-    steps["request (whole chain, in process)"] = statistics.median(total[1:]) * 1e3
-    return steps, seen[pipeline.stages[-1].name]
+        return wrapper
+
+    restore = []
+    for module, attr, part in HOOKS:
+        mod = importlib.import_module(module)
+        restore.append((mod, attr, getattr(mod, attr)))
+        setattr(mod, attr, timed(getattr(mod, attr), part))
+    run = step.networks.run
+    step.networks.run = lambda name, *a, **k: timed(run, f"network {name}")(name, *a, **k)
+    totals: list[float] = []
+    try:
+        for i in range(repeats + 1):
+            if i == 1:
+                spent.clear()  # the first request compiles shapes and warms caches
+            start = time.perf_counter()
+            (result,) = run_batch(step, [Request(dict(inputs))])
+            totals.append(time.perf_counter() - start)
+            if isinstance(result, Exception):
+                raise SystemExit(f"{MODEL} refused the benchmark request: {result}")
+    finally:
+        step.networks.run = run
+        for mod, attr, fn in restore:
+            setattr(mod, attr, fn)
+    parts = {part: sum(t) / repeats * 1e3 for part, t in spent.items()}
+    parts["request (whole step, in process)"] = statistics.median(totals[1:]) * 1e3
+    return parts
 
 
-def layout_parts(layout_feed: dict[str, np.ndarray], repeats: int) -> dict[str, dict[str, float]]:
-    """ms per request for each part of the layout step, per output encoding."""
+def uploaded(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The benchmark request with the product uploaded (a fixture photo, JPEG) instead of generated."""
+    from benchmarks.payloads import _jpeg
+
+    out = {k: v for k, v in inputs.items() if k not in ("class_id", "seed")}
+    photo = np.empty(1, dtype=object)
+    photo[0] = _jpeg("products", 0, (640, 480))
+    out["product"] = photo
+    return out
+
+
+def layout_parts(step: Any, inputs: dict[str, np.ndarray], repeats: int) -> dict[str, dict[str, float]]:
+    """ms per request for each part of the labelling, per output encoding."""
     from ecomgen.creative import ads
     from ecomgen.creative.provenance import (
         TRAINED_ALGORITHMIC_MEDIA,
@@ -139,18 +172,15 @@ def layout_parts(layout_feed: dict[str, np.ndarray], repeats: int) -> dict[str, 
         embed_watermark,
         encode_labelled,
     )
-    from ecomgen.numerics import to_uint8_hwc
-    from ecomgen.serving.handlers.ads import ad_fields
+    from ecomgen.serving.handlers.ads import ad_fields, seeds_for
     from ecomgen.serving.handlers.labelled import signer
 
-    fields = ad_fields(layout_feed)
-    products = list(to_uint8_hwc(layout_feed["highres"]))[: fields.variants]
+    fields = ad_fields(inputs)
+    products = [p.rgb for p in step.products.generate(*seeds_for(inputs, fields.variants))]
     c2pa = signer()
     if c2pa is None:
         raise SystemExit("no C2PA signer: set ECOMGEN_C2PA_CERT/ECOMGEN_C2PA_KEY or let the run make one")
-
-    def layout() -> list[np.ndarray]:
-        return [ads.render_ad(p, fields, v % len(ads.TEMPLATES)) for v, p in enumerate(products)]
+    rendered = [ads.render_ad(p, fields, v % len(ads.TEMPLATES)) for v, p in enumerate(products)]
 
     def watermark(images: list[np.ndarray]) -> list[np.ndarray]:
         return [embed_watermark(r) for r in images]
@@ -161,14 +191,12 @@ def layout_parts(layout_feed: dict[str, np.ndarray], repeats: int) -> dict[str, 
     def sign(data: list[bytes], enc: Encoding) -> list[bytes]:
         return [c2pa.sign(d, enc, TRAINED_ALGORITHMIC_MEDIA, fields.title) for d in data]
 
-    rendered = layout()
     marked = watermark(rendered)
     out: dict[str, dict[str, float]] = {}
     encodings: tuple[Encoding, ...] = ENCODINGS
     for enc in encodings:
         encoded = encode(marked, enc)
         out[enc] = {
-            "layout (render_ad)": median_ms(layout, repeats),
             "watermark": median_ms(functools.partial(watermark, rendered), repeats),
             "encoding + XMP": median_ms(functools.partial(encode, marked, enc), repeats),
             "C2PA signing": median_ms(functools.partial(sign, encoded, enc), repeats),
@@ -177,9 +205,11 @@ def layout_parts(layout_feed: dict[str, np.ndarray], repeats: int) -> dict[str, 
     return out
 
 
+TOTAL = "request (whole step, in process)"
+
+
 def render(payload_: dict[str, Any]) -> str:
-    steps, parts = payload_["steps_ms"], payload_["layout_parts_ms"]
-    total = steps["request (whole chain, in process)"]
+    routes, parts = payload_["routes_ms"], payload_["labelling_parts_ms"]
     lines = [
         f"# Where an ad creative's time goes ({payload_['variants']} variants at {payload_['format']})",
         "",
@@ -190,33 +220,37 @@ def render(payload_: dict[str, Any]) -> str:
         bullet("**Runtimes**: " + ", ".join(f"{k}: {v}" for k, v in payload_["runtimes"].items())),
         bullet(f"**C2PA signer**: {payload_['signer']}"),
         bullet(
-            f"**Method**: one process, the served steps chained as the cpu target runs them; median of "
-            f"{payload_['repeats']} requests after a warm-up. Served latency under load: "
-            "`benchmarks.ensemble --model ad_creative`."
+            f"**Method**: one process, the served step as the cpu target runs it; mean over "
+            f"{payload_['repeats']} requests after a warm-up (whole request: median). Served latency "
+            "under load: `benchmarks.ensemble --model ad_creative`."
         ),
         "",
-        f"## Steps of one request ({payload_['encoding']} out)",
+        f"## One request, by route ({payload_['encoding']} out; ms per request)",
         "",
-        "| step | ms per request | share |",
-        "|---|---:|---:|",
+        "| part | " + " | ".join(routes) + " |",
+        "|---|" + "---:|" * len(routes),
     ]
-    for name, ms in steps.items():
-        if name != "request (whole chain, in process)":
-            lines.append(f"| {name} | {fmt(ms)} | {fmt(100 * ms / total)}% |")
-    lines += [f"| **whole request** | **{fmt(total)}** | |", ""]
+    names = list(dict.fromkeys(k for r in routes.values() for k in r if k != TOTAL))
+    for name in names:
+        lines.append(
+            f"| {name} | " + " | ".join(fmt(r[name]) if name in r else "-" for r in routes.values()) + " |"
+        )
+    lines.append(
+        "| **whole request** | " + " | ".join(f"**{fmt(r[TOTAL])}**" for r in routes.values()) + " |"
+    )
     lines += [
-        "## The layout step, part by part, per output encoding",
+        "",
+        "## The labelling, part by part, per output encoding (generated product)",
         "",
         f"ms per request ({payload_['variants']} creatives).",
         "",
-        "| encoding | layout | watermark | encoding + XMP | C2PA signing | KiB per creative |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| encoding | watermark | encoding + XMP | C2PA signing | KiB per creative |",
+        "|---|---:|---:|---:|---:|",
     ]
     for enc, row in parts.items():
         lines.append(
-            f"| {enc} | {fmt(row['layout (render_ad)'])} | {fmt(row['watermark'])} | "
-            f"{fmt(row['encoding + XMP'])} | {fmt(row['C2PA signing'])} | "
-            f"{fmt(row['bytes per creative'] / 1024)} |"
+            f"| {enc} | {fmt(row['watermark'])} | {fmt(row['encoding + XMP'])} | "
+            f"{fmt(row['C2PA signing'])} | {fmt(row['bytes per creative'] / 1024)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -227,22 +261,21 @@ def plot(payload_: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = {k: v for k, v in payload_["steps_ms"].items() if k != "request (whole chain, in process)"}
-    layout_step = list(steps)[-1]
-    parts = payload_["layout_parts_ms"]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    colours: dict[str, Any] = {}  # one colour per segment name on every bar
-    for i, enc in enumerate(parts):
+    routes = payload_["routes_ms"]
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    colours: dict[str, Any] = {}  # one colour per part on every bar
+    for i, parts in enumerate(routes.values()):
         left = 0.0
-        segments = [(k, v) for k, v in steps.items() if k != layout_step]
-        segments += [(k, v) for k, v in parts[enc].items() if k != "bytes per creative"]
-        for name, ms in segments:
+        for name, ms in parts.items():
+            if name == TOTAL:
+                continue
+            new = name not in colours
             colour = colours.setdefault(name, f"C{len(colours)}")
-            ax.barh(i, ms, left=left, color=colour, label=name if i == 0 else None)
+            ax.barh(i, ms, left=left, color=colour, label=name if new else None)
             left += ms
-    ax.set_yticks(range(len(parts)), [f"{enc} out" for enc in parts])
+    ax.set_yticks(range(len(routes)), list(routes))
     ax.set_xlabel(f"ms per request ({payload_['variants']} creatives, {payload_['format']})")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6, loc="lower right")
     ax.set_title(f"ad_creative: where the time goes ({payload_['machine_line'][:60]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -267,11 +300,14 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ecomgen-ads-") as tmp:
         work = Path(tmp)
         signer_source = signing_identity(work / "c2pa")
-        pipeline, runtimes, weights = pipeline_for(opt.weights, work)
+        step, runtimes, weights = step_for(opt.weights, work)
         if opt.wait_quiet:
             wait_until_quiet()
-        steps, layout_feed = time_steps(pipeline, request.inputs, opt.repeats)
-        parts = layout_parts(layout_feed, opt.repeats)
+        routes = {
+            "generated product": time_request(step, request.inputs, opt.repeats),
+            "uploaded photo": time_request(step, uploaded(request.inputs), opt.repeats),
+        }
+        parts = layout_parts(step, request.inputs, opt.repeats)
     info = machine_info()
     return {
         "command": command_line(),
@@ -285,8 +321,8 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         "variants": int(request.inputs["variants"].reshape(-1)[0]),
         "format": request.inputs["format"].reshape(-1)[0].decode(),
         "encoding": "jpeg (the default)",
-        "steps_ms": steps,
-        "layout_parts_ms": parts,
+        "routes_ms": routes,
+        "labelling_parts_ms": parts,
     }
 
 

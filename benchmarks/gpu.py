@@ -182,9 +182,12 @@ def slug(info: dict[str, Any]) -> str:
 
 def load_network(model: ServedModel, net: NetworkSpec, weights: str, seed: int = 0) -> nn.Module:
     """The PyTorch module behind a network step: trained (``load_networks``) or tiny random weights."""
-    module = importlib.import_module(str(model.module))
-    networks = module.load_networks(CHECKPOINT_DIR) if weights == "trained" else module.tiny_networks(seed)
-    return networks[net.name].eval()
+    for name in model.modules:
+        module = importlib.import_module(name)
+        found = module.load_networks(CHECKPOINT_DIR) if weights == "trained" else module.tiny_networks(seed)
+        if net.name in found:
+            return found[net.name].eval()
+    raise KeyError(f"{model.name}: no module of {model.modules} provides {net.name}")
 
 
 def has_checkpoints(model: ServedModel) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from ecomgen.spec import NetworkSpec, ServedModel, step_index
-from ecomgen.specs import ads, personalize, product_gan, tryon, upscale
+from ecomgen.specs import ads, personalize, product_gan, studio, tryon, upscale
 
 
 class Registry:
@@ -66,3 +66,5 @@ REGISTRY.register(personalize.PERSONALIZE)
 REGISTRY.register(ads.AD_CREATIVE)
 REGISTRY.register(ads.INVENTORY_IMAGE)
 REGISTRY.register(ads.INVENTORY_SHEET)
+REGISTRY.register(studio.PRODUCT_CUTOUT)
+REGISTRY.register(studio.PRODUCT_SCENE)

@@ -149,6 +149,10 @@ class PythonStep:
     batching: Batching | None = None
     # Files from checkpoints/ that the step reads from its version directory (placed by the build).
     artifacts: tuple[str, ...] = ()
+    # Networks the step runs itself when its request needs them (a route an ensemble cannot take:
+    # an uploaded photo skips the generator). On the cpu target they run in the step's process;
+    # on the gpu target each is its own TensorRT model, called through Triton's BLS API.
+    calls: tuple[NetworkSpec, ...] = ()
 
     @property
     def model_name(self) -> str:
@@ -238,7 +242,12 @@ class ServedModel:
 
     @property
     def networks(self) -> tuple[NetworkSpec, ...]:
-        return tuple(s.network for s in self.steps if isinstance(s, NetworkStep))
+        """Every network the model runs: its network steps, then those its Python steps call."""
+        found: dict[str, NetworkSpec] = {}
+        for s in self.steps:
+            for net in (s.network,) if isinstance(s, NetworkStep) else s.calls:
+                found.setdefault(net.name, net)
+        return tuple(found.values())
 
     def network(self, name: str) -> NetworkSpec:
         for net in self.networks:

@@ -33,6 +33,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ecomgen.numerics import CLIENT_RANGES
 from ecomgen.registry import REGISTRY
 from ecomgen.spec import (
     BACKEND,
@@ -200,6 +201,8 @@ def _step_model(
         inputs = step.inputs
         if role and "required_inputs" in role:  # the door: Triton runs it whatever is missing
             inputs = tuple(dataclasses.replace(t, optional=True) for t in inputs)
+        if step.calls:
+            extra.update(_calls(model, step, target))
         config = _python_model(
             model,
             step.name,
@@ -210,7 +213,8 @@ def _step_model(
             model.step_max_batch(step),
             step,
         )
-        return RepoModel(config, artifacts=step.artifacts)
+        on_cpu = tuple(n.name for n in step.calls) if target == "cpu" else ()
+        return RepoModel(config, on_cpu, artifacts=step.artifacts)
     net = step.network
     if target == "gpu":
         config = mc.ModelConfig(name=net.name, platform="tensorrt_plan", max_batch_size=net.max_batch_size)
@@ -223,13 +227,46 @@ def _step_model(
         model,
         net.name,
         NETWORK_HANDLER,
-        [*net.inputs, *deadline_in],
+        [*map(_kind_range, net.inputs), *deadline_in],
         [*net.outputs, *deadline_out],
         {"network": net.name, "runtime": model.cpu_runtime, **extra},
         net.max_batch_size,
         step,
     )
     return RepoModel(config, (net.name,))
+
+
+def _calls(model: ServedModel, step: PythonStep, target: str) -> dict[str, str]:
+    """Parameters of a step that runs networks itself: their names, batch bounds and outputs, the
+    runtime (cpu: in its own process, ONNX beside it) or Triton's BLS API (gpu: TensorRT models)."""
+    calls = {
+        n.name: {"max_batch": n.max_batch_size, "outputs": [t.name for t in n.outputs]} for n in step.calls
+    }
+    params = {
+        "calls": json.dumps(calls, sort_keys=True),
+        "calls_via": "bls" if target == "gpu" else "process",
+    }
+    if target == "cpu":
+        params["runtime"] = model.cpu_runtime
+    return params
+
+
+def _called_networks(model: ServedModel, target: str) -> list[RepoModel]:
+    """gpu: every network a Python step calls is its own TensorRT model (BLS reaches it by name)."""
+    if target != "gpu":
+        return []
+    nets = {n.name: n for s in model.steps if isinstance(s, PythonStep) for n in s.calls}
+    return [
+        _step_model(model, NetworkStep(n), target, stamps=False, in_ensemble=False) for n in nets.values()
+    ]
+
+
+def _kind_range(t: TensorSpec) -> TensorSpec:
+    """A network input's values bounded by its kind (images [-1, 1], masks [0, 1]): the internal
+    steps are reachable by any caller, and a network fed -3e38 answers -inf pixels."""
+    if t.value_range is None and t.kind in CLIENT_RANGES:
+        return dataclasses.replace(t, value_range=CLIENT_RANGES[t.kind])
+    return t
 
 
 def _fused(model: ServedModel) -> RepoModel:
@@ -289,8 +326,19 @@ def _ensemble(model: ServedModel, target: str) -> list[RepoModel]:
     stamping = len(python_steps) >= 2 and python_steps[0] is wires[0].step
     models = []
     config = mc.ModelConfig(name=c.name, platform="ensemble", max_batch_size=c.max_batch_size)
-    _io(config, c.inputs, c.outputs)
-    _params(config, {**c.public_parameters(), **dict(model.extra_parameters), **_tensor_params(c.inputs)})
+    # Triton's ensemble scheduler never starts a step whose input the request lacks, so a missing
+    # required input used to end in "unexpected deadlock". Every input is optional here; the door
+    # (the first step, see _roles) names a missing required one, which the contract parameters
+    # still mark {"required": true} for clients that read the config.
+    # (Without optional inputs Triton names a missing one itself; that case stays as it is.)
+    with_optional = any(t.optional for t in c.inputs)
+    _io(config, [dataclasses.replace(t, optional=with_optional or t.optional) for t in c.inputs], c.outputs)
+    params = _tensor_params(c.inputs)
+    for t in c.inputs:
+        if with_optional and not t.optional:
+            key = f"contract.{t.name}"
+            params[key] = json.dumps({**json.loads(params.get(key, "{}")), "required": True}, sort_keys=True)
+    _params(config, {**c.public_parameters(), **dict(model.extra_parameters), **params})
     # max_inflight_requests exists only from Triton 2.63 (25.11) and both targets pin 2.51, whose
     # schema rejects it: the door's admission tickets bound the requests inside instead (_roles).
     roles = _roles(model, wires, python_steps if stamping else [])
@@ -333,16 +381,21 @@ def _public_single(model: ServedModel, target: str) -> RepoModel:
     """A one-step model served under its public name."""
     step = model.steps[0]
     if isinstance(step, PythonStep):
-        step = PythonStep(
-            model.name,
-            step.handler,
-            model.contract.inputs,
-            model.contract.outputs,
-            step.params,
-            step.max_batch_size,
-            step.batching,
+        step = dataclasses.replace(
+            step, name=model.name, inputs=model.contract.inputs, outputs=model.contract.outputs
         )
-        base = _step_model(model, step, target, stamps=False, in_ensemble=False)
+        # One step is its own door and exit: it admits a request by its deadline (the request's
+        # timeout, else the model's) and gives the ticket back when it answers.
+        role = {}
+        if model.max_inflight_requests > 0:
+            size = str(model.max_inflight_requests)
+            role = {
+                "admission.admit": step.name,
+                "admission.release": step.name,
+                "admission.size": size,
+                "deadline_us": str(model.deadline_us),
+            }
+        base = _step_model(model, step, target, stamps=False, in_ensemble=False, role=role)
     else:
         base = _step_model(model, step, target, stamps=False, in_ensemble=False)
         base.config.name = model.name
@@ -357,8 +410,8 @@ def model_configs(model: ServedModel, target: str) -> list[RepoModel]:
     if target == "cpu" and model.fuse_on_cpu:
         return [_fused(model)]
     if model.single_step():
-        return [_public_single(model, target)]
-    return _ensemble(model, target)
+        return [_public_single(model, target), *_called_networks(model, target)]
+    return [*_ensemble(model, target), *_called_networks(model, target)]
 
 
 def repository_models(target: str, models: Iterable[ServedModel] = REGISTRY) -> list[RepoModel]:

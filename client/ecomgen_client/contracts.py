@@ -93,7 +93,9 @@ class TensorSpec:
             name=t["name"],
             dtype="BYTES" if dtype == "STRING" else dtype,
             dims=tuple(int(d) for d in t.get("dims", [])),
-            optional=bool(t.get("optional", False)),
+            # An ensemble declares every input optional (its first step checks them); the contract
+            # parameter says which are required.
+            optional=bool(t.get("optional", False)) and not extra.get("required", False),
             value_range=tuple(extra["value_range"]) if "value_range" in extra else None,
             min_dims=tuple(extra["min_dims"]) if "min_dims" in extra else None,
             max_dims=tuple(extra["max_dims"]) if "max_dims" in extra else None,
@@ -489,6 +491,64 @@ INVENTORY_SHEET = Contract(
     class_names=PRODUCT_CLASSES,
 )
 
+# --- the product studio: cut-outs, white main images and scenes from a shop's own photo ---------
+
+CUTOUT_MIN_SIDE, CUTOUT_MAX_SIDE = 16, 2048
+# Marketplace sizes beside the ad formats: Amazon zoom (>= 1000 px, 2000 common), Shopify's 2048.
+STUDIO_FORMATS = (*AD_FORMATS, "2000x2000", "2048x2048")
+STUDIO_MAX_HW = (2048, 2048)
+MAX_SCENE_VARIANTS = 8
+
+PRODUCT_CUTOUT = Contract(
+    name="product_cutout",
+    description=(
+        "A soft alpha matte of the product in a photo (salient-object matting, refined at full size): "
+        "uint8 0 (background) to 255 (product), at the photo's own size. Requests of the same size "
+        "batch together."
+    ),
+    inputs=(
+        TensorSpec(
+            "image",
+            "UINT8",
+            (-1, -1, 3),
+            min_dims=(CUTOUT_MIN_SIDE, CUTOUT_MIN_SIDE, 3),
+            max_dims=(CUTOUT_MAX_SIDE, CUTOUT_MAX_SIDE, 3),
+        ),
+    ),
+    outputs=(TensorSpec("alpha", "UINT8", (-1, -1), max_dims=(CUTOUT_MAX_SIDE, CUTOUT_MAX_SIDE)),),
+    max_batch_size=8,
+)
+
+PRODUCT_SCENE = Contract(
+    name="product_scene",
+    description=(
+        "Publishable product images from a shop's own photo (or a generated product): the cut-out "
+        "placed in a scene from the library (or `auto` by article type), or `white` for the "
+        "marketplace main image (pure white, product filling 85% of the frame). The product's pixels "
+        "stay the photo's (x4 super-resolution when it must be enlarged more than 2x). Encoded, "
+        "labelled as AI-generated (a composite when the product is a real photo)."
+    ),
+    inputs=(
+        *_product_choice(),
+        _text("scene", max_bytes=64, example="white"),
+        _text("format", max_bytes=16, example="2000x2000"),
+        TensorSpec("variants", "INT32", (1,), value_range=(1, MAX_SCENE_VARIANTS), example="1"),
+        _text("encoding", optional=True, max_bytes=8),
+    ),
+    outputs=(
+        TensorSpec(
+            "images",
+            "BYTES",
+            (-1,),
+            max_dims=(MAX_SCENE_VARIANTS,),
+            max_bytes=encoded_max_bytes(*STUDIO_MAX_HW),
+        ),
+    ),
+    max_batch_size=0,
+    class_names=PRODUCT_CLASSES,
+    parameters=(("formats", json.dumps(STUDIO_FORMATS)), ("encodings", json.dumps(AD_ENCODINGS))),
+)
+
 CONTRACTS: dict[str, Contract] = {
     c.name: c
     for c in (
@@ -501,5 +561,7 @@ CONTRACTS: dict[str, Contract] = {
         AD_CREATIVE,
         INVENTORY_IMAGE,
         INVENTORY_SHEET,
+        PRODUCT_CUTOUT,
+        PRODUCT_SCENE,
     )
 }

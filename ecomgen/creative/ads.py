@@ -185,6 +185,27 @@ def _autocrop(img: np.ndarray, backdrop: RGB) -> np.ndarray:
     return np.ascontiguousarray(img[y0:y1, x0:x1])
 
 
+def _tight_cutout(product: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo and its matte cropped to the product (alpha >= 8) with 4% air."""
+    ys, xs = np.nonzero(alpha >= 8)
+    if ys.size == 0:
+        raise RequestError("product: no product found in the photo (the cut-out is empty)")
+    h, w = alpha.shape
+    pad = round(0.04 * max(ys.max() - ys.min(), xs.max() - xs.min()))
+    y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + pad + 1)
+    return np.ascontiguousarray(product[y0:y1, x0:x1]), np.ascontiguousarray(alpha[y0:y1, x0:x1])
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """An RGBA cut-out over white (for reading colours); RGB as it is."""
+    if img.mode != "RGBA":
+        return img
+    base = Image.new("RGB", img.size, WHITE)
+    base.paste(img.convert("RGB"), (0, 0), img.getchannel("A"))
+    return base
+
+
 def _feather_mask(w: int, h: int, edge: int) -> Image.Image:
     """Opaque inside, fading to 0 over ``edge`` px at the border: a studio photo melts into its backdrop."""
     ramp = lambda n: np.clip(np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) / max(edge, 1), 0, 1)  # noqa: E731
@@ -204,7 +225,9 @@ def _place_product_img(
         area.y1 - round(area.h * (1 - scale) / 2),
     )
     img, box = _contain(product, inner)
-    if pal.studio:
+    if img.mode == "RGBA":  # a cut-out: the product itself on the layout, no card, no rectangle
+        canvas.paste(img.convert("RGB"), (box.x0, box.y0), img.getchannel("A"))
+    elif pal.studio:
         canvas.paste(
             img, (box.x0, box.y0), _feather_mask(box.w, box.h, max(4, round(0.05 * min(box.w, box.h))))
         )
@@ -388,7 +411,7 @@ def _panel(ctx: _Ctx) -> None:
     if pal.studio:
         fill_box(c, area, pal.backdrop)
     else:
-        c.paste(_blurred_backdrop(ctx.product, area.w, area.h, 0.35), (area.x0, area.y0))
+        c.paste(_blurred_backdrop(_on_white(ctx.product), area.w, area.h, 0.35), (area.x0, area.y0))
     _place_product(ctx, Box(area.x0 + m, max(area.y0 + m // 2, top), area.x1 - m, area.y1 - m // 2))
     fill_box(c, panel, pal.accent)
     on = text_on(pal.accent)
@@ -483,7 +506,7 @@ def _scrim(ctx: _Ctx) -> None:
     if pal.studio:
         fill_box(c, Box(0, 0, w, h), pal.backdrop)
     else:
-        c.paste(_blurred_backdrop(ctx.product, w, h, 0.45), (0, 0))
+        c.paste(_blurred_backdrop(_on_white(ctx.product), w, h, 0.45), (0, 0))
     if ctx.kind == "landscape":
         _place_product(ctx, Box(round(w * 0.40), 0, w, h), scale=0.96)
         items, block = _plan_stack(ctx, Box(m, m, round(w * 0.46), h - m), title_max=ctx.px(72))
@@ -523,25 +546,33 @@ def render_ad(
     fields: AdFields,
     template: int,
     placements: list[TextPlacement] | None = None,
+    alpha: np.ndarray | None = None,
 ) -> np.ndarray:
     """One creative, HxWx3 uint8 at the exact size of ``fields.format``.
 
-    ``product``: HxWx3 uint8 (the 256x192 x4 close-up, or an uploaded photo). ``template``: an index into
-    :data:`TEMPLATES`. ``placements``, if given, receives what was drawn for each text.
+    ``product``: HxWx3 uint8 (the 256x192 x4 close-up, or an uploaded photo). ``alpha``: its matte
+    (uint8 HxW, the cut-out), if any: the product then stands on the layout's own background
+    instead of in its photo's rectangle. ``template``: an index into :data:`TEMPLATES`.
+    ``placements``, if given, receives what was drawn for each text.
     """
     if product.ndim != 3 or product.shape[2] != 3 or product.dtype != np.uint8:
         raise ValueError(f"product must be HxWx3 uint8, got {product.shape} {product.dtype}")
     if not 0 <= template < len(TEMPLATES):
         raise ValueError(f"template must be 0..{len(TEMPLATES) - 1}, got {template}")
     w, h = fields.size
-    src = Image.fromarray(product)
+    if alpha is not None:
+        product, alpha = _tight_cutout(product, alpha)
+    src = Image.fromarray(product if alpha is None else np.dstack([product, alpha]))
     if max(src.size) > 1400:  # a big upload: no layout shows the product larger than this
         src.thumbnail((1400, 1400), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        product = np.asarray(src)
     small = src.copy()
     small.thumbnail((256, 256), Image.Resampling.BILINEAR)  # colours are read from a small copy
-    pal = palette_for(np.asarray(small), fields.brand_colour)
-    img = Image.fromarray(_autocrop(product, pal.backdrop) if pal.studio else product)
+    pal = palette_for(np.asarray(_on_white(small)), fields.brand_colour)
+    if alpha is not None:
+        img = src
+    else:
+        product = np.asarray(src)
+        img = Image.fromarray(_autocrop(product, pal.backdrop) if pal.studio else product)
     canvas = Image.new("RGB", (w, h), WHITE)
     # The landscape format is short: type is sized for its height rather than for 1080.
     # Stories are seen full screen on a phone: a little bigger type than the feed formats.

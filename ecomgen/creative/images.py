@@ -10,10 +10,11 @@ INVALID_ARG error naming the input.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ecomgen.errors import RequestError
 
@@ -32,8 +33,14 @@ def as_bytes(value: object) -> bytes:
     raise RequestError(f"expected bytes, got {type(value).__name__}")
 
 
-def decode(name: str, data: bytes, min_side: int, max_side: int) -> np.ndarray:
-    """Encoded JPEG/PNG/WebP bytes -> HxWx3 uint8 RGB, or a RequestError naming the problem."""
+def decode(name: str, data: bytes, min_side: int, max_side: int, keep_alpha: bool = False) -> np.ndarray:
+    """Encoded JPEG/PNG/WebP bytes -> HxWx3 uint8 sRGB (HxWx4 with ``keep_alpha`` when the file
+    has transparency), or a RequestError naming the problem.
+
+    Shop photos are not clean arrays: the EXIF orientation is applied, an embedded ICC profile is
+    converted to sRGB, and CMYK JPEGs, 16-bit PNGs, palette PNGs with transparency and grey images
+    are converted rather than refused.
+    """
     if len(data) == 0:
         raise RequestError(f"input '{name}' is empty (0 bytes)")
     try:
@@ -48,25 +55,51 @@ def decode(name: str, data: bytes, min_side: int, max_side: int) -> np.ndarray:
                     )
                 if getattr(im, "n_frames", 1) > 1:
                     raise RequestError(f"input '{name}' is an animation; send one still image")
-                rgb = np.asarray(im.convert("RGB"))
+                pixels = _to_srgb(im, keep_alpha)
     except RequestError:
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-        EOFError,
-        MemoryError,
-    ) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Pillow refuses the header's size before our bounds check sees it: say what it is.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)):,} pixels" if found else "far too large"
+        raise RequestError(f"input '{name}' is {size}; each side must be in [{min_side}, {max_side}]") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        why = str(e).splitlines()[0][:80] if str(e) else ""
         raise RequestError(
-            f"input '{name}' is not a decodable {'/'.join(ALLOWED_FORMATS)} image ({type(e).__name__})"
+            f"input '{name}' is not a decodable {'/'.join(ALLOWED_FORMATS)} image "
+            f"({type(e).__name__}{': ' + why if why else ''})"
         ) from e
-    if rgb.shape[:2] != (h, w):
-        raise RequestError(f"input '{name}' decoded to {rgb.shape[:2]}, not its declared {h}x{w}")
+    if sorted(pixels.shape[:2]) != sorted((h, w)):
+        raise RequestError(f"input '{name}' decoded to {pixels.shape[:2]}, not its declared {h}x{w}")
+    return pixels
+
+
+def _to_srgb(im: Image.Image, keep_alpha: bool) -> np.ndarray:
+    """Decoded pixels, upright, in sRGB, 8 bits a channel (RGB, or RGBA when asked and present)."""
+    im.load()
+    profile = im.info.get("icc_profile")
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey PNG: keep the top 8 bits
+        im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).astype(np.uint8), "L")
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    target = "RGBA" if keep_alpha and has_alpha else "RGB"
+    if profile and im.mode in ("RGB", "RGBA", "CMYK", "L"):
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            im = ImageCms.profileToProfile(im, src, _SRGB, outputMode=target if im.mode != "CMYK" else "RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: the pixels as they are
+    alpha = im.getchannel("A") if target == "RGBA" and "A" in im.getbands() else None
+    if alpha is None and target == "RGBA" and im.mode == "P":
+        rgba = im.convert("RGBA")
+        im, alpha = rgba, rgba.getchannel("A")
+    rgb = np.asarray(im.convert("RGB"))
+    if target == "RGBA" and alpha is not None:
+        return np.dstack([rgb, np.asarray(alpha)])
     return rgb
+
+
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 def encode(image: np.ndarray, encoding: str = "png", quality: int = 90) -> bytes:

@@ -247,11 +247,20 @@ def _overlay(img: Image.Image, state: State) -> Image.Image:
     return img
 
 
-def render_inventory(product: np.ndarray, state: State) -> np.ndarray:
+def render_inventory(product: np.ndarray, state: State, alpha: np.ndarray | None = None) -> np.ndarray:
     """The product image with its stock-state overlay, HxWx3 uint8. Small inputs (the 256x192 close-up)
-    are first enlarged with Lanczos so the short side is at least :data:`MIN_SIDE` px."""
+    are first enlarged with Lanczos so the short side is at least :data:`MIN_SIDE` px. ``alpha``: the
+    product's matte (an uploaded photo's cut-out): it is then shown on clean white, filling 85%,
+    rather than on whatever the photo was taken on."""
     if product.ndim != 3 or product.shape[2] != 3 or product.dtype != np.uint8:
         raise ValueError(f"product must be HxWx3 uint8, got {product.shape} {product.dtype}")
+    if alpha is not None:
+        from ecomgen.creative.studio import matte_box, white_main_image
+
+        x0, y0, x1, y1 = matte_box(alpha)
+        w, h = (x1 - x0) / 0.85, (y1 - y0) / 0.85  # a frame the product fills to 85%
+        scale = min(MAX_SIDE / max(w, h), max(1.0, MIN_SIDE / min(w, h)))
+        product = white_main_image(product, alpha, max(16, round(w * scale)), max(16, round(h * scale)))
     return np.asarray(_overlay(_fitted(product), state), dtype=np.uint8)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from ecomgen.errors import DeadlineExceeded, Overloaded, RequestError
 from ecomgen.numerics import check_finite, check_range
 from ecomgen.serving.admission import Admission
+from ecomgen.serving.networks import InProcess, Networks
 from ecomgen_client.contracts import TensorSpec
 
 log = logging.getLogger("ecomgen.serving")
@@ -121,11 +122,17 @@ class Step:
     ``validate`` is called, so a step only checks what its config cannot express.
     """
 
-    def __init__(self, config: StepConfig) -> None:
+    def __init__(self, config: StepConfig, networks: Networks | None = None) -> None:
         self.config = config
         self.params = config.params
         door = config.admits or config.releases
         self.admission = Admission(door, config.admission_size) if door and config.admission_size else None
+        # The deadline of the request an unbatched step is computing (0: none).
+        self.deadline_ns = 0
+        # The networks the step runs itself (``PythonStep.calls``): in this process on the cpu target,
+        # through Triton's BLS API on the gpu target (the backend passes that one in).
+        calls = json.loads(config.params.get("calls", "{}"))
+        self.networks: Networks = networks or InProcess(config.model_dir, calls, config.params)
         self.setup()
 
     def setup(self) -> None:
@@ -238,10 +245,12 @@ def _parse(
     batch = check_inputs(step.config, arrays)
     step.validate(arrays)
     arrays = step.prepare(arrays)
-    if step.config.stamps_deadline:
+    if step.config.stamps_deadline or step.config.admits:
         due = deadline_ns(request, default_deadline_us)
         if step.admission is not None and step.config.admits:
             step.admission.admit(due)  # Overloaded: refused here, before any expensive step
+        # Kept beside the inputs: the step's own compute may read it (``deadline_of``), and the
+        # ensemble passes it on when the step stamps it.
         shape = (batch, 1) if step.config.batched else (1,)
         arrays[DEADLINE] = np.full(shape, due, dtype=np.int64)
     return arrays, batch
@@ -265,6 +274,9 @@ def _compute(step: Step, parsed: list[dict[str, np.ndarray]], sizes: list[int]) 
         return results
     results = []
     for p in parsed:
+        # One request at a time: its deadline is the step's while it computes (networks it calls
+        # drop the work once it has passed).
+        step.deadline_ns = int(p[DEADLINE].reshape(-1)[0]) if DEADLINE in p else 0
         part = step.compute({k: v for k, v in p.items() if k != DEADLINE})
         if passthrough:
             part[DEADLINE] = p[DEADLINE]

@@ -22,6 +22,7 @@ from typing import Any
 
 from ecomgen.errors import DeadlineExceeded, Overloaded, RequestError
 from ecomgen.serving.handlers import load_handler
+from ecomgen.serving.networks import ViaBls
 from ecomgen.serving.step import DEADLINE, Request, StepConfig, run_batch
 
 # The file Triton loads from <backend dir>/model.py: the code lives in the installed package.
@@ -63,7 +64,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         model_dir = Path(args["model_repository"]) / str(args["model_version"])
         self.config = StepConfig.from_model_config(config, model_dir)
-        self.step = load_handler(self.config.params["handler"])(self.config)
+        networks = None
+        if self.config.params.get("calls_via") == "bls":
+            networks = ViaBls(pb_utils, json.loads(self.config.params.get("calls", "{}")))
+        self.step = load_handler(self.config.params["handler"])(self.config, networks)
         self.default_deadline_us = int(self.config.params.get("deadline_us", "0"))
         codes = pb_utils.TritonError
         self.codes = {

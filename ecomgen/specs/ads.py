@@ -1,71 +1,53 @@
 """ad_creative, inventory_image and inventory_sheet: products laid out for publishing.
 
-Each chains product_gan's generator (and, for the single-product models, the x4 close-up
-network) with a layout step that encodes labelled images. One request is one ad set, SKU
-or sheet; the networks batch across requests.
+Each is one Python step, one request per ad set, SKU or sheet (no batch axis). The step runs only
+the networks its request's route needs (``PythonStep.calls``): the matting network for an uploaded
+photo; the generator and, for single products, the x4 close-up network for a generated one.
 """
 
 from __future__ import annotations
 
-from ecomgen.spec import Batching, NetworkStep, PythonStep, QueuePolicy, ServedModel, Step
-from ecomgen.specs.common import HANDLERS, rows
-from ecomgen.specs.product_gan import GENERATOR, LATENT_DIM
-from ecomgen.specs.upscale import SR_NETWORK
+from ecomgen.spec import Batching, PythonStep, QueuePolicy, ServedModel
+from ecomgen.specs.common import HANDLERS
+from ecomgen.specs.product_gan import GENERATOR
+from ecomgen.specs.studio import PRODUCT_CALLS, PRODUCT_CHECKPOINTS, PRODUCT_MODULES, PRODUCT_PARAMS
 from ecomgen_client import contracts
-from ecomgen_client.contracts import MAX_SKUS, MAX_VARIANTS, PRODUCT_CLASSES, Contract, TensorSpec
+from ecomgen_client.contracts import Contract
 
 H = f"{HANDLERS}.ads"
-PARAMS = (("latent_dim", str(LATENT_DIM)), ("num_classes", str(len(PRODUCT_CLASSES))))
 # Layout and encoding of 1080-px creatives take tens of milliseconds each: a short queue keeps
 # overload from piling up images that would be late anyway.
 QUEUE = QueuePolicy(max_queue_size=32, default_timeout_us=20_000_000)
 BATCHING = Batching(preferred_batch_sizes=(), max_queue_delay_us=0)
-CHECKPOINTS = ("product_gan.safetensors", "product_gan.json", "sr.safetensors", "sr.json")
-MODULES = ("ecomgen.models.product_gan", "ecomgen.models.sr")
 
 
-def _served(
-    contract: Contract, pre: str, compose: str, outputs_from: TensorSpec, n: int, with_sr: bool
-) -> ServedModel:
-    z, onehot = (rows(t, n) for t in GENERATOR.inputs)
-    steps: list[Step] = [
-        PythonStep(
-            f"{contract.name}_pre", f"{H}:{pre}", contract.inputs, (z, onehot), PARAMS, max_batch_size=0
-        ),
-        NetworkStep(GENERATOR),
-    ]
-    if with_sr:
-        steps.append(NetworkStep(SR_NETWORK, bind=(("lowres", "image"),)))
-    steps.append(
-        PythonStep(
-            f"{contract.name}_compose",
-            f"{H}:{compose}",
-            (*contract.inputs, rows(outputs_from, n)),
-            contract.outputs,
-            max_batch_size=0,
-        )
-    )
+def _served(contract: Contract, handler: str, calls: tuple = PRODUCT_CALLS) -> ServedModel:
     return ServedModel(
         contract=contract,
-        steps=tuple(steps),
+        steps=(
+            PythonStep(
+                contract.name,
+                f"{H}:{handler}",
+                contract.inputs,
+                contract.outputs,
+                PRODUCT_PARAMS,
+                max_batch_size=0,
+                calls=calls,
+            ),
+        ),
         batching=BATCHING,
         queue=QUEUE,
-        module=MODULES if with_sr else MODULES[0],
+        module=PRODUCT_MODULES,
+        cpu_instances=2,
         deadline_us=20_000_000,
-        training="training.product_gan + training.sr",
-        checkpoints=CHECKPOINTS if with_sr else CHECKPOINTS[:2],
+        max_inflight_requests=16,
+        training="training.product_gan + training.sr + training.cutout",
+        checkpoints=PRODUCT_CHECKPOINTS,
     )
 
 
-CLOSEUP = TensorSpec("highres", "FP32", (3, *contracts.DETAIL_HW), kind="image")
-THUMBNAIL = GENERATOR.outputs[0]
-
-AD_CREATIVE = _served(contracts.AD_CREATIVE, "AdPre", "AdCompose", CLOSEUP, MAX_VARIANTS, with_sr=True)
-INVENTORY_IMAGE = _served(
-    contracts.INVENTORY_IMAGE, "InventoryPre", "InventoryCompose", CLOSEUP, 1, with_sr=True
-)
-# Up to 64 SKUs: their 64x48 thumbnails go straight into the sheet's small cells (the x4 network
-# takes at most 16 rows a batch).
-INVENTORY_SHEET = _served(
-    contracts.INVENTORY_SHEET, "SheetPre", "SheetCompose", THUMBNAIL, MAX_SKUS, with_sr=False
-)
+AD_CREATIVE = _served(contracts.AD_CREATIVE, "AdCreative")
+INVENTORY_IMAGE = _served(contracts.INVENTORY_IMAGE, "InventoryImage")
+# Up to 64 SKUs: their 64x48 thumbnails go straight into the sheet's small cells; uploaded photos
+# are shown as they are (no cut-out in a 216x288 cell).
+INVENTORY_SHEET = _served(contracts.INVENTORY_SHEET, "InventorySheet", calls=(GENERATOR,))

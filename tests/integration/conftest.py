@@ -17,7 +17,7 @@ import torch
 from ecomgen.launcher import ServerConfig, TritonServer
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.runners import RUNTIME_ENV
-from export.onnx import CHECKPOINT_DIR, export_model, install_onnx, load_modules, tiny_modules
+from export.onnx import CHECKPOINT_DIR, export_model, install_onnx
 from export.repository import write_repository
 from tests.conftest import free_port
 
@@ -50,11 +50,21 @@ class Served:
         return self.network("product_gan_generator")
 
 
-def served_modules(model) -> tuple[dict[str, torch.nn.Module], bool]:  # type: ignore[no-untyped-def]
-    """The shipped checkpoints, or tiny random networks before any checkpoint exists."""
-    if model.checkpoints and all((CHECKPOINT_DIR / c).exists() for c in model.checkpoints):
-        return load_modules(model), True
-    return tiny_modules(model), False
+def network_modules() -> dict[str, tuple[torch.nn.Module, bool]]:
+    """Every registered network: its shipped checkpoint when its model module has one, else tiny
+    random weights (decided per model module, so a model that runs networks of several modules
+    serves each one's trained weights as soon as it exists)."""
+    import importlib
+
+    out: dict[str, tuple[torch.nn.Module, bool]] = {}
+    for module in dict.fromkeys(m for model in REGISTRY for m in model.modules if model.networks):
+        mod = importlib.import_module(module)
+        try:
+            nets, trained = mod.load_networks(CHECKPOINT_DIR), True
+        except (FileNotFoundError, OSError, KeyError, ValueError, RuntimeError):
+            nets, trained = mod.tiny_networks(0), False
+        out.update({name: (net, trained) for name, net in nets.items()})
+    return out
 
 
 def start_server(root: Path, **config: object) -> TritonServer:
@@ -90,18 +100,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     onnx_dir = root / "onnx"
     write_repository(root, "cpu")
     modules, trained = {}, {}
-    exported: dict[str, tuple[torch.nn.Module, bool]] = {}  # networks shared by two models export once
+    networks = network_modules()
+    exported: set[str] = set()  # networks shared by two models export once
     for model in REGISTRY:
         names = [n.name for n in model.networks]
         if not names:
             continue
-        if all(n in exported for n in names):
-            modules[model.name] = {n: exported[n][0] for n in names}
-            trained[model.name] = all(exported[n][1] for n in names)
-            continue
-        modules[model.name], trained[model.name] = served_modules(model)
-        export_model(model, onnx_dir, modules[model.name])
-        exported.update({n: (modules[model.name][n], trained[model.name]) for n in names})
+        modules[model.name] = {n: networks[n][0] for n in names}
+        trained[model.name] = all(networks[n][1] for n in names)
+        if not set(names) <= exported:
+            export_model(model, onnx_dir, modules[model.name])
+            exported.update(names)
     install_onnx(root, onnx_dir)
     # Sign C2PA manifests with a throwaway identity made here (never a committed key).
     from tests.c2pa_certs import make_test_identity

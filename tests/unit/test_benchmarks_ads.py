@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ecomgen.registry import REGISTRY
-from ecomgen.spec import wire
 from tests.conftest import REPO_ROOT
 
 
@@ -29,13 +27,20 @@ def test_smoke_run_accounts_for_every_step_and_part(tmp_path: Path) -> None:
     (data,) = tmp_path.glob("*-ads.json")
     (png,) = tmp_path.glob("*-ads.png")
     result = json.loads(data.read_text())
-    steps = result["steps_ms"]
-    assert set(steps) == {w.step.name for w in wire(REGISTRY["ad_creative"])} | {
-        "request (whole chain, in process)"
-    }
-    assert all(ms > 0 for ms in steps.values())
-    assert set(result["layout_parts_ms"]) == {"jpeg", "png", "webp"}
-    for parts in result["layout_parts_ms"].values():
+    generated, uploaded = result["routes_ms"]["generated product"], result["routes_ms"]["uploaded photo"]
+    # A generated product runs the generator and the x4 network; an uploaded photo runs neither,
+    # only the decoder and the cut-out (the route is chosen per request, not by an ensemble).
+    assert {"network product_gan_generator", "network sr_network"} <= set(generated)
+    assert "network product_cutout_net" not in generated and "decode upload" not in generated
+    assert {"network product_cutout_net", "decode upload", "matte refinement (guided filter)"} <= set(
+        uploaded
+    )
+    assert "network product_gan_generator" not in uploaded and "network sr_network" not in uploaded
+    for route in (generated, uploaded):
+        assert all(ms > 0 for ms in route.values()), route
+        assert route["layout (render_ad)"] > 0 and route["labelling + encoding"] > 0
+    assert set(result["labelling_parts_ms"]) == {"jpeg", "png", "webp"}
+    for parts in result["labelling_parts_ms"].values():
         assert all(v > 0 for v in parts.values()), parts
     assert "tiny random weights" in result["weights"] and "throwaway" in result["signer"]
     assert png.stat().st_size > 0

@@ -193,8 +193,9 @@ def test_steps_wire_by_name_in_the_generated_ensemble():
     by_model = {s.model_name: s for s in ens.ensemble_scheduling.step}
     assert dict(by_model["tryon_warp"].input_map)["parse"] == "tryon_parser.parse"
     assert dict(by_model["tryon_post"].input_map)["warped_garment"] == "tryon_warp.warped_garment"
-    assert [type(s).__name__ for s in TRYON.steps] == ["PythonStep", *["NetworkStep"] * 3, "PythonStep"]
-    assert isinstance(TRYON.steps[0], PythonStep) and len(wire(TRYON)) == 5
+    kinds = [type(s).__name__ for s in TRYON.steps]
+    assert kinds == ["PythonStep", *["NetworkStep"] * (len(kinds) - 2), "PythonStep"]
+    assert isinstance(TRYON.steps[0], PythonStep) and len(wire(TRYON)) == len(kinds)
 
 
 def test_max_inflight_requests_is_not_in_the_pinned_schema():

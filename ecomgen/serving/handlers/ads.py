@@ -1,30 +1,38 @@
-"""ad_creative and inventory_image/inventory_sheet: products, then layout, then labelled encoding.
+"""ad_creative, inventory_image and inventory_sheet: products, then layout, then labelled encoding.
 
-Each model is one request per ad set, SKU or sheet (no batch axis). The first step checks
-every field (so a bad request never reaches the networks) and turns the product choice into
-generator inputs: ``variants`` latents for seeds ``seed, seed+1, ...``, or one placeholder row
-when the caller uploads a product photo, since an ensemble runs every step. The last step
-renders the layouts with ``ecomgen.creative.ads`` / ``inventory`` and encodes each image with
-provenance (watermark, XMP source type, C2PA when configured).
+Each model is one Python step, one request per ad set, SKU or sheet (no batch axis). The step
+checks every field once (a bad request never reaches a network), then takes the product from the
+route the request asks for (``products.py``): an uploaded photo is decoded once and cut out by
+the matting network; a generated product runs the generator and, for close-ups, the x4 network.
+Only that route's networks run. Layouts come from ``ecomgen.creative.ads`` / ``inventory``; every
+image is encoded with provenance (watermark, XMP source type, C2PA when configured).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 
 from ecomgen.creative import ads, inventory
-from ecomgen.creative.images import as_bytes, decode
+from ecomgen.creative.images import as_bytes
 from ecomgen.creative.provenance import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA, TRAINED_ALGORITHMIC_MEDIA
 from ecomgen.errors import RequestError
-from ecomgen.numerics import latents_from_seeds, one_hot, to_uint8_hwc
 from ecomgen.serving.handlers.labelled import labelled, signer
+from ecomgen.serving.handlers.products import (
+    Product,
+    Products,
+    choice,
+    decode_uploads,
+    own_alpha,
+    seeds_for,
+)
 from ecomgen.serving.step import Step
 
-INT64_MAX = 2**63 - 1
-PHOTO_MIN_SIDE, PHOTO_MAX_SIDE = 32, 4096
 AD_FIELDS = ("title", "price", "currency", "badge", "cta", "format", "brand_colour", "encoding")
+# Where a step keeps what it checked, beside the request's arrays (prepare -> compute, no re-parse).
+CHECKED = "_checked"
 
 
 def field(arrays: dict[str, np.ndarray], name: str) -> bytes | None:
@@ -38,79 +46,73 @@ def scalar(arrays: dict[str, np.ndarray], name: str) -> int | None:
     return int(arrays[name].reshape(-1)[0]) if name in arrays else None
 
 
-def photos(arrays: dict[str, np.ndarray], name: str = "product") -> list[np.ndarray]:
-    """Uploaded product photos (JPEG/PNG/WebP), decoded and checked."""
-    if name not in arrays:
-        return []
-    return [decode(name, as_bytes(v), PHOTO_MIN_SIDE, PHOTO_MAX_SIDE) for v in arrays[name].reshape(-1)]
-
-
-def generator_inputs(
-    arrays: dict[str, np.ndarray], rows: int, latent_dim: int, num_classes: int
-) -> dict[str, np.ndarray]:
-    """Latents and one-hot classes for ``rows`` seeds from ``seed`` on, or one placeholder row."""
-    if "product" in arrays:
-        return {
-            "z": np.zeros((1, latent_dim), np.float32),
-            "class_onehot": one_hot(np.zeros(1, np.int64), num_classes),
-        }
-    if "class_id" not in arrays or "seed" not in arrays:
-        raise RequestError("product: send class_id and seed, or an uploaded product photo")
-    classes, seeds = arrays["class_id"].reshape(-1), arrays["seed"].reshape(-1)
-    if classes.size == 1:
-        seed = int(seeds[0])
-        if seed > INT64_MAX - rows:
-            raise RequestError(
-                f"seed: {seed} leaves no room for {rows} variants (at most {INT64_MAX - rows})"
-            )
-        classes, seeds = np.repeat(classes, rows), seed + np.arange(rows, dtype=np.int64)
-    return {"z": latents_from_seeds(seeds, latent_dim), "class_onehot": one_hot(classes, num_classes)}
-
-
-class _Products(Step):
-    def setup(self) -> None:
-        self.latent_dim = int(self.params["latent_dim"])
-        self.num_classes = int(self.params["num_classes"])
-
-
 def ad_fields(arrays: dict[str, np.ndarray]) -> ads.AdFields:
     kwargs = {name: field(arrays, name) for name in AD_FIELDS}
     present = {k: v for k, v in kwargs.items() if v is not None}
     for required in ("title", "price", "currency", "format"):
         if required not in present:
-            raise RequestError(f"{required}: missing")
+            raise RequestError(f"missing required input '{required}'")
     return ads.validate_ad_fields(variants=scalar(arrays, "variants") or 1, **present)
 
 
-class AdPre(_Products):
-    """Check every field of an ad request; the generator inputs of its variants."""
-
-    def validate(self, arrays: dict[str, np.ndarray]) -> None:
-        ad_fields(arrays)
-        photos(arrays)
-
-    def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return generator_inputs(batch, ad_fields(batch).variants, self.latent_dim, self.num_classes)
+def source_type(uploaded: bool) -> str:
+    return COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA if uploaded else TRAINED_ALGORITHMIC_MEDIA
 
 
-class AdCompose(Step):
-    """Close-ups (or the uploaded photo) into ``variants`` laid-out, labelled creatives."""
+def checked(arrays: dict[str, np.ndarray], record: object) -> dict[str, np.ndarray]:
+    """The request's arrays with what ``prepare`` checked and decoded, for ``compute``."""
+    holder = np.empty(1, dtype=object)
+    holder[0] = record
+    return {**arrays, CHECKED: holder}
+
+
+class ProductStep(Step):
+    """A step that lays out products: it owns their route (upload -> cut-out, or generate)."""
 
     def setup(self) -> None:
+        self.products = Products(self)
         signer()
 
+    def uploads_or_generated(self, arrays: dict[str, np.ndarray], rows: int, upscale: bool) -> list[Product]:
+        if choice(arrays) == "upload":
+            return [
+                self.products.with_matte(Product(np.ascontiguousarray(img[..., :3]), own_alpha(img), True))
+                for img in arrays["product"]
+            ]
+        return self.products.generate(*seeds_for(arrays, rows), upscale=upscale)
+
+
+@dataclass
+class AdRequest:
+    fields: ads.AdFields
+
+
+class AdCreative(ProductStep):
+    """``variants`` laid-out, labelled creatives from an uploaded photo (cut out) or generated close-ups."""
+
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fields = ad_fields(arrays)
+        if choice(arrays) == "upload":
+            arrays = {**arrays, "product": object_array(decode_uploads(arrays, keep_alpha=True))}
+        return checked(arrays, AdRequest(fields))
+
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        fields = ad_fields(batch)
-        uploaded = photos(batch)
-        products = uploaded * fields.variants if uploaded else list(to_uint8_hwc(batch["highres"]))
-        source = COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA if uploaded else TRAINED_ALGORITHMIC_MEDIA
-        images = [
-            labelled(
-                ads.render_ad(product, fields, v % len(ads.TEMPLATES)), fields.encoding, source, fields.title
-            )
-            for v, product in enumerate(products[: fields.variants])
-        ]
+        req: AdRequest = batch[CHECKED][0]
+        fields = req.fields
+        products = self.uploads_or_generated(batch, fields.variants, upscale=True)
+        images = []
+        for v in range(fields.variants):
+            p = products[v % len(products)]
+            art = ads.render_ad(p.rgb, fields, v % len(ads.TEMPLATES), alpha=p.alpha)
+            images.append(labelled(art, fields.encoding, source_type(p.uploaded), fields.title))
         return {"images": np.array(images, dtype=np.object_)}
+
+
+def object_array(items: list[np.ndarray]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
 
 
 def _today() -> dt.date:
@@ -137,28 +139,27 @@ def encoding(arrays: dict[str, np.ndarray], default: str) -> str:
     return value
 
 
-class InventoryPre(_Products):
-    """One SKU: check the stock fields; the generator inputs of its product."""
+@dataclass
+class InventoryRequest:
+    state: inventory.State
+    encoding: str
 
-    def validate(self, arrays: dict[str, np.ndarray]) -> None:
-        stock_state(arrays)
-        encoding(arrays, "png")
-        photos(arrays)
+
+class InventoryImage(ProductStep):
+    """One SKU's product image with its stock state: an uploaded photo cut out onto white, or a
+    generated close-up."""
+
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        record = InventoryRequest(stock_state(arrays), encoding(arrays, "png"))
+        if choice(arrays) == "upload":
+            arrays = {**arrays, "product": object_array(decode_uploads(arrays, keep_alpha=True))}
+        return checked(arrays, record)
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return generator_inputs(batch, 1, self.latent_dim, self.num_classes)
-
-
-class InventoryCompose(Step):
-    def setup(self) -> None:
-        signer()
-
-    def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        uploaded = photos(batch)
-        product = uploaded[0] if uploaded else to_uint8_hwc(batch["highres"])[0]
-        source = COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA if uploaded else TRAINED_ALGORITHMIC_MEDIA
-        image = inventory.render_inventory(product, stock_state(batch))
-        return {"image": np.array([labelled(image, encoding(batch, "png"), source)], dtype=np.object_)}
+        req: InventoryRequest = batch[CHECKED][0]
+        (p,) = self.uploads_or_generated(batch, 1, upscale=True)
+        image = inventory.render_inventory(p.rgb, req.state, alpha=p.alpha)
+        return {"image": np.array([labelled(image, req.encoding, source_type(p.uploaded))], dtype=np.object_)}
 
 
 def sheet_rows(arrays: dict[str, np.ndarray]) -> int:
@@ -171,43 +172,38 @@ def sheet_rows(arrays: dict[str, np.ndarray]) -> int:
     return n
 
 
-def sheet_items(
-    arrays: dict[str, np.ndarray], products: list[np.ndarray]
-) -> list[tuple[np.ndarray, str, inventory.State]]:
-    skus = arrays["sku"].reshape(-1)
-    return [
-        (
-            product,
-            inventory.validate_sku(as_bytes(skus[i]), f"sku[{i}]"),
-            stock_state(arrays, i, prefix=f"SKU {i}: "),
-        )
-        for i, product in enumerate(products)
-    ]
+@dataclass
+class SheetRequest:
+    skus: list[str]
+    states: list[inventory.State]
+    title: str | None
+    encoding: str
 
 
-class SheetPre(_Products):
-    """Up to 64 SKUs: check them all; the generator inputs of their products."""
+class InventorySheet(ProductStep):
+    """A contact sheet of up to 64 SKUs: uploaded photos as they are (small cells), or thumbnails."""
 
-    def validate(self, arrays: dict[str, np.ndarray]) -> None:
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = sheet_rows(arrays)
-        sheet_items(arrays, [np.zeros((1, 1, 3), np.uint8)] * n)
-        encoding(arrays, "png")
-        if "title" in arrays:
-            inventory.validate_sku(field(arrays, "title") or b"", "title")  # printable, drawable, <= 32
-        photos(arrays)
+        skus = arrays["sku"].reshape(-1)
+        names = [inventory.validate_sku(as_bytes(skus[i]), f"sku[{i}]") for i in range(n)]
+        states = [stock_state(arrays, i, prefix=f"SKU {i}: ") for i in range(n)]
+        title = field(arrays, "title")
+        if title is not None:
+            inventory.validate_sku(title, "title")  # printable, drawable, <= 32
+        record = SheetRequest(names, states, title.decode() if title else None, encoding(arrays, "png"))
+        if choice(arrays) == "upload":
+            arrays = {**arrays, "product": object_array(decode_uploads(arrays, keep_alpha=True))}
+        return checked(arrays, record)
 
     def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return generator_inputs(batch, sheet_rows(batch), self.latent_dim, self.num_classes)
-
-
-class SheetCompose(Step):
-    def setup(self) -> None:
-        signer()
-
-    def compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        uploaded = photos(batch)
-        products = uploaded or list(to_uint8_hwc(batch["image"]))
-        title = field(batch, "title")
-        sheet = inventory.render_sheet(sheet_items(batch, products), title.decode() if title else None)
-        source = COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA if uploaded else TRAINED_ALGORITHMIC_MEDIA
-        return {"sheet": np.array([labelled(sheet, encoding(batch, "png"), source)], dtype=np.object_)}
+        req: SheetRequest = batch[CHECKED][0]
+        if choice(batch) == "upload":
+            products = [img[..., :3] for img in batch["product"]]
+            uploaded = True
+        else:
+            made = self.products.generate(*seeds_for(batch, len(req.skus)), upscale=False)
+            products, uploaded = [p.rgb for p in made], False
+        items = list(zip(products, req.skus, req.states, strict=True))
+        sheet = inventory.render_sheet(items, req.title)
+        return {"sheet": np.array([labelled(sheet, req.encoding, source_type(uploaded))], dtype=np.object_)}
