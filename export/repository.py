@@ -261,6 +261,18 @@ def _called_networks(model: ServedModel, target: str) -> list[RepoModel]:
     ]
 
 
+def _with_rows(t: TensorSpec, max_batch: int) -> TensorSpec:
+    """``t`` with the batch axis as an explicit first dim of 1..max_batch rows (0: unchanged)."""
+    if max_batch <= 0:
+        return t
+    return dataclasses.replace(
+        t,
+        dims=(-1, *t.dims),
+        min_dims=(1, *(t.min_dims or t.dims)),
+        max_dims=(max_batch, *(t.max_dims or t.dims)),
+    )
+
+
 def _kind_range(t: TensorSpec) -> TensorSpec:
     """A network input's values bounded by its kind (images [-1, 1], masks [0, 1]): the internal
     steps are reachable by any caller, and a network fed -3e38 answers -inf pixels."""
@@ -325,15 +337,25 @@ def _ensemble(model: ServedModel, target: str) -> list[RepoModel]:
         python_steps = [s for s in python_steps if (model.step_max_batch(s) > 0) == first_batched]
     stamping = len(python_steps) >= 2 and python_steps[0] is wires[0].step
     models = []
-    config = mc.ModelConfig(name=c.name, platform="ensemble", max_batch_size=c.max_batch_size)
+    # A batched contract is served by an ensemble without a batch axis whose tensors carry the rows
+    # as their first dim: Triton 2.51 hands a batched ensemble's batch-0 request to its first step
+    # as one row (the caller's data answered without a batch axis); this way the door sees the 0
+    # rows and refuses them, and the steps still batch across requests (max_batch_size is theirs).
+    config = mc.ModelConfig(name=c.name, platform="ensemble", max_batch_size=0)
+    inputs, outputs = (
+        [_with_rows(t, c.max_batch_size) for t in c.inputs],
+        [_with_rows(t, c.max_batch_size) for t in c.outputs],
+    )
     # Triton's ensemble scheduler never starts a step whose input the request lacks, so a missing
     # required input used to end in "unexpected deadlock". Every input is optional here; the door
     # (the first step, see _roles) names a missing required one, which the contract parameters
     # still mark {"required": true} for clients that read the config.
     # (Without optional inputs Triton names a missing one itself; that case stays as it is.)
     with_optional = any(t.optional for t in c.inputs)
-    _io(config, [dataclasses.replace(t, optional=with_optional or t.optional) for t in c.inputs], c.outputs)
-    params = _tensor_params(c.inputs)
+    _io(config, [dataclasses.replace(t, optional=with_optional or t.optional) for t in inputs], outputs)
+    params = _tensor_params([*inputs, *outputs])
+    if c.batched:
+        params["contract.max_batch_size"] = str(c.max_batch_size)
     for t in c.inputs:
         if with_optional and not t.optional:
             key = f"contract.{t.name}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ._common import (
+    SERVED_BY,
     EndpointPool,
     RetryPolicy,
     RetryThrottle,
@@ -80,6 +81,12 @@ class ClientBase(TypedMethods, Generic[TransportT]):
         self._owns_transport = transport is None
         self.pool: EndpointPool[TransportT] = EndpointPool(self.urls, make)
         self._contracts: dict[str, Contract] = {}
+
+    @staticmethod
+    def last_endpoint() -> str | None:
+        """The endpoint that answered the last successful request made from this thread (or asyncio
+        task), by any client; None before the first. Lets a caller count work per endpoint."""
+        return SERVED_BY.get()
 
     def _timeout(self, timeout_s: float | None) -> float | None:
         return self.timeout_s if timeout_s is None else check_timeout(timeout_s)

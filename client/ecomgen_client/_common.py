@@ -6,6 +6,7 @@ its throttle, and the endpoint pool that spreads requests over several servers.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import random
 import threading
@@ -30,6 +31,10 @@ from .errors import (
 
 Array = npt.NDArray[Any]
 T = TypeVar("T")
+
+# The endpoint that answered the last successful request of this thread (or asyncio task): set by
+# the retry plan, read by callers that spread work over several endpoints (the batch tool).
+SERVED_BY: contextvars.ContextVar[str | None] = contextvars.ContextVar("ecomgen_served_by", default=None)
 
 
 class InferResultLike(Protocol):
@@ -457,6 +462,7 @@ def attempts(
         if not isinstance(outcome, InferenceServerException):
             retry.throttle.on_success()
             pool.mark_up(url)
+            SERVED_BY.set(url)
             return outcome
         error = from_triton_error(outcome, known_model=model in CONTRACTS)
         retry.throttle.on_failure()

@@ -77,3 +77,53 @@ class TypedMethods:
     def inventory_sheet(self, items: Any, *, timeout_s: float | None = None, **kw: Any) -> Any:
         """One encoded contact sheet of up to 64 :class:`ops.SheetItem`."""
         return self._run(ops.inventory_sheet(items, **kw), timeout_s=timeout_s)
+
+    def cutout(self, image: Any, *, timeout_s: float | None = None) -> Any:
+        """The product's alpha matte (``product_cutout``), 0 background to 255 product, at the photo's
+        size: PIL in -> PIL "L" out; [H, W, 3] uint8 -> [H, W]; [N, H, W, 3] (one size) -> [N, H, W];
+        a list of same-size photos -> a list. Photos over 2048 px a side are shrunk for the model and
+        the matte enlarged back (needs Pillow)."""
+        return self._run(ops.cutout(image), timeout_s=timeout_s)
+
+    def cutout_rgba(self, image: Any, *, timeout_s: float | None = None) -> Any:
+        """The photo with its matte as alpha: PIL "RGBA", or [H, W, 4] / [N, H, W, 4] uint8 arrays."""
+        return self._run(ops.cutout(image, rgba=True), timeout_s=timeout_s)
+
+    def product_scene(
+        self,
+        product: ops.PhotoLike | None = None,
+        *,
+        class_id: int | str | None = None,
+        seed: int = 0,
+        scene: str = "white",
+        format: str = "2000x2000",
+        variants: int = 1,
+        encoding: str = "png",
+        timeout_s: float | None = None,
+    ) -> Any:
+        """``variants`` encoded, labelled images of a product (a photo: path, bytes, PIL or array; or
+        ``class_id`` + ``seed``) in ``scene`` ("white", "auto" or a library name): list of bytes."""
+        call = ops.product_scene(
+            product,
+            class_id=class_id,
+            seed=seed,
+            scene=scene,
+            format=format,
+            variants=variants,
+            encoding=encoding,
+        )
+        return self._run(call, timeout_s=timeout_s)
+
+    def white_main_image(
+        self,
+        product: ops.PhotoLike | None = None,
+        *,
+        class_id: int | str | None = None,
+        seed: int = 0,
+        format: str = "2000x2000",
+        encoding: str = "png",
+        timeout_s: float | None = None,
+    ) -> Any:
+        """The marketplace main image (``product_scene`` with scene "white"): one encoded image, bytes."""
+        call = ops.white_main_image(product, class_id=class_id, seed=seed, format=format, encoding=encoding)
+        return self._run(call, timeout_s=timeout_s)

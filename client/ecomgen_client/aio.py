@@ -24,9 +24,9 @@ from ._common import (
     plan_chunks,
     read_outputs,
 )
-from .contracts import Contract
+from .contracts import PRODUCT_SCENE, Contract
 from .errors import from_triton_error
-from .ops import class_names
+from .ops import class_names, scene_names
 
 __all__ = ["AsyncProductClient", "AsyncTransport"]
 
@@ -49,6 +49,10 @@ class AsyncTransport(Protocol):
     async def is_model_ready(self, model_name: str, *, client_timeout: float | None = None) -> bool: ...
 
     async def get_model_config(
+        self, model_name: str, *, as_json: bool = False, client_timeout: float | None = None
+    ) -> Any: ...
+
+    async def get_model_metadata(
         self, model_name: str, *, as_json: bool = False, client_timeout: float | None = None
     ) -> Any: ...
 
@@ -151,3 +155,18 @@ class AsyncProductClient(ClientBase["AsyncTransport"]):
     async def class_names(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
         config = await self.model_config(self.products_model.name, timeout_s=timeout_s)
         return class_names(config, self.products_model.class_names)
+
+    async def model_metadata(
+        self, model: str, *, url: str | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        target = url or self.pool.pick()
+        try:
+            meta = await self.pool.transport(target).get_model_metadata(
+                model, as_json=True, client_timeout=self._timeout(timeout_s)
+            )
+        except InferenceServerException as exc:
+            raise from_triton_error(exc) from exc
+        return dict(meta)
+
+    async def scene_names(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
+        return scene_names(await self.model_config(PRODUCT_SCENE.name, timeout_s=timeout_s))

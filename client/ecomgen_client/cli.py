@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _images
 from .client import ProductClient
-from .contracts import PRODUCT_GAN
+from .contracts import PRODUCT_GAN, STUDIO_FORMATS
 from .errors import EcomgenError, InvalidInputError
 
 __all__ = ["build_parser", "main", "parse_seeds"]
@@ -48,21 +48,28 @@ def _seeds_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+Sub = Any  # argparse's _SubParsersAction
+
+
+def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default="localhost:8001", help="Triton gRPC host:port (default %(default)s)")
     common.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)"
+        "--url",
+        action="append",
+        default=None,
+        help="Triton gRPC host:port; repeat it (or give a comma list) for several servers "
+        "(default localhost:8001)",
+    )
+    common.add_argument(
+        "--timeout", type=float, default=None, help="seconds per request (default 30; batch 120)"
     )
     common.add_argument(
         "--retries", type=int, default=3, help="retries while UNAVAILABLE (default %(default)s)"
     )
+    return common
 
-    parser = argparse.ArgumentParser(
-        prog="ecomgen-client", description="Generate ecomgen product images through Triton (gRPC)."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
 
+def _add_products(sub: Sub, common: argparse.ArgumentParser) -> None:
     products = sub.add_parser("products", parents=[common], help="generate product images as PNG")
     products.add_argument(
         "--class",
@@ -81,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Both flags share a dest; without this the store_false default (True) would win.
     products.set_defaults(each=False)
     products.add_argument("--cols", type=int, default=None, help="grid columns (default ~sqrt(N))")
-
     sub.add_parser("classes", parents=[common], help="print the class names the server reports")
 
+
+def _add_tryon(sub: Sub, common: argparse.ArgumentParser) -> None:
     tryon = sub.add_parser(
         "tryon",
         parents=[common],
@@ -99,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tryon.add_argument("--debug", action="store_true", help="add the warped garment and mask to the strip")
 
+
+def _add_detail(sub: Sub, common: argparse.ArgumentParser) -> None:
     detail = sub.add_parser(
         "detail",
         parents=[common],
@@ -107,7 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     detail.add_argument("--class", dest="cls", metavar="CLASS", required=True, help="class name or id")
     detail.add_argument("--seeds", type=_seeds_arg, default="0-3", help="default %(default)s")
     detail.add_argument("--out", type=Path, required=True, help="PNG file")
+    upscale = sub.add_parser(
+        "upscale", parents=[common], help="x4 close-up of an image file (16-512 px a side)"
+    )
+    upscale.add_argument("image", type=Path)
+    upscale.add_argument(
+        "--out", type=Path, default=None, help="PNG path (default: <image>_x4.png beside it)"
+    )
 
+
+def _add_personalize(sub: Sub, common: argparse.ArgumentParser) -> None:
     pers = sub.add_parser(
         "personalize",
         parents=[common],
@@ -125,12 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         "without it their ids are printed",
     )
 
+
+def _add_product_choice(parser: argparse.ArgumentParser, first_seed: str = "") -> None:
+    parser.add_argument("--class", dest="cls", metavar="CLASS", help="generated product: class name or id")
+    parser.add_argument("--seed", type=int, default=0, help=first_seed or None)
+    parser.add_argument("--product", type=Path, help="or an uploaded product photo (JPEG/PNG/WebP)")
+
+
+def _add_ads(sub: Sub, common: argparse.ArgumentParser) -> None:
     ad = sub.add_parser(
         "ads", parents=[common], help="a batch of ad creatives for one product, labelled as AI"
     )
-    ad.add_argument("--class", dest="cls", metavar="CLASS", help="generated product: class name or id")
-    ad.add_argument("--seed", type=int, default=0, help="first product seed (variant k uses seed+k)")
-    ad.add_argument("--product", type=Path, help="or an uploaded product photo (JPEG/PNG/WebP)")
+    _add_product_choice(ad, "first product seed (variant k uses seed+k)")
     ad.add_argument("--title", required=True)
     ad.add_argument("--price", required=True, help='e.g. "49.90"')
     ad.add_argument("--currency", required=True, help="ISO 4217 code or symbol, e.g. EUR")
@@ -142,15 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--encoding", default="jpeg", choices=["jpeg", "png", "webp"])
     ad.add_argument("--out", type=Path, required=True, help="directory for the creatives (+ a preview grid)")
 
+
+def _add_inventory(sub: Sub, common: argparse.ArgumentParser) -> None:
     inv = sub.add_parser("inventory", parents=[common], help="a product image with its stock state")
-    inv.add_argument("--class", dest="cls", metavar="CLASS")
-    inv.add_argument("--seed", type=int, default=0)
-    inv.add_argument("--product", type=Path, help="or an uploaded product photo")
+    _add_product_choice(inv)
     inv.add_argument("--stock", type=int, required=True)
     inv.add_argument("--low-stock-threshold", type=int)
     inv.add_argument("--restock-date", help="YYYY-MM-DD (with stock 0: back-order)")
     inv.add_argument("--out", type=Path, required=True, help="PNG file")
-
     sheet = sub.add_parser("sheet", parents=[common], help="a warehouse contact sheet of up to 64 SKUs")
     sheet.add_argument(
         "items", type=Path, help="CSV with columns sku,class,seed,stock[,low_stock_threshold,restock_date]"
@@ -158,13 +182,66 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--title")
     sheet.add_argument("--out", type=Path, required=True, help="PNG file")
 
-    upscale = sub.add_parser(
-        "upscale", parents=[common], help="x4 close-up of an image file (16-512 px a side)"
+
+def _add_studio(sub: Sub, common: argparse.ArgumentParser) -> None:
+    cut = sub.add_parser(
+        "cutout", parents=[common], help="cut a product out of its photo: an RGBA PNG, labelled"
     )
-    upscale.add_argument("image", type=Path)
-    upscale.add_argument(
-        "--out", type=Path, default=None, help="PNG path (default: <image>_x4.png beside it)"
+    cut.add_argument("photo", type=Path, help="product photo (JPEG/PNG/WebP, 16 px a side or more)")
+    cut.add_argument(
+        "--out", type=Path, default=None, help="PNG path (default: <photo>_cutout.png beside it)"
     )
+    cut.add_argument("--matte", type=Path, default=None, help="also write the matte as a greyscale PNG")
+    scene = sub.add_parser(
+        "scene", parents=[common], help="a product photo in a scene, or the white marketplace main image"
+    )
+    scene.add_argument("photo", type=Path, nargs="?", help="product photo (or --class and --seed)")
+    scene.add_argument("--class", dest="cls", metavar="CLASS", help="generated product: class name or id")
+    scene.add_argument("--seed", type=int, default=0)
+    scene.add_argument("--scene", default="white", help="white, auto or a scene name (default white)")
+    scene.add_argument("--format", default="2000x2000", help=f"one of {', '.join(STUDIO_FORMATS)}")
+    scene.add_argument("--variants", type=int, default=1, help="1-8 images (default 1)")
+    scene.add_argument("--encoding", default="png", choices=["png", "jpeg", "webp"])
+    scene.add_argument("--out", type=Path, required=True, help="an image file, or a directory")
+
+
+def _add_batch(sub: Sub, common: argparse.ArgumentParser) -> None:
+    batch = sub.add_parser(
+        "batch", parents=[common], help="every asset of a catalogue (CSV or JSON lines), resumable"
+    )
+    batch.add_argument("catalogue", type=Path, help="CSV or JSON-lines catalogue, one product a row")
+    batch.add_argument("--out", type=Path, required=True, help="output directory (manifest.jsonl inside)")
+    batch.add_argument(
+        "--assets",
+        default="cutout,white",
+        help="comma list of cutout, white, scenes:N, ads:FORMAT[,FORMAT], inventory (default %(default)s)",
+    )
+    batch.add_argument("--concurrency", type=int, default=8, help="requests in flight (default %(default)s)")
+    batch.add_argument("--white-format", default="2000x2000", help="white main image (default %(default)s)")
+    batch.add_argument("--scene-format", default="1080x1350", help="scenes (default %(default)s)")
+    batch.add_argument("--scene", default="auto", help="auto or a scene name (default %(default)s)")
+    batch.add_argument("--encoding", default="png", choices=["png", "jpeg", "webp"], help="white and scenes")
+    batch.add_argument("--ad-encoding", default="jpeg", choices=["jpeg", "png", "webp"])
+    batch.add_argument("--no-progress", dest="progress", action="store_false", help="no progress line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="ecomgen-client", description="Generate ecomgen product images through Triton (gRPC)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_products,
+        _add_tryon,
+        _add_detail,
+        _add_personalize,
+        _add_ads,
+        _add_inventory,
+        _add_studio,
+        _add_batch,
+    ):
+        add(sub, common)
     return parser
 
 
@@ -329,22 +406,108 @@ def _classes(client: ProductClient) -> None:
         print(f"{i}\t{name}")
 
 
+def _cutout(client: ProductClient, args: argparse.Namespace) -> None:
+    from ._manifest import write_atomic
+    from .batch import cutout_png
+
+    photo = _images.decode_photo(args.photo.read_bytes())
+    rgba = client.cutout_rgba(photo)
+    out = args.out or args.photo.with_name(f"{args.photo.stem}_cutout.png")
+    write_atomic(out, cutout_png(rgba, client))
+    if args.matte is not None:
+        _images.save_png(np.repeat(rgba[..., 3:], 3, axis=2), args.matte)
+    kept = float((rgba[..., 3] >= 128).mean())
+    print(f"wrote {out} ({rgba.shape[1]}x{rgba.shape[0]} RGBA, {100 * kept:.0f}% of the photo kept)")
+
+
+_EXT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+
+
+def _scene(client: ProductClient, args: argparse.Namespace) -> None:
+    if args.photo is None and args.cls is None:
+        raise InvalidInputError("give a product photo, or --class (and --seed) for a generated product")
+    images = client.product_scene(
+        args.photo,
+        class_id=args.cls if args.photo is None else None,
+        seed=args.seed,
+        scene=args.scene,
+        format=args.format,
+        variants=args.variants,
+        encoding=args.encoding,
+    )
+    out: Path = args.out
+    if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        paths = (
+            [out]
+            if len(images) == 1
+            else [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(1, len(images) + 1)]
+        )
+    else:
+        stem = args.photo.stem if args.photo is not None else _slug(str(args.cls)) + f"_seed{args.seed}"
+        paths = [
+            out / f"{stem}-{_slug(args.scene)}-{k}{_EXT[args.encoding]}" for k in range(1, len(images) + 1)
+        ]
+    for path, data in zip(paths, images, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    print(f"wrote {len(paths)} image(s): {', '.join(str(p) for p in paths)}")
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import AssetPlan, run_batch
+
+    options = {
+        "white_format": args.white_format,
+        "scene_format": args.scene_format,
+        "scene": args.scene,
+        "encoding": args.encoding,
+        "ad_encoding": args.ad_encoding,
+    }
+    try:
+        plan = AssetPlan.parse(args.assets, **options)
+    except ValueError as exc:
+        raise InvalidInputError(f"--assets: {exc}") from None
+    summary = run_batch(
+        args.catalogue,
+        args.out,
+        args.url or ["localhost:8001"],
+        plan,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        progress=args.progress,
+        timeout_s=args.timeout or 120.0,
+    )
+    print(summary.report())
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 2 if summary.bad_rows else 0
+
+
+_COMMANDS = {
+    "products": _products,
+    "tryon": _tryon,
+    "detail": _detail,
+    "upscale": _upscale,
+    "personalize": _personalize,
+    "ads": _ads,
+    "inventory": _inventory,
+    "sheet": _sheet,
+    "cutout": _cutout,
+    "scene": _scene,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 an error (batch: some assets failed); 2 invalid input (batch: bad rows
+    were skipped, everything else was made); 130 interrupted (batch: the manifest is consistent)."""
     args = build_parser().parse_args(argv)
     try:
-        with ProductClient(args.url, timeout_s=args.timeout, retries=args.retries) as client:
-            commands = {
-                "products": _products,
-                "tryon": _tryon,
-                "detail": _detail,
-                "upscale": _upscale,
-                "personalize": _personalize,
-                "ads": _ads,
-                "inventory": _inventory,
-                "sheet": _sheet,
-            }
-            if args.command in commands:
-                commands[args.command](client, args)
+        if args.command == "batch":
+            return _batch(args)
+        urls = args.url or ["localhost:8001"]
+        with ProductClient(urls, timeout_s=args.timeout or 30.0, retries=args.retries) as client:
+            if args.command in _COMMANDS:
+                _COMMANDS[args.command](client, args)
             else:
                 _classes(client)
     except InvalidInputError as exc:
@@ -353,4 +516,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EcomgenError, ImportError, OSError, ValueError) as exc:
         print(f"ecomgen-client: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -23,9 +23,9 @@ from ._common import (
     plan_chunks,
     read_outputs,
 )
-from .contracts import Contract
+from .contracts import PRODUCT_SCENE, Contract
 from .errors import from_triton_error
-from .ops import class_names
+from .ops import class_names, scene_names
 
 __all__ = ["ProductClient", "SyncTransport", "TlsConfig"]
 
@@ -48,6 +48,10 @@ class SyncTransport(Protocol):
     def is_model_ready(self, model_name: str, *, client_timeout: float | None = None) -> bool: ...
 
     def get_model_config(
+        self, model_name: str, *, as_json: bool = False, client_timeout: float | None = None
+    ) -> Any: ...
+
+    def get_model_metadata(
         self, model_name: str, *, as_json: bool = False, client_timeout: float | None = None
     ) -> Any: ...
 
@@ -151,3 +155,20 @@ class ProductClient(ClientBase["SyncTransport"]):
         """Class names from the served model config, or the contract's when the config has none."""
         config = self.model_config(self.products_model.name, timeout_s=timeout_s)
         return class_names(config, self.products_model.class_names)
+
+    def model_metadata(
+        self, model: str, *, url: str | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """The model's metadata (``versions``, inputs, outputs) from ``url`` (default: the next endpoint)."""
+        target = url or self.pool.pick()
+        try:
+            meta = self.pool.transport(target).get_model_metadata(
+                model, as_json=True, client_timeout=self._timeout(timeout_s)
+            )
+        except InferenceServerException as exc:
+            raise from_triton_error(exc) from exc
+        return dict(meta)
+
+    def scene_names(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
+        """Scene names ``product_scene`` reports in its config (``scenes``); () when it lists none."""
+        return scene_names(self.model_config(PRODUCT_SCENE.name, timeout_s=timeout_s))

@@ -182,14 +182,36 @@ class Contract:
         """
         cfg = config.get("config", config)
         params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+        inputs = tuple(TensorSpec.from_config(t, params) for t in cfg.get("input", []))
+        outputs = tuple(TensorSpec.from_config(t, params) for t in cfg.get("output", []))
+        max_batch = int(cfg.get("max_batch_size", 0))
+        if "contract.max_batch_size" in params:
+            # A batched contract served by an ensemble whose tensors carry the rows as their first
+            # dim (export/repository.py): the contract is batched, its tensors without that dim.
+            max_batch = int(params["contract.max_batch_size"])
+            inputs, outputs = tuple(map(_without_rows, inputs)), tuple(map(_without_rows, outputs))
         return cls(
             name=cfg["name"],
-            inputs=tuple(TensorSpec.from_config(t, params) for t in cfg.get("input", [])),
-            outputs=tuple(TensorSpec.from_config(t, params) for t in cfg.get("output", [])),
-            max_batch_size=int(cfg.get("max_batch_size", 0)),
+            inputs=inputs,
+            outputs=outputs,
+            max_batch_size=max_batch,
             description=params.get("description", ""),
             class_names=_class_names(params.get("class_names", "")),
         )
+
+
+def _without_rows(t: TensorSpec) -> TensorSpec:
+    """``t`` without its first dim (the rows of a batch)."""
+    return TensorSpec(
+        t.name,
+        t.dtype,
+        t.dims[1:],
+        optional=t.optional,
+        value_range=t.value_range,
+        min_dims=t.min_dims[1:] if t.min_dims else None,
+        max_dims=t.max_dims[1:] if t.max_dims else None,
+        max_bytes=t.max_bytes,
+    )
 
 
 def _class_names(raw: str) -> tuple[str, ...]:

@@ -7,8 +7,11 @@ caller asked for (PIL in -> PIL out, numpy in -> numpy out).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +24,10 @@ from .contracts import (
     INVENTORY_IMAGE,
     INVENTORY_SHEET,
     PERSONALIZE,
+    PRODUCT_CUTOUT,
     PRODUCT_DETAIL,
     PRODUCT_GAN,
+    PRODUCT_SCENE,
     TRYON,
     UPSCALE,
     Contract,
@@ -316,3 +321,181 @@ def class_names(config: dict[str, Any], fallback: Sequence[str]) -> tuple[str, .
     """The class names a served model reports in its config (``class_names``), else ``fallback``."""
     names = Contract.from_config(config).class_names
     return names or tuple(fallback)
+
+
+def scene_names(config: dict[str, Any]) -> tuple[str, ...]:
+    """The scene library a served ``product_scene`` lists in its config parameter ``scenes`` (a JSON
+    list of names); () when it lists none, and then the server alone validates a scene name."""
+    cfg = config.get("config", config)
+    raw = cfg.get("parameters", {}).get("scenes", {}).get("string_value", "")
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        return ()
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return ()
+
+
+def latest_version(metadata: dict[str, Any]) -> str | None:
+    """The newest version a model's metadata lists (Triton serves the latest by default)."""
+    versions = [str(v) for v in metadata.get("versions", [])]
+    if not versions:
+        return None
+    return max(versions, key=lambda v: (v.isdigit(), int(v) if v.isdigit() else 0, v))
+
+
+# --- the product studio: cut-outs, white main images and scenes --------------------------------------
+
+PhotoLike = Any  # a path (str or os.PathLike), encoded bytes, a PIL image or an [H, W, 3] uint8 array
+
+
+def choices(model: Contract, parameter: str) -> tuple[str, ...]:
+    """A list of allowed values a contract carries in its ``parameters`` (``formats``, ``encodings``)."""
+    raw = dict(model.parameters).get(parameter)
+    return tuple(json.loads(raw)) if raw else ()
+
+
+def check_choice(model: Contract, parameter: str, value: object, what: str) -> str:
+    """``value`` (normalised: trimmed, lower case, ``jpg`` = ``jpeg``) if the contract allows it."""
+    allowed = choices(model, parameter)
+    text = value.strip().lower() if isinstance(value, str) else value
+    text = "jpeg" if text == "jpg" else text
+    if not isinstance(text, str) or (allowed and text not in allowed):
+        raise InvalidInputError(f"{model.name}: {what} {value!r} is not one of {', '.join(allowed)}")
+    return text
+
+
+def _cutout_frame(image: ImageLike) -> npt.NDArray[np.uint8]:
+    """One photo as [H, W, 3] uint8 at its own size: any size from 16 px a side up."""
+    tensor = PRODUCT_CUTOUT.input("image")
+    return image_array(PRODUCT_CUTOUT, replace(tensor, max_dims=None), image)
+
+
+def _fit_side(frame: npt.NDArray[np.uint8], max_side: int) -> npt.NDArray[np.uint8]:
+    """Shrink (Lanczos, keeping the aspect ratio) so that the longer side is at most ``max_side``."""
+    h, w = frame.shape[:2]
+    if max(h, w) <= max_side:
+        return frame
+    scale = max_side / max(h, w)
+    small = _images.resize(frame, max(1, round(h * scale)), max(1, round(w * scale)))
+    return image_array(PRODUCT_CUTOUT, PRODUCT_CUTOUT.input("image"), small)
+
+
+def cutout(image: ImageLike | Sequence[ImageLike], *, rgba: bool = False) -> Call[Any]:
+    """The product's alpha matte (``product_cutout``), at the photo's own size.
+
+    ``image``: a PIL image or [H, W, 3] uint8 array (returns a PIL "L" image or an [H, W] uint8
+    array); an [N, H, W, 3] array of same-size photos (returns [N, H, W]); or a list of same-size
+    photos (returns a list, each like its photo). With ``rgba`` the photo itself comes back with the
+    matte as its alpha: PIL "RGBA", or [H, W, 4] / [N, H, W, 4] arrays.
+
+    A photo larger than 2048 px a side is shrunk here (Lanczos, aspect kept) for the model, and its
+    matte enlarged back (bilinear) to the photo's size; this needs Pillow. Below 16 px a side it is
+    refused (InvalidInputError).
+    """
+    many = isinstance(image, list | tuple) or (isinstance(image, np.ndarray) and image.ndim == 4)
+    items: list[Any] = list(image) if many else [image]
+    if not items:
+        raise InvalidInputError("product_cutout: no images given")
+    frames = [_cutout_frame(im) for im in items]
+    sizes = sorted({f.shape[:2] for f in frames})
+    if len(sizes) > 1:
+        raise InvalidInputError(f"product_cutout: one request takes photos of one size, got {sizes}")
+    (h, w), max_side = sizes[0], (PRODUCT_CUTOUT.input("image").max_dims or (2048, 2048))[0]
+    sent = np.stack([_fit_side(f, max_side) for f in frames])
+
+    def finish(out: dict[str, Array]) -> Any:
+        alphas = list(out["alpha"])
+        if alphas[0].shape != (h, w):
+            alphas = [_images.resize(a, h, w, smooth=True) for a in alphas]
+        results = [np.dstack([f, a]) if rgba else a for f, a in zip(frames, alphas, strict=True)]
+        if isinstance(image, np.ndarray) and image.ndim == 4:
+            return np.stack(results)
+        shaped = [
+            _images.to_pil(r[None])[0] if is_pil(like) else r for r, like in zip(results, items, strict=True)
+        ]
+        return shaped if many else shaped[0]
+
+    return Call(PRODUCT_CUTOUT, {"image": sent}, finish)
+
+
+def product_bytes(model: Contract, product: PhotoLike) -> bytes:
+    """An uploaded product photo as the encoded bytes the server takes (as given, at most 16 MiB).
+
+    A path is read as it is; bytes are sent as they are; a PIL image or an array is encoded as PNG
+    (lossless; needs Pillow).
+    """
+    if isinstance(product, str | os.PathLike):
+        try:
+            data = Path(product).read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(
+                f"{model.name}: cannot read the product photo {product}: {exc.strerror}"
+            ) from None
+    elif isinstance(product, bytes | bytearray | memoryview):
+        data = bytes(product)
+    elif is_pil(product):
+        data = _images.encode_lossless(product)
+    elif isinstance(product, np.ndarray):
+        data = _images.encode_lossless(image_array(model, model.input("product"), product))
+    else:
+        raise InvalidInputError(
+            f"{model.name}: product must be a path, encoded bytes, a PIL image or an array, "
+            f"got {type(product).__name__}"
+        )
+    limit = model.input("product").max_bytes
+    if not data:
+        raise InvalidInputError(f"{model.name}: the product photo is empty (0 bytes)")
+    if limit and len(data) > limit:
+        raise InvalidInputError(
+            f"{model.name}: the product photo is {len(data):,} bytes; "
+            f"the limit is {limit:,} ({limit >> 20} MiB)"
+        )
+    return data
+
+
+def product_scene(
+    product: PhotoLike | None = None,
+    *,
+    class_id: int | str | None = None,
+    seed: int = 0,
+    scene: str = "white",
+    format: str = "2000x2000",
+    variants: int = 1,
+    encoding: str = "png",
+) -> Call[list[bytes]]:
+    """``variants`` publishable images of one product (``product_scene``): encoded, labelled.
+
+    The product is ``product`` (a photo: path, bytes, PIL image or array; see :func:`product_bytes`)
+    or a generated one (``class_id`` and ``seed``). ``scene``: ``"white"`` (the marketplace main
+    image), ``"auto"`` (chosen by article type) or a library name (the server checks it).
+    ``format``: an ad format, ``2000x2000`` or ``2048x2048``; ``encoding``: png, jpeg or webp.
+    """
+    model = PRODUCT_SCENE
+    if not isinstance(scene, str) or not scene.strip():
+        raise InvalidInputError(f"{model.name}: scene must be 'white', 'auto' or a scene name, got {scene!r}")
+    fmt = check_choice(model, "formats", format, "format")
+    enc = check_choice(model, "encodings", encoding, "encoding")
+    if isinstance(variants, bool) or not isinstance(variants, int | np.integer):
+        raise InvalidInputError(f"{model.name}: variants must be an int, got {variants!r}")
+    photo = None if product is None else product_bytes(model, product)
+    inputs = _product(model, class_id, seed, photo)
+    inputs["variants"] = np.array([variants], dtype=np.int32)
+    inputs |= {k: _bytes([v]) for k, v in (("scene", scene.strip()), ("format", fmt), ("encoding", enc))}
+    return Call(model, inputs, lambda out: [bytes(b) for b in out["images"]])
+
+
+def white_main_image(
+    product: PhotoLike | None = None,
+    *,
+    class_id: int | str | None = None,
+    seed: int = 0,
+    format: str = "2000x2000",
+    encoding: str = "png",
+) -> Call[bytes]:
+    """The marketplace main image: the product on pure white, filling 85% of the frame (one image)."""
+    call = product_scene(
+        product, class_id=class_id, seed=seed, scene="white", format=format, variants=1, encoding=encoding
+    )
+    return Call(call.model, call.inputs, lambda out: bytes(out["images"][0]))

@@ -235,7 +235,7 @@ def check_deadline(due: int) -> None:
 
 
 def _parse(
-    step: Step, request: Request | Exception, default_deadline_us: int
+    step: Step, request: Request | Exception, default_deadline_us: int, admitted: list[int]
 ) -> tuple[dict[str, np.ndarray], int]:
     if isinstance(request, Exception):
         raise request
@@ -249,6 +249,7 @@ def _parse(
         due = deadline_ns(request, default_deadline_us)
         if step.admission is not None and step.config.admits:
             step.admission.admit(due)  # Overloaded: refused here, before any expensive step
+            admitted.append(due)
         # Kept beside the inputs: the step's own compute may read it (``deadline_of``), and the
         # ensemble passes it on when the step stamps it.
         shape = (batch, 1) if step.config.batched else (1,)
@@ -313,9 +314,11 @@ def run_batch(
     good: list[int] = []
     parsed: list[dict[str, np.ndarray]] = []
     sizes: list[int] = []
+    # The tickets this step took as a door; an ensemble's exit gives back those its requests carry.
+    admitted: list[int] = []
     for i, request in enumerate(requests):
         try:
-            arrays, batch = _parse(step, request, default_deadline_us)
+            arrays, batch = _parse(step, request, default_deadline_us, admitted)
         except (RequestError, DeadlineExceeded, Overloaded) as e:
             results[i] = e
             continue
@@ -330,8 +333,10 @@ def run_batch(
         _compute_good(step, good, parsed, sizes, results)
     if step.admission is not None and step.config.releases:
         # The exit answers every request that reached it, good or not: its ticket is free again.
-        for request in requests:
-            step.admission.release(due_ns(request))
+        # (A model of one step is its own door and exit: the tickets it took just now.)
+        dues = admitted if step.config.admits else [due_ns(r) for r in requests]
+        for due in dues:
+            step.admission.release(due)
     return results
 
 

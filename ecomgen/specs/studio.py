@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from ecomgen.creative.studio import SCENE_NAMES
 from ecomgen.models import cutout as model
 from ecomgen.spec import Batching, NetworkStep, PythonStep, QueuePolicy, ServedModel
 from ecomgen.specs.common import HANDLERS, network
@@ -89,6 +90,8 @@ PRODUCT_SCENE = ServedModel(
     deadline_us=20_000_000,
     # Composition and encoding at 2000 px take tens of milliseconds a variant: a short bound.
     max_inflight_requests=16,
+    # The scene library's names, for clients (`ecomgen-client scene --scene NAME`).
+    extra_parameters=(("scenes", json.dumps(["white", "auto", *SCENE_NAMES])),),
     training="training.cutout + training.product_gan + training.sr",
     checkpoints=PRODUCT_CHECKPOINTS,
 )

@@ -7,7 +7,8 @@ The layers, bottom to top (a layer may import those below it, never those above)
     creative   ecomgen.creative: ads, text, inventory, provenance, the studio (numpy, Pillow, OpenCV)
     serving    ecomgen.serving: the runtime inside Triton (steps, handlers, runners, backend)
     models     ecomgen.models: nn.Modules and checkpoint I/O (torch; no serving, no specs)
-    specs      ecomgen.specs, ecomgen.registry: one spec per served model (reads model constants)
+    specs      ecomgen.specs, ecomgen.registry: one spec per served model (reads model constants and
+               the scene library's names)
     training   training: loops, data, evaluation
     export     export: ONNX, TensorRT, parity, the repository builder, the build command
     launcher   ecomgen.launcher: process control, security material, configuration, supervision
@@ -131,7 +132,7 @@ ALLOWED = {
     "creative": {"client", "core", "creative"},
     "serving": {"client", "core", "creative", "serving"},
     "models": {"client", "core", "models"},
-    "specs": {"client", "core", "models", "specs"},
+    "specs": {"client", "core", "creative", "models", "specs"},
     "training": {"client", "core", "creative", "serving", "models", "specs", "training"},
     "export": {"client", "core", "creative", "serving", "models", "specs", "training", "export"},
     "launcher": {"client", "core", "serving", "launcher"},

@@ -62,16 +62,24 @@ def test_configs_round_trip_and_hold_no_code(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_public_contract_is_the_same_on_every_target(target):
+    """What a client reads back from the served config (Contract.from_config) is the contract: a
+    batched ensemble carries its rows as an explicit first dim and says so in its parameters."""
+    from google.protobuf import json_format
+
+    from ecomgen_client.contracts import Contract
+
     cfgs = configs(target)
     for m in REGISTRY:
         c, cfg = m.contract, cfgs[m.name]
-        assert cfg.max_batch_size == c.max_batch_size
-        assert [(i.name, mc.DataType.Name(i.data_type), tuple(i.dims)) for i in cfg.input] == [
-            (t.name, t.config_dtype, t.dims) for t in c.inputs
-        ]
-        assert [(o.name, mc.DataType.Name(o.data_type), tuple(o.dims)) for o in cfg.output] == [
-            (t.name, t.config_dtype, t.dims) for t in c.outputs
-        ]
+        read = Contract.from_config(json_format.MessageToDict(cfg, preserving_proto_field_name=True))
+        assert read.max_batch_size == c.max_batch_size, m.name
+        # (Outputs have no "optional" in Triton's schema: a client asks for the ones it wants.)
+        assert [t.optional for t in read.inputs] == [t.optional for t in c.inputs], m.name
+        for got, want in ((read.inputs, c.inputs), (read.outputs, c.outputs)):
+            assert [(t.name, t.dtype, t.dims) for t in got] == [(t.name, t.dtype, t.dims) for t in want], (
+                m.name
+            )
+            assert [(t.value_range, t.max_bytes) for t in got] == [(t.value_range, t.max_bytes) for t in want]
         if c.class_names:
             assert cfg.parameters["num_classes"].string_value == str(len(c.class_names))
 
