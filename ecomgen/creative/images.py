@@ -78,7 +78,8 @@ def _to_srgb(im: Image.Image, keep_alpha: bool) -> np.ndarray:
     """Decoded pixels, upright, in sRGB, 8 bits a channel (RGB, or RGBA when asked and present)."""
     im.load()
     profile = im.info.get("icc_profile")
-    im = ImageOps.exif_transpose(im) or im
+    upright = ImageOps.exif_transpose(im)
+    im = upright if upright is not None else im
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey PNG: keep the top 8 bits
         im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).astype(np.uint8), "L")
     has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
@@ -86,7 +87,10 @@ def _to_srgb(im: Image.Image, keep_alpha: bool) -> np.ndarray:
     if profile and im.mode in ("RGB", "RGBA", "CMYK", "L"):
         try:
             src = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-            im = ImageCms.profileToProfile(im, src, _SRGB, outputMode=target if im.mode != "CMYK" else "RGB")
+            converted = ImageCms.profileToProfile(
+                im, src, _SRGB, outputMode=target if im.mode != "CMYK" else "RGB"
+            )
+            im = converted if converted is not None else im
         except (ImageCms.PyCMSError, OSError, ValueError):
             pass  # a broken profile: the pixels as they are
     alpha = im.getchannel("A") if target == "RGBA" and "A" in im.getbands() else None

@@ -11,7 +11,8 @@ only the LL band of the Haar DWT and 4x4 DCTs, both computed directly with numpy
 2. encodes JPEG, PNG or WebP with XMP whose ``Iptc4xmpExt:DigitalSourceType`` says the image is
    AI-generated (JPEG: APP1 ``http://ns.adobe.com/xap/1.0/``; PNG: iTXt ``XML:com.adobe.xmp``;
    WebP: the ``XMP `` chunk),
-3. signs a C2PA manifest (action ``c2pa.created`` with the same digital source type) when a signer is
+3. signs a C2PA manifest (action ``c2pa.created`` with the same digital source type, then ``c2pa.edited``
+   for a composite of a real photo) when a signer is
    configured (:func:`signer_from_env`: ``ECOMGEN_C2PA_CERT``, ``ECOMGEN_C2PA_KEY``, optional
    ``ECOMGEN_C2PA_ALG`` and ``ECOMGEN_C2PA_TSA_URL``; no timestamp authority by default).
 
@@ -282,8 +283,9 @@ def _xml_attr(v: str) -> str:
     return v.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def xmp_packet(source_type: str, creator_tool: str | None = None) -> bytes:
-    """An XMP packet with ``Iptc4xmpExt:DigitalSourceType`` (and the tool, and a plain-words note)."""
+def xmp_packet(source_type: str, creator_tool: str | None = None, credit: str | None = None) -> bytes:
+    """An XMP packet with ``Iptc4xmpExt:DigitalSourceType`` (and the tool, and a plain-words note);
+    ``credit``: an attribution the image must carry (a licensed background photo), as ``dc:rights``."""
     tool = creator_tool or f"ecomgen {ecomgen_version()}"
     what = (
         "composite with AI-generated content"
@@ -302,7 +304,13 @@ def xmp_packet(source_type: str, creator_tool: str | None = None) -> bytes:
         f'    xmp:CreatorTool="{_xml_attr(tool)}">\n'
         f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{_xml_attr(what)} ({_xml_attr(tool)})'
         "</rdf:li></rdf:Alt></dc:description>\n"
-        "  </rdf:Description>\n"
+        + (
+            f'   <dc:rights><rdf:Alt><rdf:li xml:lang="x-default">{_xml_attr(credit)}'
+            "</rdf:li></rdf:Alt></dc:rights>\n"
+            if credit
+            else ""
+        )
+        + "  </rdf:Description>\n"
         " </rdf:RDF>\n"
         "</x:xmpmeta>\n"
         '<?xpacket end="w"?>'
@@ -488,7 +496,7 @@ class C2paSigner:
             "assertions": [
                 {
                     "label": "c2pa.actions",
-                    "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": source_type}]},
+                    "data": {"actions": _actions(source_type)},
                 }
             ],
         }
@@ -520,15 +528,23 @@ def encode_labelled(
     watermark: bool = True,
     quality: int = 90,
     title: str | None = None,
+    credit: str | None = None,
+    keep_white: bool = False,
 ) -> bytes:
     """Encode ``image`` (HxWx3 uint8) labelled as AI-generated: watermark, XMP, and a C2PA manifest if
-    ``signer`` is given."""
+    ``signer`` is given. ``credit``: an attribution the image must carry (XMP ``dc:rights``).
+    ``keep_white``: pure white pixels stay pure white (a marketplace main image's background must be
+    RGB 255); the mark is then carried by the product alone."""
     if encoding not in MIME:
         raise ValueError(f"unknown encoding {encoding!r}")
     if source_type not in AI_SOURCE_TYPES:
         raise ValueError(f"source_type must be one of {AI_SOURCE_TYPES}")
     pixels = embed_watermark(image) if watermark else image
-    data = _encode(pixels, encoding, xmp_packet(source_type), quality)
+    if watermark and keep_white:
+        white = (image == 255).all(axis=2)
+        pixels = pixels.copy()
+        pixels[white] = 255
+    data = _encode(pixels, encoding, xmp_packet(source_type, credit=credit), quality)
     if signer is not None:
         data = signer.sign(data, encoding, source_type, title)
     return data
@@ -566,6 +582,16 @@ class VerifyReport:
             and self.watermark is not None
             and self.watermark.found
         )
+
+
+def _actions(source_type: str) -> list[dict[str, str]]:
+    """The C2PA actions that match the source type: created (a manifest's first action must be
+    created or opened), and for a composite of a real photo also edited: the photo's product was
+    cut out and placed with AI-generated content."""
+    actions = [{"action": "c2pa.created", "digitalSourceType": source_type}]
+    if source_type == COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA:
+        actions.append({"action": "c2pa.edited", "description": "the product photo composited by ecomgen"})
+    return actions
 
 
 def _c2pa_source_type(manifest: dict[str, Any]) -> str | None:

@@ -25,6 +25,22 @@ def signer() -> C2paSigner | None:
     return built
 
 
-def labelled(image: np.ndarray, encoding: str, source_type: str, title: str | None = None) -> bytes:
-    """``image`` encoded as ``encoding`` with the watermark, the XMP source type and, if configured, C2PA."""
-    return encode_labelled(image, encoding, source_type, signer=signer(), title=title)  # type: ignore[arg-type]
+def labelled(
+    image: np.ndarray,
+    encoding: str,
+    source_type: str,
+    title: str | None = None,
+    credit: str | None = None,
+    keep_white: bool = False,
+) -> bytes:
+    """``image`` encoded as ``encoding`` with the watermark (sparing pure white with ``keep_white``), the
+    XMP source type (and a credit line the image must carry, if any) and, if configured, C2PA."""
+    return encode_labelled(
+        image,
+        encoding,  # type: ignore[arg-type]
+        source_type,
+        signer=signer(),
+        title=title,
+        credit=credit,
+        keep_white=keep_white,
+    )

@@ -58,7 +58,7 @@ def choice(arrays: dict[str, np.ndarray]) -> str:
 
 def decode_uploads(arrays: dict[str, np.ndarray], keep_alpha: bool = False) -> list[np.ndarray]:
     """The request's ``product`` photos (JPEG/PNG/WebP), decoded once, checked."""
-    values = arrays["product"].reshape(-1) if "product" in arrays else []
+    values: list[object] = list(arrays["product"].reshape(-1)) if "product" in arrays else []
     return [decode("product", as_bytes(v), PHOTO_MIN_SIDE, PHOTO_MAX_SIDE, keep_alpha) for v in values]
 
 

@@ -98,8 +98,12 @@ class Scene(ProductStep):
         product = self.products.with_matte(product)  # a generated product is cut out too
         product = self.products.enlarge(product, self.enlargement(product, req))
         assert product.alpha is not None
-        images = [self.compose(product, req, v) for v in range(req.variants)]
-        labels = [labelled(img, req.encoding, source_type(product.uploaded)) for img in images]
+        made = [self.compose(product, req, v) for v in range(req.variants)]
+        source = source_type(product.uploaded)
+        white = req.scene == "white"  # the marketplace rule: a pure RGB 255 background
+        labels = [
+            labelled(img, req.encoding, source, credit=credit, keep_white=white) for img, credit in made
+        ]
         return {"images": np.array(labels, dtype=np.object_)}
 
     def enlargement(self, product: Product, req: SceneRequest) -> float:
@@ -112,15 +116,17 @@ class Scene(ProductStep):
         fill = studio.SCALE_RULE.get(product.article, studio.SCALE_RULE["unknown"])
         return fill * min(req.width, req.height) / max(bw, bh)
 
-    def compose(self, product: Product, req: SceneRequest, variant: int) -> np.ndarray:
+    def compose(self, product: Product, req: SceneRequest, variant: int) -> tuple[np.ndarray, str | None]:
+        """One image, and the credit line its scene's licence asks for (a photo's attribution)."""
         assert product.alpha is not None
         if req.scene == "white":
-            return studio.white_main_image(product.rgb, product.alpha, req.width, req.height)
+            return studio.white_main_image(product.rgb, product.alpha, req.width, req.height), None
         if req.scene == "auto":
             choices = studio.scenes_for(product.article)
             scene, placement = choices[variant % len(choices)], variant // len(choices)
         else:
             scene, placement = studio.get_scene(req.scene), variant
-        return studio.scene_image(
+        image = studio.scene_image(
             product.rgb, product.alpha, scene, req.width, req.height, product.article, placement
         )
+        return image, (scene.attribution or None) if scene.kind == "photo" else None
