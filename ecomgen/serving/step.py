@@ -32,6 +32,7 @@ from ecomgen_client.contracts import TensorSpec
 log = logging.getLogger("ecomgen.serving")
 
 DEADLINE = "deadline_ns"
+ROW_EWMA = 0.2  # weight of the newest execution in a step's time per row
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class Step:
         self.admission = Admission(door, config.admission_size) if door and config.admission_size else None
         # The deadline of the request an unbatched step is computing (0: none).
         self.deadline_ns = 0
+        # Seconds of compute per row (EWMA over executions): what a batch will take (``_trim``).
+        self.row_s = 0.0
         # The networks the step runs itself (``PythonStep.calls``): in this process on the cpu target,
         # through Triton's BLS API on the gpu target (the backend passes that one in).
         calls = json.loads(config.params.get("calls", "{}"))
@@ -329,8 +332,12 @@ def run_batch(
         good.append(i)
         parsed.append(arrays)
         sizes.append(batch)
+    good, parsed, sizes = _trim(step, requests, good, parsed, sizes, results)
     if good:
+        start = time.perf_counter()
         _compute_good(step, good, parsed, sizes, results)
+        per_row = (time.perf_counter() - start) / max(1, sum(sizes))
+        step.row_s = per_row if step.row_s == 0.0 else ROW_EWMA * per_row + (1 - ROW_EWMA) * step.row_s
     if step.admission is not None and step.config.releases:
         # The exit answers every request that reached it, good or not: its ticket is free again.
         # (A model of one step is its own door and exit: the tickets it took just now.)
@@ -338,6 +345,33 @@ def run_batch(
         for due in dues:
             step.admission.release(due)
     return results
+
+
+def _trim(
+    step: Step,
+    requests: Sequence[Request | Exception],
+    good: list[int],
+    parsed: list[dict[str, np.ndarray]],
+    sizes: list[int],
+    results: list[Result],
+) -> tuple[list[int], list[dict[str, np.ndarray]], list[int]]:
+    """Drop, before computing, the requests this batch would answer after their deadline (this
+    step's time per row so far, times the batch's rows): no work for rows that cannot make it."""
+    if step.row_s == 0.0 or not good:
+        return good, parsed, sizes
+    finish = time.monotonic_ns() + int(step.row_s * sum(sizes) * 1e9)
+    keep = []
+    for k, i in enumerate(good):
+        due = due_ns(requests[i]) or (int(parsed[k][DEADLINE].reshape(-1)[0]) if DEADLINE in parsed[k] else 0)
+        if 0 < due < finish:
+            results[i] = DeadlineExceeded(
+                "deadline exceeded: this step would answer after it; dropped before computing"
+            )
+        else:
+            keep.append(k)
+    if len(keep) == len(good):
+        return good, parsed, sizes
+    return [good[k] for k in keep], [parsed[k] for k in keep], [sizes[k] for k in keep]
 
 
 def _compute_good(

@@ -298,3 +298,29 @@ def test_backend_refuses_handlers_outside_the_serving_package():
         load_handler("os:system")
     with pytest.raises(TypeError, match="not a Step"):
         load_handler("ecomgen.serving.handlers.convert:np")
+
+
+def test_rows_that_would_answer_after_their_deadline_are_dropped_before_computing():
+    """A batch runs only for the requests it can still answer in time (the step's time per row
+    so far times the batch's rows): the others get DeadlineExceeded and cost no compute."""
+    import time
+
+    from ecomgen.errors import DeadlineExceeded
+    from ecomgen.serving.step import DEADLINE
+
+    step = doubler()
+    seen: list[int] = []
+    inner = step.compute
+    step.compute = lambda batch: (seen.append(len(batch["x"])), inner(batch))[1]  # type: ignore[method-assign]
+    step.row_s = 0.5  # half a second a row: a 3-row batch takes about 1.5 s
+    now = time.monotonic_ns()
+
+    def with_deadline(due_in_s: float, *rows: float) -> Request:
+        r = req(*rows)
+        r.arrays[DEADLINE] = np.full((len(rows), 1), now + int(due_in_s * 1e9), np.int64)
+        return r
+
+    results = run_batch(step, [with_deadline(60, 1), with_deadline(0.5, 2, 3), with_deadline(60, 4)])
+    assert isinstance(results[1], DeadlineExceeded) and "dropped before computing" in str(results[1])
+    assert [r["y"][0, 0] for r in (results[0], results[2])] == [2, 8]
+    assert seen == [2]  # only the two rows that can make it were computed
