@@ -108,8 +108,9 @@ def compare(paths: list[Path]) -> str:
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
+        product = "uploaded photo" if r["upload"] else "generated"
         lines.append(
-            f"| {r['label']} | {r.get('commit', '')} | {r['model']} | {'uploaded photo' if r['upload'] else 'generated'} "
+            f"| {r['label']} | {r.get('commit', '')} | {r['model']} | {product} "
             f"| {r['concurrency']} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p99_ms']:.0f} "
             f"| {r['requests_per_s']:.2f} | {r['error_count']} |"
         )
