@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ecomgen.hostinfo import cpu_model
 from ecomgen.models.cutout import (
     DEFAULT_CONFIG,
     INPUT_HW,
@@ -66,21 +65,14 @@ from training.cutout_data import (
     photo_split,
     training_sample,
 )
-from training.paths import CHECKPOINT_DIR, REPO_ROOT
+from training.paths import CHECKPOINT_DIR, REPO_ROOT, SHARED_DATA
 
 TRAIN_SPLIT = "train"  # the only split this module reads
 
 
 def machine() -> str:
-    """``lscpu``'s model name and the CPU count (the CPU results are named by it)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU model and count (the CPU results are named by it)."""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 # --- data ------------------------------------------------------------------------
@@ -271,7 +263,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dataset", choices=["viton", "fake"], default="viton")
     p.add_argument(
-        "--products-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "fashion-products"
+        "--products-dir", type=Path, default=SHARED_DATA / "fashion-products"
     )
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="decoded-data cache (--dry-run: none)")

@@ -32,8 +32,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 NETWORK = "product_cutout_net"
 INPUT_HW = (256, 256)
 INPUT, OUTPUT = "image", "alpha"
@@ -137,7 +135,7 @@ def load_checkpoint(directory: Path, stem: str = CHECKPOINT_NAME) -> CutoutNet:
     return model.eval()
 
 
-def load_networks(checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, nn.Module]:
+def load_networks(checkpoint_dir: Path) -> dict[str, nn.Module]:
     """The trained cut-out network keyed by its step name, fp32, eval mode, ready for export."""
     return {NETWORK: load_checkpoint(Path(checkpoint_dir))}
 
