@@ -1,4 +1,5 @@
-"""The README's pictures of real served outputs: ad creatives, inventory states, a warehouse sheet.
+"""The README's pictures of real served outputs: the studio (a cut-out, a white main image and scenes
+from a fixture photo, and an ad for the same upload), ad creatives, inventory states, a sheet.
 
 Calls a running server (``make serve``) through the thin client and composes what it returns
 into PNG contact sheets under ``docs/``; every tile is a file the server encoded and labelled.
@@ -48,6 +49,35 @@ def stack(rows: list[Image.Image]) -> Image.Image:
 
 def decode(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
+
+
+PHOTO = DOCS.parent / "tests" / "fixtures" / "viton" / "test" / "cloth" / "000010_1.jpg"
+
+
+def on_checkerboard(im: Image.Image, cell: int = 12) -> Image.Image:
+    """An RGBA cut-out over a grey checkerboard, the way editors show transparency."""
+    board = Image.new("RGB", im.size, (255, 255, 255))
+    draw = ImageDraw.Draw(board)
+    for y in range(0, im.height, cell):
+        for x in range((y // cell) % 2 * cell, im.width, 2 * cell):
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(214, 214, 214))
+    board.paste(im.convert("RGB"), (0, 0), im.getchannel("A"))
+    return board
+
+
+def studio(client: ProductClient) -> Image.Image:
+    """The README's "From your own photo": the photo, its cut-out, the white main image, 3 scenes, an ad."""
+    photo = Image.open(PHOTO).convert("RGB")
+    cut = on_checkerboard(client.cutout_rgba(photo))
+    (main,) = client.product_scene(PHOTO, scene="white", format="2000x2000")
+    scenes = client.product_scene(PHOTO, scene="auto", format="1080x1350", variants=3)
+    (ad,) = client.ad_creatives(
+        "Bell-sleeve jersey top", "39.90", "EUR", product=PHOTO.read_bytes(), variants=1,
+        cta="Shop now", format="1080x1350",
+    )  # fmt: skip
+    tiles = [photo, cut, decode(main), *(decode(s) for s in scenes), decode(ad)]
+    captions = ["the photo", "product_cutout", "white (2000x2000)", "auto scene 1", "2", "3", "ad_creative"]
+    return row(tiles, 360, captions)
 
 
 def ads(client: ProductClient) -> Image.Image:
@@ -100,14 +130,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=DOCS)
     opt = p.parse_args()
     with ProductClient(opt.url, timeout_s=120) as client:
+        studio_row = studio(client)
         ad_grid = ads(client)
         states, sheet = inventory(client)
     opt.out.mkdir(parents=True, exist_ok=True)
+    studio_row.save(opt.out / "gallery-studio.png", optimize=True)
     ad_grid.save(opt.out / "gallery-ads.png", optimize=True)
     states.save(opt.out / "gallery-inventory.png", optimize=True)
     sheet.thumbnail((1200, 1200))
     sheet.save(opt.out / "gallery-sheet.png", optimize=True)
-    print("wrote", *(opt.out / n for n in ("gallery-ads.png", "gallery-inventory.png", "gallery-sheet.png")))
+    names = ("gallery-studio.png", "gallery-ads.png", "gallery-inventory.png", "gallery-sheet.png")
+    print("wrote", *(opt.out / n for n in names))
 
 
 if __name__ == "__main__":
