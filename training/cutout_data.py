@@ -37,7 +37,7 @@ The target is the warped mask (soft at the edges from the bilinear warp).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,97 +331,145 @@ def _rotate(img: np.ndarray, angle: float) -> np.ndarray:
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def _gradient(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    a, b = random_colour(rng), random_colour(rng)
+    if rng.random() < 0.5:
+        th = rng.uniform(0, 2 * np.pi)
+        t = xx * np.cos(th) + yy * np.sin(th)
+    else:
+        cx, cy = rng.uniform(0, 1, 2)
+        t = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    out = _mix(a, b, t)
+    return out
+
+
+def _noise(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    t = fractal_noise(rng, hw, int(rng.integers(3, 6)), int(rng.integers(2, 8)))
+    out = _mix(random_colour(rng), random_colour(rng), t)
+    return out
+
+
+def _wood(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    grain = fractal_noise(rng, hw, 4, int(rng.integers(2, 5)), stretch=rng.uniform(4, 10))
+    freq = rng.uniform(10, 40)
+    t = 0.5 + 0.5 * np.sin(2 * np.pi * (yy * freq + grain * rng.uniform(2, 6)))
+    t = t ** rng.uniform(0.5, 3)
+    dark = random_colour(rng, "wood")
+    out = _mix(np.clip(dark * rng.uniform(1.2, 1.8), 0, 1), dark, t)
+    out *= (0.9 + 0.2 * fractal_noise(rng, hw, 3, 16, stretch=8))[..., None]
+    if rng.random() < 0.5:  # planks
+        plank = rng.uniform(0.15, 0.4)
+        out[(yy % plank) < 0.006] *= 0.5
+    out = _rotate(out, float(rng.choice([0, 90]) + rng.uniform(-10, 10)))
+    return out
+
+
+def _marble(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    turb = fractal_noise(rng, hw, 5, int(rng.integers(2, 5)))
+    th = rng.uniform(0, np.pi)
+    t = np.abs(np.sin(2 * np.pi * ((xx * np.cos(th) + yy * np.sin(th)) * rng.uniform(1, 4) + turb * 3)))
+    veins = (1 - t) ** rng.uniform(6, 20)
+    base = random_colour(rng, "stone")
+    base = np.clip(base + 0.2, 0, 1) if rng.random() < 0.6 else base
+    out = _mix(base, base * rng.uniform(0.2, 0.6), veins)
+    return out
+
+
+def _fabric(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    h, w = hw
+    period = rng.uniform(3, 9)
+    c = random_colour(rng)
+    wx = 0.5 + 0.5 * np.sin(2 * np.pi * xx * max(h, w) / period)
+    wy = 0.5 + 0.5 * np.sin(2 * np.pi * yy * max(h, w) / period)
+    t = np.where((np.floor(xx * max(h, w) / period) + np.floor(yy * max(h, w) / period)) % 2 == 0, wx, wy)
+    out = c[None, None, :] * (0.75 + 0.25 * t[..., None])
+    out *= (0.85 + 0.3 * fractal_noise(rng, hw, 3, 8))[..., None]
+    out = _rotate(out, float(rng.uniform(-45, 45)))
+    return out
+
+
+def _concrete(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    g = random_colour(rng, "stone")
+    t = 0.6 * fractal_noise(rng, hw, 5, 4) + 0.4 * rng.random(hw).astype(np.float32)
+    out = g[None, None, :] * (0.75 + 0.5 * t[..., None])
+    spots = rng.random(hw) < 0.01
+    out[spots] *= 0.6
+    return out
+
+
+def _stripes(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    a, b = random_colour(rng), random_colour(rng)
+    period = rng.uniform(0.03, 0.25)
+    th = rng.uniform(0, np.pi)
+    t = ((xx * np.cos(th) + yy * np.sin(th)) / period) % 1.0 < rng.uniform(0.3, 0.7)
+    out = _mix(a, b, t.astype(np.float32))
+    out = cv2.GaussianBlur(out, (0, 0), 0.7)
+    return out
+
+
+def _sweep(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    h, w = hw
+    wall, floor = random_colour(rng), random_colour(rng)
+    if rng.random() < 0.5:
+        floor = procedural(str(rng.choice(["wood", "concrete", "marble", "fabric"])), rng, hw)
+    else:
+        floor = np.broadcast_to(floor, (h, w, 3)).copy()
+    line = rng.uniform(0.35, 0.8) * h / max(h, w)
+    soft = rng.uniform(0.005, 0.08)
+    t = np.clip((yy - line) / soft + 0.5, 0, 1)
+    wall_img = wall[None, None, :] * (0.8 + 0.2 * (1 - yy / max(line, 1e-3)))[..., None].clip(0.8, 1.0)
+    out = wall_img * (1 - t[..., None]) + floor * t[..., None]
+    return out
+
+
+def _tiles(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    size = rng.uniform(0.08, 0.3)
+    grout = rng.uniform(0.004, 0.012)
+    a = random_colour(rng, "stone" if rng.random() < 0.5 else "any")
+    ix, iy = np.floor(xx / size), np.floor(yy / size)
+    jitter = rng.uniform(0.85, 1.15, (int(1 / size) + 2, int(1 / size) + 2)).astype(np.float32)
+    out = a[None, None, :] * jitter[iy.astype(int), ix.astype(int)][..., None]
+    out *= (0.9 + 0.2 * fractal_noise(rng, hw, 4, 8))[..., None]
+    edge = ((xx % size) < grout) | ((yy % size) < grout)
+    out[edge] = random_colour(rng, "stone") * 0.8
+    return out
+
+
+def _terrazzo(rng: np.random.Generator, hw: tuple[int, int], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    h, w = hw
+    base = random_colour(rng, "stone")
+    out = np.broadcast_to(base, (h, w, 3)).copy()
+    for _ in range(int(rng.integers(80, 300))):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        ax = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        cv2.ellipse(out, c, ax, float(rng.uniform(0, 180)), 0, 360, random_colour(rng).tolist(), -1)
+    return out
+
+
+Surface = Callable[[np.random.Generator, tuple[int, int], np.ndarray, np.ndarray], np.ndarray]
+_KINDS: dict[str, Surface] = {
+    "gradient": _gradient,
+    "noise": _noise,
+    "wood": _wood,
+    "marble": _marble,
+    "fabric": _fabric,
+    "concrete": _concrete,
+    "stripes": _stripes,
+    "sweep": _sweep,
+    "tiles": _tiles,
+    "terrazzo": _terrazzo,
+}
+
+
 def procedural(kind: str, rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     """float32 H x W x 3 in [0, 1]: one procedural surface of ``kind``."""
+    if kind not in _KINDS:
+        raise KeyError(f"unknown background kind {kind!r}")
     h, w = hw
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy, xx = yy / max(h, w), xx / max(h, w)
-    if kind == "gradient":
-        a, b = random_colour(rng), random_colour(rng)
-        if rng.random() < 0.5:
-            th = rng.uniform(0, 2 * np.pi)
-            t = xx * np.cos(th) + yy * np.sin(th)
-        else:
-            cx, cy = rng.uniform(0, 1, 2)
-            t = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
-        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        out = _mix(a, b, t)
-    elif kind == "noise":
-        t = fractal_noise(rng, hw, int(rng.integers(3, 6)), int(rng.integers(2, 8)))
-        out = _mix(random_colour(rng), random_colour(rng), t)
-    elif kind == "wood":
-        grain = fractal_noise(rng, hw, 4, int(rng.integers(2, 5)), stretch=rng.uniform(4, 10))
-        freq = rng.uniform(10, 40)
-        t = 0.5 + 0.5 * np.sin(2 * np.pi * (yy * freq + grain * rng.uniform(2, 6)))
-        t = t ** rng.uniform(0.5, 3)
-        dark = random_colour(rng, "wood")
-        out = _mix(np.clip(dark * rng.uniform(1.2, 1.8), 0, 1), dark, t)
-        out *= (0.9 + 0.2 * fractal_noise(rng, hw, 3, 16, stretch=8))[..., None]
-        if rng.random() < 0.5:  # planks
-            plank = rng.uniform(0.15, 0.4)
-            out[(yy % plank) < 0.006] *= 0.5
-        out = _rotate(out, float(rng.choice([0, 90]) + rng.uniform(-10, 10)))
-    elif kind == "marble":
-        turb = fractal_noise(rng, hw, 5, int(rng.integers(2, 5)))
-        th = rng.uniform(0, np.pi)
-        t = np.abs(np.sin(2 * np.pi * ((xx * np.cos(th) + yy * np.sin(th)) * rng.uniform(1, 4) + turb * 3)))
-        veins = (1 - t) ** rng.uniform(6, 20)
-        base = random_colour(rng, "stone")
-        base = np.clip(base + 0.2, 0, 1) if rng.random() < 0.6 else base
-        out = _mix(base, base * rng.uniform(0.2, 0.6), veins)
-    elif kind == "fabric":
-        period = rng.uniform(3, 9)
-        c = random_colour(rng)
-        wx = 0.5 + 0.5 * np.sin(2 * np.pi * xx * max(h, w) / period)
-        wy = 0.5 + 0.5 * np.sin(2 * np.pi * yy * max(h, w) / period)
-        t = np.where((np.floor(xx * max(h, w) / period) + np.floor(yy * max(h, w) / period)) % 2 == 0, wx, wy)
-        out = c[None, None, :] * (0.75 + 0.25 * t[..., None])
-        out *= (0.85 + 0.3 * fractal_noise(rng, hw, 3, 8))[..., None]
-        out = _rotate(out, float(rng.uniform(-45, 45)))
-    elif kind == "concrete":
-        g = random_colour(rng, "stone")
-        t = 0.6 * fractal_noise(rng, hw, 5, 4) + 0.4 * rng.random(hw).astype(np.float32)
-        out = g[None, None, :] * (0.75 + 0.5 * t[..., None])
-        spots = rng.random(hw) < 0.01
-        out[spots] *= 0.6
-    elif kind == "stripes":
-        a, b = random_colour(rng), random_colour(rng)
-        period = rng.uniform(0.03, 0.25)
-        th = rng.uniform(0, np.pi)
-        t = ((xx * np.cos(th) + yy * np.sin(th)) / period) % 1.0 < rng.uniform(0.3, 0.7)
-        out = _mix(a, b, t.astype(np.float32))
-        out = cv2.GaussianBlur(out, (0, 0), 0.7)
-    elif kind == "sweep":
-        wall, floor = random_colour(rng), random_colour(rng)
-        if rng.random() < 0.5:
-            floor = procedural(str(rng.choice(["wood", "concrete", "marble", "fabric"])), rng, hw)
-        else:
-            floor = np.broadcast_to(floor, (h, w, 3)).copy()
-        line = rng.uniform(0.35, 0.8) * h / max(h, w)
-        soft = rng.uniform(0.005, 0.08)
-        t = np.clip((yy - line) / soft + 0.5, 0, 1)
-        wall_img = wall[None, None, :] * (0.8 + 0.2 * (1 - yy / max(line, 1e-3)))[..., None].clip(0.8, 1.0)
-        out = wall_img * (1 - t[..., None]) + floor * t[..., None]
-    elif kind == "tiles":
-        size = rng.uniform(0.08, 0.3)
-        grout = rng.uniform(0.004, 0.012)
-        a = random_colour(rng, "stone" if rng.random() < 0.5 else "any")
-        ix, iy = np.floor(xx / size), np.floor(yy / size)
-        jitter = rng.uniform(0.85, 1.15, (int(1 / size) + 2, int(1 / size) + 2)).astype(np.float32)
-        out = a[None, None, :] * jitter[iy.astype(int), ix.astype(int)][..., None]
-        out *= (0.9 + 0.2 * fractal_noise(rng, hw, 4, 8))[..., None]
-        edge = ((xx % size) < grout) | ((yy % size) < grout)
-        out[edge] = random_colour(rng, "stone") * 0.8
-    elif kind == "terrazzo":
-        base = random_colour(rng, "stone")
-        out = np.broadcast_to(base, (h, w, 3)).copy()
-        for _ in range(int(rng.integers(80, 300))):
-            c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-            ax = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
-            cv2.ellipse(out, c, ax, float(rng.uniform(0, 180)), 0, 360, random_colour(rng).tolist(), -1)
-    else:
-        raise KeyError(f"unknown background kind {kind!r}")
-    return np.clip(out, 0, 1).astype(np.float32)
+    return np.clip(_KINDS[kind](rng, hw, yy, xx), 0, 1).astype(np.float32)
 
 
 def near_white(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:

@@ -208,6 +208,21 @@ def fit(
             raise ValueError(f"{name} samples must be (N, 3) uint8 arrays")
     if len(product) < 8 or len(scene) < 8:
         return identity()
+    mp, target, gamma, pivot = _goal(product, scene)
+    theta = _solve(product, mp + target, gamma, pivot)
+    lut, t, worst = _bounded(theta, gamma, pivot, _colours_to_check(colours))
+    achieved = lab(np.stack([lut[0, product[:, c], c] for c in range(3)], -1)).mean(0) - mp
+    return Harmonisation(
+        lut=lut,
+        strength=float(t),
+        target=(float(target[0]), float(target[1]), float(target[2])),
+        achieved=(float(achieved[0]), float(achieved[1]), float(achieved[2])),
+        worst=worst,
+    )
+
+
+def _goal(product: NDArray[np.uint8], scene: NDArray[np.uint8]) -> tuple[_F64, _F64, float, float]:
+    """The product band's mean Lab, the clipped shift toward the scene's, the contrast and pivot."""
     lp, ls = lab(product), lab(scene)
     mp, ms = lp.mean(0).astype(np.float64), ls.mean(0).astype(np.float64)
     target = np.array(
@@ -221,11 +236,15 @@ def fit(
     gamma = float(np.clip(1.0 + CONTRAST_STRENGTH * (ss / max(sp, 1e-3) - 1.0), *CONTRAST_RANGE))
     lum = 0.2126 * product[:, 0] + 0.7152 * product[:, 1] + 0.0722 * product[:, 2]
     pivot = float(np.clip(_decode(np.array([lum.mean() / 255.0]))[0], 0.02, 0.9))
+    return mp, target, gamma, pivot
+
+
+def _solve(product: NDArray[np.uint8], goal: _F64, gamma: float, pivot: float) -> _F64:
+    """Curve parameters (log exposure, log gains a, b) that bring the band's mean Lab to ``goal``."""
 
     def mean_lab(theta: _F64) -> _F64:
         return lab(_apply_float(_curves(theta, gamma, pivot), product)).mean(0).astype(np.float64)
 
-    goal = mp + target
     # Exposure: a 1-D bisection on the band's mean L (brightening is monotone with the roll-off).
     lo_e, hi_e = -MAX_LOG_EXPOSURE, MAX_LOG_EXPOSURE
     for _ in range(14):
@@ -241,33 +260,43 @@ def fit(
         jac = np.stack([(mean_lab(theta + 0.02 * np.eye(3)[i])[1:] - m0[1:]) / 0.02 for i in (1, 2)], -1)
         step = np.linalg.lstsq(jac, -r, rcond=None)[0]
         theta[1:] = np.clip(theta[1:] + step, -MAX_LOG_GAIN, MAX_LOG_GAIN)
+    return theta
 
+
+def _colours_to_check(colours: NDArray[np.uint8] | None) -> NDArray[np.uint8]:
+    """The colours the bound is enforced on: the product's, their neighbours and the grey axis."""
     if colours is None:
-        check = _LATTICE
-    else:
-        base = _unique(colours)
-        sub = base[:: max(1, len(base) // _SEARCH_COLOURS)].astype(np.int16)
-        near = np.clip(sub[None, :, :] + _JITTER[:, None, :], 0, 255).reshape(-1, 3).astype(np.uint8)
-        check = _unique(np.concatenate([base, near, _GREY]))
+        return _LATTICE
+    base = _unique(colours)
+    sub = base[:: max(1, len(base) // _SEARCH_COLOURS)].astype(np.int16)
+    near = np.clip(sub[None, :, :] + _JITTER[:, None, :], 0, 255).reshape(-1, 3).astype(np.uint8)
+    return _unique(np.concatenate([base, near, _GREY]))
+
+
+def _largest(ok: Callable[[float], bool]) -> float:
+    """The largest t in [0, 1] with ok(t), by bisection (1.0 when it already holds)."""
+    if ok(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(6):  # to 1/64 of the fitted strength
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def _bounded(
+    theta: _F64, gamma: float, pivot: float, check: NDArray[np.uint8]
+) -> tuple[NDArray[np.uint8], float, tuple[float, float]]:
+    """The curves shrunk until the bound holds on every colour of ``check``: (LUT, strength, worst)."""
     search = check[:: max(1, len(check) // _SEARCH_COLOURS)]
     lab_search, lab_check = lab(search), lab(check)
-
-    def largest(ok: Callable[[float], bool]) -> float:
-        """The largest t in [0, 1] with ok(t), by bisection (1.0 when it already holds)."""
-        if ok(1.0):
-            return 1.0
-        lo, hi = 0.0, 1.0
-        for _ in range(6):  # to 1/64 of the fitted strength
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-        return lo
 
     def lut_at(t_e: float, t_c: float) -> NDArray[np.uint8]:
         return _to_lut(_curves(theta, gamma, pivot, t_e, t_c))
 
     # Shrink the exposure first (no white balance), then the white balance on top of it.
-    t_e = largest(lambda t: _within(_worst(lut_at(t, 0.0), search, lab_search)))
-    t_c = largest(lambda t: _within(_worst(lut_at(t_e, t), search, lab_search)))
+    t_e = _largest(lambda t: _within(_worst(lut_at(t, 0.0), search, lab_search)))
+    t_c = _largest(lambda t: _within(_worst(lut_at(t_e, t), search, lab_search)))
     lut = lut_at(t_e, t_c)
     worst = _worst(lut, check, lab_check)
     for _ in range(12):  # the search saw a sample: verify every colour, shrink further if needed
@@ -277,17 +306,8 @@ def fit(
         lut = lut_at(t_e, t_c)
         worst = _worst(lut, check, lab_check)
     else:
-        lut, t_e, t_c = identity().lut, 0.0, 0.0
-        worst = (0.0, 0.0)
-    t = min(t_e, t_c)
-    achieved = lab(np.stack([lut[0, product[:, c], c] for c in range(3)], -1)).mean(0) - mp
-    return Harmonisation(
-        lut=lut,
-        strength=float(t),
-        target=(float(target[0]), float(target[1]), float(target[2])),
-        achieved=(float(achieved[0]), float(achieved[1]), float(achieved[2])),
-        worst=worst,
-    )
+        return identity().lut, 0.0, (0.0, 0.0)
+    return lut, min(t_e, t_c), worst
 
 
 def lab_shift(before: NDArray[np.uint8], after: NDArray[np.uint8]) -> tuple[float, float]:

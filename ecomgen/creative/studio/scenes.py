@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from ecomgen_client.contracts import PRODUCT_CLASSES
+
 from . import textures as tx
 
 Kind = Literal["studio", "material", "photo"]
@@ -40,19 +42,8 @@ Layout = Literal["standing", "flatlay"]
 ASSETS = Path(__file__).resolve().parent / "assets"
 MANIFEST = ASSETS / "manifest.json"
 
-ARTICLE_TYPES = (
-    "Tshirts",
-    "Shirts",
-    "Tops",
-    "Jeans",
-    "Dresses",
-    "Casual Shoes",
-    "Heels",
-    "Handbags",
-    "Watches",
-    "Sunglasses",
-    "unknown",
-)
+# The catalogue's article types (the public contract's classes), and "unknown" for an uploaded photo.
+ARTICLE_TYPES = (*PRODUCT_CLASSES, "unknown")
 
 # Licences (SPDX ids) that allow redistribution and adaptation: a composite is an adaptation of
 # its background, so no-derivatives (ND) and non-commercial (NC) licences are refused too.
