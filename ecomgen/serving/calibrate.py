@@ -51,6 +51,10 @@ class Choice:
     onnx_sha256: str
     measurements: tuple[Measurement, ...]
     calibrated_at: str
+    # The largest batch the runner computes in one call (larger batches run as chunks): the size
+    # with the best items/s on this host for OpenVINO (0: no limit). Measured per host.
+    max_chunk: int = 0
+    chunk_items_per_s: tuple[tuple[int, float], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -59,6 +63,7 @@ class Choice:
     def from_json(cls, text: str) -> Choice:
         raw = json.loads(text)
         raw["measurements"] = tuple(Measurement(**m) for m in raw["measurements"])
+        raw["chunk_items_per_s"] = tuple(tuple(c) for c in raw.get("chunk_items_per_s", ()))
         return cls(**raw)
 
 
@@ -73,9 +78,6 @@ def _runner(runtime: str, path: Path, threads: int, batch: int) -> Runner:
     if runtime == "onnxruntime":
         return OnnxRuntimeRunner(path, threads)
     return OpenVinoRunner(path, threads, batch, runtime.split("-", 1)[1], compile_sizes=(batch,))
-
-
-# The ranges ``ecomgen.numerics.outputs_match`` quantises over, by TensorSpec kind; any other kind
 
 
 def output_parity(
@@ -116,6 +118,29 @@ def measure(
     return results
 
 
+def measure_chunks(
+    net: NetworkSpec, path: Path, threads: int, runtime: str, seconds: float = 0.4
+) -> list[tuple[int, float]]:
+    """items/s of ``runtime`` at every power-of-two batch up to the network's maximum (OpenVINO on
+    networks whose only dynamic axis is the batch): on some CPUs a batch of 8 runs more items a
+    second than one of 64 (caches), and the runner then computes a big batch as chunks."""
+    if not runtime.startswith("openvino") or net.profile.dims:
+        return []
+    sizes = [1 << i for i in range(net.max_batch_size.bit_length()) if (1 << i) <= net.max_batch_size]
+    runner = OpenVinoRunner(path, threads, net.max_batch_size, runtime.split("-", 1)[1], compile_sizes=sizes)
+    out = []
+    for batch in sizes:
+        feeds = net.sample_inputs(batch, seed=7)
+        runner.run(feeds)  # warm-up
+        runs, start = 0, time.perf_counter()
+        while runs < 3 or time.perf_counter() - start < seconds:
+            runner.run(feeds)
+            runs += 1
+        out.append((batch, round(runs * batch / (time.perf_counter() - start), 1)))
+    log.info("calibrate %s chunks on %s: %s", net.name, runtime, ", ".join(f"{b}: {r:.0f}/s" for b, r in out))
+    return out
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -140,6 +165,7 @@ def calibrate(
     measurements = measure(net, path, threads, seconds)
     passing = [m for m in measurements if m.passed] or [m for m in measurements if m.runtime == "onnxruntime"]
     best = max(passing, key=lambda m: m.items_per_s)
+    chunks = measure_chunks(net, path, threads, best.runtime)
     choice = Choice(
         network=net.name,
         runtime=best.runtime,
@@ -148,6 +174,8 @@ def calibrate(
         onnx_sha256=digest,
         measurements=tuple(measurements),
         calibrated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        max_chunk=max(chunks, key=lambda c: c[1])[0] if chunks else 0,
+        chunk_items_per_s=tuple(chunks),
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(choice.to_json())

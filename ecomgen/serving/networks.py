@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ecomgen.errors import DeadlineExceeded
-from ecomgen.serving.runners import Runner, make_runner, resolve_runtime
+from ecomgen.serving.runners import Runner, calibrated_chunk, make_runner, resolve_runtime
 
 
 class Networks(Protocol):
@@ -54,7 +54,8 @@ class InProcess:
         if name not in self._runners:
             path = self.model_dir / f"{name}.onnx"
             runtime = resolve_runtime(self.runtime, path)
-            self._runners[name] = make_runner(path, runtime, self.threads, int(self.calls[name]["max_batch"]))
+            max_batch = int(self.calls[name]["max_batch"])
+            self._runners[name] = make_runner(path, runtime, self.threads, max_batch, calibrated_chunk(path))
         return self._runners[name]
 
     def run(self, name: str, feeds: Mapping[str, np.ndarray], deadline_ns: int = 0) -> dict[str, np.ndarray]:

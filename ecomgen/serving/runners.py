@@ -198,13 +198,25 @@ class OpenVinoRunner:
     __call__ = run
 
 
-def make_runner(path: str | Path, runtime: str, threads: int, max_batch: int) -> Runner:
-    """The runner for ``runtime`` (one of RUNTIMES)."""
+def make_runner(path: str | Path, runtime: str, threads: int, max_batch: int, max_chunk: int = 0) -> Runner:
+    """The runner for ``runtime`` (one of RUNTIMES); ``max_chunk``: the largest batch one OpenVINO
+    call computes (from this host's calibration; 0: ``max_batch``)."""
     if runtime == "onnxruntime":
         return OnnxRuntimeRunner(path, threads)
     if runtime in ("openvino-f32", "openvino-bf16"):
-        return OpenVinoRunner(path, threads, max_batch, runtime.split("-", 1)[1])
+        sizes = None
+        if 0 < max_chunk < max_batch:
+            sizes = [1 << i for i in range(max_chunk.bit_length()) if (1 << i) <= max_chunk]
+        return OpenVinoRunner(path, threads, max_batch, runtime.split("-", 1)[1], compile_sizes=sizes)
     raise ValueError(f"unknown CPU runtime {runtime!r}; expected one of {RUNTIMES}")
+
+
+def calibrated_chunk(onnx_path: Path) -> int:
+    """The largest batch per call this host's calibration chose for the network (0: none)."""
+    choice = onnx_path.with_name(f"{onnx_path.stem}.{CHOICE_FILE}")
+    if not choice.exists():
+        return 0
+    return int(json.loads(choice.read_text()).get("max_chunk", 0))
 
 
 def resolve_runtime(requested: str, onnx_path: Path) -> str:

@@ -71,3 +71,38 @@ def test_compiled_shapes_are_evicted_by_pixels(onnx_file, monkeypatch):
     cached = sum(s[0][0] * s[0][2] * s[0][3] for s in runner.compiled)
     assert cached <= 3 * 32 * 32 and len(runner.compiled) == 2  # 40x40 and 32x32 fit; older went
     assert (1, 3, 40, 40) in {s[0] for s in runner.compiled}  # the newest is always kept
+
+
+@pytest.fixture(scope="module")
+def batch_only_onnx(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("runner") / "linear.onnx"
+    torch.onnx.export(
+        torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh()).eval(),
+        (torch.zeros(1, 6),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return path
+
+
+def test_a_calibrated_chunk_caps_each_call_with_the_same_result(batch_only_onnx, tmp_path):
+    """A host whose calibration found a batch of 4 fastest runs a batch of 13 as 4 + 4 + 4 + 1."""
+    import json
+
+    x = np.random.default_rng(1).standard_normal((13, 6)).astype(np.float32)
+    whole = runners.make_runner(batch_only_onnx, "openvino-f32", 1, 16).run({"x": x})["y"]
+    capped = runners.make_runner(batch_only_onnx, "openvino-f32", 1, 16, max_chunk=4)
+    assert isinstance(capped, OpenVinoRunner) and capped.chunks(13) == [4, 4, 4, 1]
+    np.testing.assert_allclose(capped.run({"x": x})["y"], whole, atol=1e-6)
+    onnx = tmp_path / "net.onnx"
+    onnx.write_bytes(batch_only_onnx.read_bytes())
+    assert runners.calibrated_chunk(onnx) == 0
+    onnx.with_name(f"net.{runners.CHOICE_FILE}").write_text(
+        json.dumps({"runtime": "openvino-f32", "max_chunk": 4})
+    )
+    assert runners.calibrated_chunk(onnx) == 4

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecomgen.serving.runners import Runner, make_runner, resolve_runtime
+from ecomgen.serving.runners import Runner, calibrated_chunk, make_runner, resolve_runtime
 from ecomgen.serving.step import Step
 
 
@@ -16,7 +16,7 @@ def network_runner(step: Step, network: str) -> Runner:
     path = step.config.model_dir / f"{network}.onnx"
     runtime = resolve_runtime(step.params.get("runtime", "auto"), path)
     threads = int(step.params.get("threads", "1"))
-    return make_runner(path, runtime, threads, max(1, step.config.max_batch_size))
+    return make_runner(path, runtime, threads, max(1, step.config.max_batch_size), calibrated_chunk(path))
 
 
 class NetworkRunner(Step):
