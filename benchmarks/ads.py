@@ -33,23 +33,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from benchmarks.common import (
-    RESULTS_DIR,
-    WEIGHT_CHOICES,
-    build_repository,
-    bullet,
-    command_line,
-    export_networks,
-    fmt,
-    machine_info,
-    machine_line,
-    resolve_weights,
-    result_stem,
-    today,
-    wait_until_quiet,
-    write_json,
-)
+from benchmarks import harness, report
+from benchmarks.harness import build_repository, export_networks, resolve_weights
 from benchmarks.payloads import payload
+from benchmarks.report import bullet, fmt, table
 from ecomgen.registry import REGISTRY
 
 MODEL = "ad_creative"
@@ -227,72 +214,47 @@ def render(payload_: dict[str, Any]) -> str:
         "",
         f"## One request, by route ({payload_['encoding']} out; ms per request)",
         "",
-        "| part | " + " | ".join(routes) + " |",
-        "|---|" + "---:|" * len(routes),
     ]
     names = list(dict.fromkeys(k for r in routes.values() for k in r if k != TOTAL))
-    for name in names:
-        lines.append(
-            f"| {name} | " + " | ".join(fmt(r[name]) if name in r else "-" for r in routes.values()) + " |"
-        )
-    lines.append(
-        "| **whole request** | " + " | ".join(f"**{fmt(r[TOTAL])}**" for r in routes.values()) + " |"
-    )
+    cells = [(name, *(fmt(r[name]) if name in r else "-" for r in routes.values())) for name in names]
+    cells.append(("**whole request**", *(f"**{fmt(r[TOTAL])}**" for r in routes.values())))
+    lines += table(("part", *routes), cells, "l" + "r" * len(routes))
     lines += [
         "",
         "## The labelling, part by part, per output encoding (generated product)",
         "",
         f"ms per request ({payload_['variants']} creatives).",
         "",
-        "| encoding | watermark | encoding + XMP | C2PA signing | KiB per creative |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for enc, row in parts.items():
-        lines.append(
-            f"| {enc} | {fmt(row['watermark'])} | {fmt(row['encoding + XMP'])} | "
-            f"{fmt(row['C2PA signing'])} | {fmt(row['bytes per creative'] / 1024)} |"
-        )
+    cells = [
+        (enc, *(fmt(row[k]) for k in ("watermark", "encoding + XMP", "C2PA signing")),
+         fmt(row["bytes per creative"] / 1024))
+        for enc, row in parts.items()
+    ]  # fmt: skip
+    lines += table(
+        ("encoding", "watermark", "encoding + XMP", "C2PA signing", "KiB per creative"), cells, "lrrrr"
+    )
     return "\n".join(lines) + "\n"
 
 
 def plot(payload_: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     routes = payload_["routes_ms"]
-    fig, ax = plt.subplots(figsize=(8, 2.8))
-    colours: dict[str, Any] = {}  # one colour per part on every bar
+    fig, ax = report.pyplot().subplots(figsize=(8, 2.8))
+    colours: dict[str, str] = {}  # one colour per part on every bar
     for i, parts in enumerate(routes.values()):
-        left = 0.0
-        for name, ms in parts.items():
-            if name == TOTAL:
-                continue
-            new = name not in colours
-            colour = colours.setdefault(name, f"C{len(colours)}")
-            ax.barh(i, ms, left=left, color=colour, label=name if new else None)
-            left += ms
+        report.stacked_bar(ax, i, {name: ms for name, ms in parts.items() if name != TOTAL}, colours)
     ax.set_yticks(range(len(routes)), list(routes))
     ax.set_xlabel(f"ms per request ({payload_['variants']} creatives, {payload_['format']})")
     ax.legend(fontsize=6, loc="lower right")
     ax.set_title(f"ad_creative: where the time goes ({payload_['machine_line'][:60]})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, path, dpi=120)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=15, help="timed requests per measurement")
-    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto")
-    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--smoke", action="store_true", help="tiny weights, 2 repeats (CI)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    opt = p.parse_args(argv)
-    if opt.smoke:
-        opt.repeats, opt.weights, opt.wait_quiet = 2, "tiny", False
-    return opt
+    harness.add_arguments(p, runtime=False, smoke="tiny weights, 2 repeats (CI)")
+    return harness.parse_args(p, argv, repeats=2)
 
 
 def run(opt: argparse.Namespace) -> dict[str, Any]:
@@ -302,18 +264,18 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         signer_source = signing_identity(work / "c2pa")
         step, runtimes, weights = step_for(opt.weights, work)
         if opt.wait_quiet:
-            wait_until_quiet()
+            harness.wait_until_quiet()
         routes = {
             "generated product": time_request(step, request.inputs, opt.repeats),
             "uploaded photo": time_request(step, uploaded(request.inputs), opt.repeats),
         }
         parts = layout_parts(step, request.inputs, opt.repeats)
-    info = machine_info()
+    info = harness.machine_info()
     return {
-        "command": command_line(),
-        "date": today(),
+        "command": report.command_line(),
+        "date": report.today(),
         "machine": info,
-        "machine_line": machine_line(info),
+        "machine_line": report.machine_line(info),
         "weights": weights,
         "runtimes": runtimes,
         "signer": signer_source,
@@ -326,10 +288,10 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def report(opt: argparse.Namespace, result: dict[str, Any]) -> Path:
+def write_report(opt: argparse.Namespace, result: dict[str, Any]) -> Path:
     opt.out.mkdir(parents=True, exist_ok=True)
-    stem = opt.out / result_stem("ads", result["machine"])
-    write_json(stem.with_suffix(".json"), result)
+    stem = opt.out / report.result_stem("ads", result["machine"])
+    report.write_json(stem.with_suffix(".json"), result)
     md = stem.with_suffix(".md")
     md.write_text(render(result))
     plot(result, stem.with_suffix(".png"))
@@ -339,7 +301,7 @@ def report(opt: argparse.Namespace, result: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     opt = parse(argv)
-    report(opt, run(opt))
+    write_report(opt, run(opt))
     return 0
 
 

@@ -41,7 +41,7 @@ from torch import nn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from benchmarks.common import DEFAULT_MODEL, WEIGHT_CHOICES, Weights, resolve_weights
+from benchmarks.harness import DEFAULT_MODEL, WEIGHT_CHOICES, Weights, resolve_weights
 from ecomgen.errors import DeadlineExceeded, RequestError
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.handlers import load_handler

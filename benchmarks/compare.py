@@ -18,54 +18,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
+import io
 import json
 import math
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+import numpy as np
 from tqdm import tqdm
 
-from benchmarks import perf_analyzer
+from benchmarks import harness, perf_analyzer, report
 from benchmarks.baseline_server import default_threads
-from benchmarks.common import (
-    DEFAULT_MODEL,
-    GPU_LINE,
-    LOCUSTFILE,
-    REPO_ROOT,
-    RESULTS_DIR,
-    WEIGHT_CHOICES,
-    CpuSampler,
-    Weights,
-    baseline_server,
-    build_repository,
-    bullet,
-    command_line,
-    compare_outputs,
-    export_networks,
-    fetch,
-    fmt,
-    machine_info,
-    machine_line,
-    machine_slug,
-    newest,
-    resolve_weights,
-    result_stem,
-    today,
-    triton_server,
-    wait_until_quiet,
-    with_runtime,
-    write_json,
-)
-from benchmarks.payloads import payload
-from ecomgen.numerics import PARITY_MIN_PSNR_DB
+from benchmarks.payloads import fetch, payload
+from benchmarks.report import fmt, table
+from ecomgen.launcher import Sampler
+from ecomgen.numerics import PARITY_MIN_PSNR_DB, psnr_uint8
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.runners import RUNTIMES
 from ecomgen.spec import Batching, ServedModel
+from training.paths import REPO_ROOT
 
 SERVERS = ("triton", "baseline")
 GAP_THRESHOLD = 0.15
@@ -119,7 +94,7 @@ def run_locust(
         "-m",
         "locust",
         "-f",
-        str(LOCUSTFILE),
+        str(harness.LOCUSTFILE),
         "--headless",
         "--only-summary",
         "--reset-stats",  # measure after all users are spawned
@@ -151,19 +126,33 @@ def run_locust(
     return json.loads(summary.read_text()), proc.returncode
 
 
+class CpuFields(TypedDict):
+    server_cores: float
+    idle_server_cores: float
+    foreign_cores: float
+
+
+def cpu_fields(cpu: Sampler, server: str, start: float, end: float) -> CpuFields:
+    """Average cores of the measured server, of the other (idle) one and of other jobs over a window."""
+    other = next(s for s in SERVERS if s != server)
+    return {
+        "server_cores": cpu.cores(server, start, end),
+        "idle_server_cores": cpu.cores(other, start, end),
+        "foreign_cores": cpu.foreign(start, end),
+    }
+
+
 def locust_point(
     server: str,
     rows: int,
     concurrency: int,
     summary: dict[str, Any],
     code: int,
-    cpu: CpuSampler,
+    cpu: Sampler,
 ) -> Point:
     total, window = summary["total"], summary["window"]
     ok = total["requests"] - total["failures"]
     rps_ok = total["rps"] * ok / total["requests"] if total["requests"] else 0.0
-    other = next(s for s in SERVERS if s != server)
-    start, end = window.get("start", 0.0), window.get("end", 0.0)
     return Point(
         tool="locust",
         server=server,
@@ -178,12 +167,38 @@ def locust_point(
         p99_ms=total["p99_ms"],
         avg_ms=total["avg_ms"],
         client_cores=window.get("client_cores") or math.nan,
-        server_cores=cpu.cores(server, start, end),
-        idle_server_cores=cpu.cores(other, start, end),
-        foreign_cores=cpu.foreign(start, end),
         exit_code=code,
         errors=summary.get("errors", {}),
+        **cpu_fields(cpu, server, window.get("start", 0.0), window.get("end", 0.0)),
     )
+
+
+def as_uint8_images(array: np.ndarray) -> np.ndarray | None:
+    """A uint8 output as is; BYTES outputs decoded as images (PNG/JPEG); None for anything else."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.object_:
+        from PIL import Image
+
+        try:
+            return np.stack(
+                [np.asarray(Image.open(io.BytesIO(bytes(b))).convert("RGB")) for b in array.reshape(-1)]
+            )
+        except OSError:
+            return None
+    return None
+
+
+def compare_outputs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> tuple[int, float]:
+    """Max uint8 difference and the lowest PSNR over the image outputs both answers hold."""
+    worst_diff, worst_psnr = 0, math.inf
+    for name in a.keys() & b.keys():
+        x, y = as_uint8_images(a[name]), as_uint8_images(b[name])
+        if x is None or y is None:
+            continue
+        worst_diff = max(worst_diff, int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max()))
+        worst_psnr = min(worst_psnr, psnr_uint8(x, y))
+    return worst_diff, worst_psnr
 
 
 def parity(model: ServedModel, triton_url: str, baseline_url: str) -> tuple[int, float, int]:
@@ -217,78 +232,57 @@ def _find(points: list[Point], tool: str, server: str, scenario: str, c: int) ->
     return None
 
 
+COLOURS = {"triton": "tab:green", "baseline": "tab:red"}
+
+
+def _series(points: list[Point], tool: str, server: str, scenario: str) -> list[Point]:
+    """One load generator's points of one server and scenario, by concurrency."""
+    found = (p for p in points if (p.tool, p.server, p.scenario) == (tool, server, scenario))
+    return sorted(found, key=lambda p: p.concurrency)
+
+
+def _throughput(ax: Any, points: list[Point], scenario: str, model: str) -> None:
+    for server in SERVERS:
+        for tool, style, alpha, label in (
+            ("locust", "o-", 1.0, server),
+            ("perf_analyzer", "x--", 0.6, f"{server} (perf_analyzer)"),
+        ):
+            pts = _series(points, tool, server, scenario)
+            if pts:
+                x, y = [p.concurrency for p in pts], [p.images_per_s for p in pts]
+                ax.plot(x, y, style, color=COLOURS[server], alpha=alpha, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrency (closed-loop clients)")
+    ax.set_ylabel("images / s")
+    ax.set_title(f"{model} [{scenario}]: throughput")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+
+
+def _latency(ax: Any, points: list[Point], scenario: str, model: str) -> None:
+    for server in SERVERS:
+        pts = _series(points, "locust", server, scenario)
+        x = [p.images_per_s for p in pts]
+        ax.plot(x, [p.p99_ms for p in pts], "o-", color=COLOURS[server], label=f"{server} p99")
+        ax.plot(x, [p.p50_ms for p in pts], "s:", color=COLOURS[server], alpha=0.6, label=f"{server} p50")
+        for p in pts:
+            ax.annotate(f"c={p.concurrency}", (p.images_per_s, p.p99_ms), fontsize=7, alpha=0.7)
+    ax.set_yscale("log")
+    ax.set_xlabel("images / s")
+    ax.set_ylabel("latency per request (ms)")
+    ax.set_title(f"{model} [{scenario}]: latency vs throughput")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot(points: list[Point], scenarios: list[str], out_stem: Path, model: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"triton": "tab:green", "baseline": "tab:red"}
-    paths = []
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios, strict=True):
-        for server in SERVERS:
-            pts = sorted(
-                (p for p in points if p.tool == "locust" and p.server == server and p.scenario == scenario),
-                key=lambda p: p.concurrency,
-            )
-            ax.plot(
-                [p.concurrency for p in pts],
-                [p.images_per_s for p in pts],
-                "o-",
-                color=colors[server],
-                label=server,
-            )
-            pa = sorted(
-                (
-                    p
-                    for p in points
-                    if p.tool == "perf_analyzer" and p.server == server and p.scenario == scenario
-                ),
-                key=lambda p: p.concurrency,
-            )
-            if pa:
-                ax.plot(
-                    [p.concurrency for p in pa],
-                    [p.images_per_s for p in pa],
-                    "x--",
-                    color=colors[server],
-                    alpha=0.6,
-                    label=f"{server} (perf_analyzer)",
-                )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrency (closed-loop clients)")
-        ax.set_ylabel("images / s")
-        ax.set_title(f"{model} [{scenario}]: throughput")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    paths.append(out_stem.with_name(out_stem.name + "-throughput.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios, strict=True):
-        for server in SERVERS:
-            pts = sorted(
-                (p for p in points if p.tool == "locust" and p.server == server and p.scenario == scenario),
-                key=lambda p: p.concurrency,
-            )
-            x = [p.images_per_s for p in pts]
-            ax.plot(x, [p.p99_ms for p in pts], "o-", color=colors[server], label=f"{server} p99")
-            ax.plot(x, [p.p50_ms for p in pts], "s:", color=colors[server], alpha=0.6, label=f"{server} p50")
-            for p in pts:
-                ax.annotate(f"c={p.concurrency}", (p.images_per_s, p.p99_ms), fontsize=7, alpha=0.7)
-        ax.set_yscale("log")
-        ax.set_xlabel("images / s")
-        ax.set_ylabel("latency per request (ms)")
-        ax.set_title(f"{model} [{scenario}]: latency vs throughput")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_stem.with_name(out_stem.name + "-latency.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    """``<stem>-throughput.png`` and ``<stem>-latency.png``, one panel per scenario."""
+    plt, paths = report.pyplot(), []
+    for kind, draw in (("throughput", _throughput), ("latency", _latency)):
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
+        for ax, scenario in zip(axes[0], scenarios, strict=True):
+            draw(ax, points, scenario, model)
+        paths.append(report.save_figure(fig, out_stem.with_name(f"{out_stem.name}-{kind}.png")))
     return paths
 
 
@@ -373,11 +367,9 @@ def _header_lines(
     lines = [
         f"# {model.name} serving: Triton vs. eager-PyTorch baseline ({info['model']}, {info['cpus']} CPUs)",
         "",
-        f"- **Date**: {today()}",
-        f"- **Command**: `{command_line()}` (took {wall_s / 60:.1f} min)",
-        f"- **Machine**: {machine_line(info)}",
+        *report.run_lines(info, wall_s),
         f"- **Weights**: {weights_label}",
-        bullet(GPU_LINE),
+        report.bullet(report.GPU_LINE),
         describe_triton(model, runtimes),
         f"- **Baseline**: `benchmarks/baseline_server.py --model {model.name}`, the same steps with the "
         "networks in eager PyTorch behind a grpcio KServe v2 server, one request at a time (1 worker thread "
@@ -399,49 +391,40 @@ def _header_lines(
     return lines
 
 
+LOCUST_COLUMNS = (
+    "concurrency", "server", "images/s", "p50 ms", "p95 ms", "p99 ms", "requests", "errors",
+    "client CPU (cores)", "server CPU (cores)", "idle server CPU", "other jobs' CPU",
+)  # fmt: skip
+RATIO_COLUMNS = ("scenario", "concurrency", "images/s ratio", "p99 ratio (lower = Triton faster)")
+
+
 def _scenario_lines(points: list[Point], scenarios: list[str], concurrencies: list[int]) -> list[str]:
     """One Locust table per scenario, then the Triton / baseline ratios."""
     lines: list[str] = []
     for scenario in scenarios:
         n = next((p.images_per_request for p in points if p.scenario == scenario), 1)
-        lines += [
-            "",
-            f"## {scenario}: {n} image{'s' if n > 1 else ''} per request",
-            "",
-            "| concurrency | server | images/s | p50 ms | p95 ms | p99 ms | requests | errors | "
-            "client CPU (cores) | server CPU (cores) | idle server CPU | other jobs' CPU |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for c in concurrencies:
-            for server in SERVERS:
-                p = _find(points, "locust", server, scenario, c)
-                if p is None:
-                    continue
-                lines.append(
-                    f"| {c} | {server} | {fmt(p.images_per_s)} | {fmt(p.p50_ms, 0)} | {fmt(p.p95_ms, 0)} | "
-                    f"{fmt(p.p99_ms, 0)} | {p.requests:,} | {p.failures} | {fmt(p.client_cores, 2)} | "
-                    f"{fmt(p.server_cores, 2)} | {fmt(p.idle_server_cores, 2)} | {fmt(p.foreign_cores, 2)} |"
-                )
-    lines += [
-        "",
-        "## Ratios (Triton / baseline, Locust)",
-        "",
-        "| scenario | concurrency | images/s ratio | p99 ratio (lower = Triton faster) |",
-        "|---|---:|---:|---:|",
-    ]
+        rows = [
+            (c, server, fmt(p.images_per_s), fmt(p.p50_ms, 0), fmt(p.p95_ms, 0), fmt(p.p99_ms, 0),
+             f"{p.requests:,}", p.failures, fmt(p.client_cores, 2), fmt(p.server_cores, 2),
+             fmt(p.idle_server_cores, 2), fmt(p.foreign_cores, 2))
+            for c in concurrencies
+            for server in SERVERS
+            if (p := _find(points, "locust", server, scenario, c)) is not None
+        ]  # fmt: skip
+        title = f"## {scenario}: {n} image{'s' if n > 1 else ''} per request"
+        lines += ["", title, "", *table(LOCUST_COLUMNS, rows, "rl" + "r" * 10)]
+    ratios = []
     for scenario in scenarios:
         for c in concurrencies:
             t = _find(points, "locust", "triton", scenario, c)
             bl = _find(points, "locust", "baseline", scenario, c)
             if t and bl:
-                lines.append(
-                    f"| {scenario} | {c} | {fmt(_ratio(t.images_per_s, bl.images_per_s), 2)}x | "
-                    f"{fmt(_ratio(t.p99_ms, bl.p99_ms), 2)}x |"
-                )
-    return lines
+                speed, p99 = _ratio(t.images_per_s, bl.images_per_s), _ratio(t.p99_ms, bl.p99_ms)
+                ratios.append((scenario, c, f"{fmt(speed, 2)}x", f"{fmt(p99, 2)}x"))
+    return [*lines, "", "## Ratios (Triton / baseline, Locust)", "", *table(RATIO_COLUMNS, ratios, "lrrr")]
 
 
-def report(
+def render(
     points: list[Point],
     *,
     model: ServedModel,
@@ -526,17 +509,13 @@ def perf_analyzer_section(points: list[Point], info: dict[str, Any]) -> list[str
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=REGISTRY.names(), default=DEFAULT_MODEL)
+    p.add_argument("--model", choices=REGISTRY.names(), default=harness.DEFAULT_MODEL)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per point")
     p.add_argument(
         "--rows", type=int, nargs="+", default=[1, 16], help="rows (images) per request: scenarios"
     )
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
-    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
-    p.add_argument(
-        "--cpu-runtime", choices=["auto", *RUNTIMES], default="auto", help="auto: as `ecomgen serve`"
-    )
+    harness.add_arguments(p, quiet=False)
     p.add_argument("--baseline-threads", type=int, default=None, help="default: Triton's instances x threads")
     p.add_argument("--perf-analyzer", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--pa-measurement-ms", type=int, default=5000)
@@ -562,7 +541,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def served_variant(opt: argparse.Namespace) -> ServedModel:
     """The registry's model with the command line's overrides."""
-    model = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
+    model = harness.with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
     b = model.batching
     return dataclasses.replace(
         model,
@@ -581,7 +560,7 @@ def served_variant(opt: argparse.Namespace) -> ServedModel:
 def result_kind(opt: argparse.Namespace, model: ServedModel) -> str:
     """The results file's kind: ``<model>-compare`` (another model than the default), ``smoke``, the label."""
     parts = [
-        "" if model.name == DEFAULT_MODEL else f"{model.name}-compare",
+        "" if model.name == harness.DEFAULT_MODEL else f"{model.name}-compare",
         "smoke" if opt.smoke else "",
         opt.label,
     ]
@@ -593,65 +572,48 @@ def perf_analyzer_points(
     model: ServedModel,
     plan: list[tuple[int, int, str]],
     urls: dict[str, str],
-    cpu: CpuSampler,
+    cpu: Sampler,
 ) -> list[Point]:
     """The same plan measured by perf_analyzer, with the CPU of both servers and of other jobs."""
     points = []
     for rows, conc, server in tqdm(plan, desc="perf_analyzer", unit="run"):
-        wait_until_quiet(timeout_s=opt.quiet_timeout)
+        harness.wait_until_quiet(timeout_s=opt.quiet_timeout)
         t0 = time.time()
         r = perf_analyzer.run(urls[server], conc, rows, model.name, measurement_ms=opt.pa_measurement_ms)
-        other = next(s for s in SERVERS if s != server)
         t1 = time.time()
-        points.append(
-            Point(
-                tool="perf_analyzer",
-                server=server,
-                scenario=scenario_name(rows),
-                concurrency=conc,
-                images_per_request=rows,
-                images_per_s=r.images_per_s,
-                p50_ms=r.p50_ms,
-                p95_ms=r.p95_ms,
-                p99_ms=r.p99_ms,
-                avg_ms=r.avg_ms,
-                client_cores=r.client_cores,
-                server_cores=cpu.cores(server, t0, t1),
-                idle_server_cores=cpu.cores(other, t0, t1),
-                foreign_cores=cpu.foreign(t0, t1),
-                windows=r.window_images_per_s,
-            )
-        )
+        point = Point(
+            "perf_analyzer", server, scenario_name(rows), conc, rows, r.images_per_s, p50_ms=r.p50_ms,
+            p95_ms=r.p95_ms, p99_ms=r.p99_ms, avg_ms=r.avg_ms, client_cores=r.client_cores,
+            windows=r.window_images_per_s, **cpu_fields(cpu, server, t0, t1),
+        )  # fmt: skip
+        points.append(point)
     return points
 
 
 def measure(
-    opt: argparse.Namespace, model: ServedModel, weights: Weights, threads: int, rows_list: list[int]
-) -> tuple[list[Point], dict[str, str], tuple[int, float, int]]:
-    """Start both servers, check they serve the same images, then run every point (Locust, then
-    perf_analyzer). Returns the points, the networks' CPU runtimes and the parity result."""
+    opt: argparse.Namespace, h: harness.Harness, model: ServedModel, threads: int, rows_list: list[int]
+) -> tuple[list[Point], tuple[int, float, int]]:
+    """With Triton up (the harness), start the baseline, check both serve the same images, then run
+    every point (Locust, then perf_analyzer). Returns the points and the parity result."""
     points: list[Point] = []
-    with tempfile.TemporaryDirectory(prefix="ecomgen-compare-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        export_networks([model], weights, tmp / "onnx")
-        repository, runtimes = build_repository(tmp / "repo", [model], tmp / "onnx")
-        with (
-            triton_server(repository, tmp / "tritonserver.log") as (triton_url, triton_pid),
-            baseline_server(model, weights, threads, tmp / "baseline.log") as (baseline_url, baseline_pid),
-            CpuSampler({"triton": triton_pid, "baseline": baseline_pid}) as cpu,
-        ):
-            urls = {"triton": triton_url, "baseline": baseline_url}
-            parity_result = parity(model, triton_url, baseline_url)
-            for url in urls.values():
-                warm_up(url, model)
-            plan = [(r, conc, srv) for r in rows_list for conc in opt.concurrency for srv in SERVERS]
-            for rows, conc, server in tqdm(plan, desc="locust", unit="run"):
-                wait_until_quiet(timeout_s=opt.quiet_timeout)  # shared machine: start each point when quiet
-                summary, code = run_locust(urls[server], model.name, rows, conc, opt.duration, tmp)
-                points.append(locust_point(server, rows, conc, summary, code, cpu))
-            if opt.perf_analyzer:
-                points += perf_analyzer_points(opt, model, plan, urls, cpu)
-    return points, runtimes, parity_result
+    with (
+        harness.baseline_server(model, h.weights, threads, h.tmp / "baseline.log") as (baseline_url, pid),
+        Sampler({"triton": h.pid, "baseline": pid}, interval_s=0.25, memory=False) as cpu,
+    ):
+        urls = {"triton": h.url, "baseline": baseline_url}
+        parity_result = parity(model, h.url, baseline_url)
+        for url in urls.values():
+            warm_up(url, model)
+        plan = [(r, conc, srv) for r in rows_list for conc in opt.concurrency for srv in SERVERS]
+        for rows, conc, server in tqdm(plan, desc="locust", unit="run"):
+            harness.wait_until_quiet(
+                timeout_s=opt.quiet_timeout
+            )  # shared machine: start each point when quiet
+            summary, code = run_locust(urls[server], model.name, rows, conc, opt.duration, h.tmp)
+            points.append(locust_point(server, rows, conc, summary, code, cpu))
+        if opt.perf_analyzer:
+            points += perf_analyzer_points(opt, model, plan, urls, cpu)
+    return points, parity_result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -662,23 +624,25 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [scenario_name(r) for r in rows_list]
     threads = opt.baseline_threads or default_threads(model)
     started = time.monotonic()
-    info = machine_info()
-    weights = resolve_weights(opt.weights, [model])
+    with harness.Harness([model], opt.weights, prefix="ecomgen-compare-") as h:
+        points, parity_result = measure(opt, h, model, threads, rows_list)
+    info, runtimes, weights_label = h.machine, h.runtimes, h.weights_label
     opt.out.mkdir(parents=True, exist_ok=True)
-    stem = opt.out / result_stem(result_kind(opt, model), info)
-    points, runtimes, parity_result = measure(opt, model, weights, threads, rows_list)
+    stem = opt.out / report.result_stem(result_kind(opt, model), info)
 
-    roofline_path = opt.roofline or (None if opt.smoke else newest(f"*-{machine_slug(info)}-roofline.json"))
+    roofline_path = opt.roofline or (
+        None if opt.smoke else report.newest(f"*-{report.machine_slug(info)}-roofline.json")
+    )
     roofline = json.loads(roofline_path.read_text()) if roofline_path and roofline_path.exists() else None
     plots = plot(points, scenarios, stem, model.name)
-    md = report(
+    md = render(
         points,
         model=model,
         runtimes=runtimes,
         scenarios=scenarios,
         concurrencies=opt.concurrency,
         duration_s=opt.duration,
-        weights_label=weights.label([model]),
+        weights_label=weights_label,
         info=info,
         parity_result=parity_result,
         baseline_threads=threads,
@@ -689,13 +653,13 @@ def main(argv: list[str] | None = None) -> int:
         quiet_timeout_s=opt.quiet_timeout,
     )
     stem.with_suffix(".md").write_text(md)
-    write_json(
+    report.write_json(
         stem.with_suffix(".json"),
         {
-            "command": command_line(),
+            "command": report.command_line(),
             "model": model.name,
             "machine": info,
-            "weights": weights.label([model]),
+            "weights": weights_label,
             "runtimes": runtimes,
             "parity_max_uint8_diff": parity_result[0],
             "parity_psnr_db": parity_result[1],

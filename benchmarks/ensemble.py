@@ -22,39 +22,19 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from benchmarks.common import (
-    GPU_LINE,
-    RESULTS_DIR,
-    WEIGHT_CHOICES,
-    CpuSampler,
-    build_repository,
-    bullet,
-    command_line,
-    export_networks,
-    infer_inputs,
-    machine_info,
-    machine_line,
-    resolve_weights,
-    result_stem,
-    today,
-    triton_server,
-    wait_until_quiet,
-    with_runtime,
-    write_json,
-)
+from benchmarks import harness, report
 from benchmarks.compare import run_locust
-from benchmarks.payloads import PayloadMaker, describe
+from benchmarks.payloads import PayloadMaker, describe, infer_inputs
+from benchmarks.report import table
+from ecomgen.launcher import Sampler
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.runners import RUNTIMES
 from ecomgen.spec import ServedModel, wire
 
 TARGET_RATIO = 1.15
@@ -149,6 +129,25 @@ def overhead(url: str, model: ServedModel, requests: int, quiet: Callable[[], fl
     }
 
 
+STEP_COLUMNS = ("step", "compute ms", "of which infer ms", "queue ms", "request ms")
+LOAD_COLUMNS = (
+    "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms", "failures", "server CPU (cores)",
+    "other jobs' CPU",
+)  # fmt: skip
+
+
+def _step_row(r: dict[str, Any]) -> tuple[str, ...]:
+    ms = (f"{r[k]:.3f}" if k == "queue_ms" else f"{r[k]:.2f}" for k in ("compute_ms", "infer_ms", "queue_ms"))
+    return (r["step"], *ms, f"{r['request_ms']:.2f}")
+
+
+def _load_row(r: dict[str, Any]) -> tuple[object, ...]:
+    return (
+        r["concurrency"], f"{r['requests_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}",
+        f"{r['p99_ms']:.0f}", r["failures"], f"{r['server_cores']:.2f}", f"{r['foreign_cores']:.2f}",
+    )  # fmt: skip
+
+
 def render(
     model: ServedModel,
     opt: argparse.Namespace,
@@ -165,10 +164,8 @@ def render(
     lines = [
         f"# {model.name} on the embedded Triton ({info['model']}, {info['cpus']} CPUs)",
         "",
-        f"- **Date**: {today()}",
-        f"- **Command**: `{command_line()}` (took {wall_s / 60:.1f} min)",
-        f"- **Machine**: {machine_line(info)}",
-        bullet(GPU_LINE),
+        *report.run_lines(info, wall_s),
+        report.bullet(report.GPU_LINE),
         f"- **Weights**: {weights}",
         f"- **Ensemble**{shape}: {' -> '.join(r['step'] for r in result['steps'])}; networks: {nets}, "
         f"{model.cpu_threads} threads per instance.",
@@ -180,14 +177,8 @@ def render(
         "compute = compute_input + compute_infer + compute_output; the ensemble's latency = its "
         "`success` time (request in to response out, inside the server).",
         "",
-        "| step | compute ms | of which infer ms | queue ms | request ms |",
-        "|---|---:|---:|---:|---:|",
+        *table(STEP_COLUMNS, [_step_row(r) for r in result["steps"]], "lrrrr"),
     ]
-    for r in result["steps"]:
-        lines.append(
-            f"| {r['step']} | {r['compute_ms']:.2f} | {r['infer_ms']:.2f} | {r['queue_ms']:.3f} | "
-            f"{r['request_ms']:.2f} |"
-        )
     lines += [
         f"| **sum of steps' compute** | **{result['sum_steps_compute_ms']:.2f}** | | | |",
         f"| **{model.name} ensemble latency** | | | | **{result['ensemble_ms']:.2f}** |",
@@ -199,26 +190,19 @@ def render(
         "",
         f"## Load (Locust, `--tags {model.name}`, one row per request, closed loop)",
         "",
-        "| concurrency | requests/s | p50 ms | p95 ms | p99 ms | failures | server CPU (cores) "
-        "| other jobs' CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table(LOAD_COLUMNS, [_load_row(r) for r in loads], "r" * len(LOAD_COLUMNS)),
     ]
-    for r in loads:
-        lines.append(
-            f"| {r['concurrency']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-            f"{r['p99_ms']:.0f} | {r['failures']} | {r['server_cores']:.2f} | {r['foreign_cores']:.2f} |"
-        )
     steps = [s["step"] for s in result["steps"]]
+    batching = [
+        (r["concurrency"], *(f"{r['rows_per_execution'].get(s, float('nan')):.1f}" for s in steps))
+        for r in loads
+    ]
     lines += [
         "",
         "## Batching each step achieved under that load (Triton statistics: rows per execution)",
         "",
-        "| concurrency | " + " | ".join(steps) + " |",
-        "|---:|" + "---:|" * len(steps),
+        *table(("concurrency", *steps), batching, "r" * (1 + len(steps))),
     ]
-    for r in loads:
-        cells = " | ".join(f"{r['rows_per_execution'].get(s, float('nan')):.1f}" for s in steps)
-        lines.append(f"| {r['concurrency']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -229,23 +213,45 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=100, help="sequential requests for the overhead")
     p.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 8, 16])
     p.add_argument("--seconds", type=float, default=20.0, help="Locust window per concurrency")
-    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
-    p.add_argument(
-        "--cpu-runtime", choices=["auto", *RUNTIMES], default="auto", help="auto: as `ecomgen serve`"
-    )
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    p.add_argument(
-        "--wait-quiet",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="wait for other jobs' CPU to settle before each measurement",
-    )
+    harness.add_arguments(p)
     return p.parse_args(argv)
+
+
+def load(
+    url: str, model: ServedModel, opt: argparse.Namespace, h: harness.Harness, cpu: Sampler
+) -> list[Any]:
+    """Locust at each concurrency: requests/s, latency, CPU and the batching every step achieved."""
+    steps = ensemble_steps(model)
+    loads = []
+    for c in opt.concurrency:
+        h.quiet()
+        with grpcclient.InferenceServerClient(url) as client:
+            before = model_stats(client)
+        summary, code = run_locust(url, model.name, 1, c, opt.seconds, h.tmp)
+        with grpcclient.InferenceServerClient(url) as client:
+            after = model_stats(client)
+        total, window = summary["total"], summary["window"]
+        ok = total["requests"] - total["failures"]
+        loads.append(
+            {
+                "concurrency": c,
+                "requests_per_s": total["rps"] * ok / total["requests"] if total["requests"] else 0.0,
+                "p50_ms": total["p50_ms"],
+                "p95_ms": total["p95_ms"],
+                "p99_ms": total["p99_ms"],
+                "failures": total["failures"],
+                "server_cores": cpu.cores("triton", window["start"], window["end"]),
+                "foreign_cores": cpu.foreign(window["start"], window["end"]),
+                "exit_code": code,
+                "rows_per_execution": {s: rows_per_execution(before, after, s) for s in steps},
+            }
+        )
+    return loads
 
 
 def main(argv: list[str] | None = None) -> int:
     opt = parse(argv)
-    model = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
+    model = harness.with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
     if opt.unfused:
         model = dataclasses.replace(model, fuse_on_cpu=False)
     try:
@@ -253,58 +259,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"benchmarks.ensemble: {e}", file=sys.stderr)
         return 2
-    quiet: Callable[[], float] = wait_until_quiet if opt.wait_quiet else (lambda: 0.0)
     started = time.monotonic()
-    info = machine_info()
-    weights = resolve_weights(opt.weights, [model])
-    loads = []
-    with tempfile.TemporaryDirectory(prefix="ecomgen-ensemble-bench-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        export_networks([model], weights, tmp / "onnx")
-        repository, runtimes = build_repository(tmp / "repo", [model], tmp / "onnx")
-        with (
-            triton_server(repository, tmp / "tritonserver.log") as (url, pid),
-            CpuSampler({"triton": pid}) as cpu,
-        ):
-            result = overhead(url, model, opt.requests, quiet)
-            steps = ensemble_steps(model)
-            for c in opt.concurrency:
-                quiet()
-                with grpcclient.InferenceServerClient(url) as client:
-                    before = model_stats(client)
-                summary, code = run_locust(url, model.name, 1, c, opt.seconds, tmp)
-                with grpcclient.InferenceServerClient(url) as client:
-                    after = model_stats(client)
-                batches = {s: rows_per_execution(before, after, s) for s in steps}
-                total, window = summary["total"], summary["window"]
-                ok = total["requests"] - total["failures"]
-                loads.append(
-                    {
-                        "concurrency": c,
-                        "requests_per_s": total["rps"] * ok / total["requests"] if total["requests"] else 0.0,
-                        "p50_ms": total["p50_ms"],
-                        "p95_ms": total["p95_ms"],
-                        "p99_ms": total["p99_ms"],
-                        "failures": total["failures"],
-                        "server_cores": cpu.cores("triton", window["start"], window["end"]),
-                        "foreign_cores": cpu.foreign(window["start"], window["end"]),
-                        "exit_code": code,
-                        "rows_per_execution": batches,
-                    }
-                )
-    label = weights.label([model])
-    text = render(model, opt, info, label, runtimes, result, loads, time.monotonic() - started)
-    stem = opt.out / result_stem(model.name + ("-unfused" if opt.unfused else ""), info)
+    with (
+        harness.Harness([model], opt.weights, quiet=opt.wait_quiet, prefix="ecomgen-ensemble-bench-") as h,
+        Sampler({"triton": h.pid}, interval_s=0.25, memory=False) as cpu,
+    ):
+        result = overhead(h.url, model, opt.requests, h.quiet)
+        loads = load(h.url, model, opt, h, cpu)
+    info, label = h.machine, h.weights_label
+    text = render(model, opt, info, label, h.runtimes, result, loads, time.monotonic() - started)
+    stem = opt.out / report.result_stem(model.name + ("-unfused" if opt.unfused else ""), info)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text)
-    write_json(
+    report.write_json(
         stem.with_suffix(".json"),
         {
-            "command": command_line(),
+            "command": report.command_line(),
             "model": model.name,
             "machine": info,
             "weights": label,
-            "runtimes": runtimes,
+            "runtimes": h.runtimes,
             "overhead": result,
             "load": loads,
         },

@@ -23,50 +23,28 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import tritonclient.grpc as grpcclient
 
-from benchmarks import perf_analyzer
-from benchmarks.common import (
-    RESULTS_DIR,
-    WEIGHT_CHOICES,
-    build_repository,
-    bullet,
-    command_line,
-    export_networks,
-    fmt,
-    machine_busy_seconds,
-    machine_info,
-    machine_line,
-    resolve_weights,
-    result_stem,
-    today,
-    triton_server,
-    wait_until_quiet,
-    with_runtime,
-    write_json,
-)
+from benchmarks import harness, perf_analyzer, report
 from benchmarks.ensemble import model_stats, rows_per_execution
+from benchmarks.report import bullet, fmt, table
 from benchmarks.roofline import WAIT_QUIET, pipeline_sweep, served_sweep
+from ecomgen.launcher import STUB_ROLE, LoadMeter, ProcessTree
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.runners import RUNTIMES
 from ecomgen.spec import ServedModel
 
 TARGET = 0.80
-STUB = "triton_python_backend_stub"
 
 # Phases of the stub's main thread, by the innermost marker frame of a py-spy stack (first match
 # from the leaf). Frames are "function (file)" as py-spy writes them.
@@ -102,59 +80,40 @@ class Served:
 # --- CPU accounting by process group --------------------------------------------------
 
 
-def _groups(server_pid: int) -> dict[str, list[psutil.Process]]:
-    server = psutil.Process(server_pid)
-    stubs = [p for p in server.children(recursive=True) if p.name().startswith(STUB[:15])]
-    return {"tritonserver": [server], "python stubs": stubs}
-
-
-def _cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
+def _groups(tree: ProcessTree) -> dict[str, float]:
+    """CPU seconds so far of tritonserver and of the Python stubs (every model instance together)."""
+    sample = tree.sample(memory=False)
+    return {
+        "tritonserver": sample.roles_cpu.get("tritonserver", 0.0),
+        "python stubs": sum(sample.cpu_by_role(STUB_ROLE).values()),
+    }
 
 
 def served_run(
     url: str, server_pid: int, model: str, scenario: str, concurrency: int, rows: int, opt: argparse.Namespace
 ) -> Served:
     if opt.wait_quiet:
-        wait_until_quiet(quiet_s=2.0, timeout_s=300.0)
-    groups = _groups(server_pid)
+        harness.wait_until_quiet(quiet_s=2.0, timeout_s=300.0)
+    tree, meter = ProcessTree(server_pid, memory=False), LoadMeter()
     with grpcclient.InferenceServerClient(url) as client:
         before = model_stats(client)
-        cpu0 = {k: _cpu(v) for k, v in groups.items()}
-        busy0, t0 = machine_busy_seconds(), time.monotonic()
+        cpu0, load0 = _groups(tree), meter.read()
         result = perf_analyzer.run(
             url, concurrency, rows, model, measurement_ms=opt.measurement_ms, windows=opt.windows
         )
-        busy1, t1 = machine_busy_seconds(), time.monotonic()
-        cpu1 = {k: _cpu(v) for k, v in groups.items()}
+        cpu1, load1 = _groups(tree), meter.read()
         after = model_stats(client)
-    wall = t1 - t0
-    cores = {k: (cpu1[k] - cpu0[k]) / wall for k in groups}
+    wall = load1.time - load0.time
+    cores = {k: (cpu1[k] - cpu0[k]) / wall for k in cpu0}
     cores["perf_analyzer (client)"] = result.client_cores
-    ours = sum(cores.values())
-    foreign = max(0.0, (busy1 - busy0) / wall - ours)
     # Rows done over the whole perf_analyzer run (warm-up included), from Triton's own counters.
     rows_done = after[model]["rows"][0] - before[model]["rows"][0]
     per_row = {k: c * wall / rows_done * 1e6 for k, c in cores.items()} if rows_done else {}
+    batching = rows_per_execution(before, after, model)
     return Served(
-        scenario=scenario,
-        concurrency=concurrency,
-        rows_per_request=rows,
-        images_per_s=result.images_per_s,
-        p50_ms=result.p50_ms,
-        p99_ms=result.p99_ms,
-        rows_per_execution=rows_per_execution(before, after, model),
-        cores=cores,
-        cpu_us_per_row=per_row,
-        foreign_cores=foreign,
-        windows=result.window_images_per_s,
-        command=result.command,
-    )
+        scenario, concurrency, rows, result.images_per_s, result.p50_ms, result.p99_ms, batching, cores,
+        per_row, load0.foreign_cores(load1), result.window_images_per_s, result.command,
+    )  # fmt: skip
 
 
 # --- py-spy ---------------------------------------------------------------------------
@@ -176,7 +135,7 @@ def profile_stub(
     exe = py_spy()
     if exe is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
-    stubs = _groups(server_pid)["python stubs"]
+    stubs = ProcessTree(server_pid).sample(memory=False).pids(STUB_ROLE)
     if not stubs:
         return {"skipped": "no Python stub found"}
     load = threading.Thread(
@@ -192,7 +151,7 @@ def profile_stub(
     parts = [raw.with_name(f"{raw.name}.{i}") for i in range(len(stubs))]
     procs = [
         subprocess.Popen(
-            [exe, *shown[1:3], str(stub.pid), *shown[4:-1], str(part)],
+            [exe, *shown[1:3], str(stub), *shown[4:-1], str(part)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -261,30 +220,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the offline timings")
     p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy duration; 0: no profile")
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
-    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto")
-    p.add_argument("--cpu-runtime", choices=["auto", *RUNTIMES], default="auto")
-    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--smoke", action="store_true", help="tiny weights, short windows (CI)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    opt = p.parse_args(argv)
-    if opt.smoke:
-        opt.weights, opt.measurement_ms, opt.rounds = "tiny", 500, 1
-        opt.offline_seconds, opt.profile_seconds, opt.big_concurrency, opt.wait_quiet = 0.3, 2.0, [2], False
-    return opt
+    harness.add_arguments(p, smoke="tiny weights, short windows (CI)")
+    short = {"measurement_ms": 500, "rounds": 1, "offline_seconds": 0.3, "profile_seconds": 2.0}
+    return harness.parse_args(p, argv, **short, big_concurrency=[2])
 
 
-def offline(
-    model: ServedModel, tmp: Path, runtimes: dict[str, str], opt: argparse.Namespace
-) -> dict[str, Any]:
+def offline(model: ServedModel, h: harness.Harness, opt: argparse.Namespace) -> dict[str, Any]:
     """Offline ceilings on the served runtime: the network alone, and the fused served pipeline."""
     top = model.contract.max_batch_size
     batches = sorted({1, 8, 16, 32, top} - {b for b in (8, 16, 32) if b > top})
     nets: dict[str, dict[str, Any]] = {}
     for net in model.networks:
-        runtime = runtimes[net.name].split(" ", 1)[0]
+        runtime = h.runtimes[net.name].split(" ", 1)[0]
         sweep = served_sweep(
             net,
-            tmp / "onnx" / f"{net.name}.onnx",
+            h.onnx_dir / f"{net.name}.onnx",
             runtime,
             model.cpu_threads,
             batches,
@@ -300,7 +250,7 @@ def offline(
         }
     network_ceiling = 1.0 / sum(1.0 / n["ceiling"] for n in nets.values())
     fused = dataclasses.replace(model, fuse_on_cpu=True)
-    repository, _ = build_repository(tmp / "pipeline", [fused], tmp / "onnx")
+    repository, _ = h.repository_for([fused], "pipeline")
     pipe = pipeline_sweep(fused, repository, batches, opt.offline_seconds, opt.rounds)
     best = max(pipe, key=lambda b: pipe[b]["rows_per_s"])
     return {
@@ -313,43 +263,46 @@ def offline(
 
 
 def stem_for(opt: argparse.Namespace, r: dict[str, Any]) -> Path:
-    return opt.out / result_stem(f"{r['model']}-hotpath", r["machine"])
+    return opt.out / report.result_stem(f"{r['model']}-hotpath", r["machine"])
+
+
+def served_runs(
+    h: harness.Harness, model: ServedModel, opt: argparse.Namespace, out: dict[str, Any]
+) -> list[Served]:
+    """The served scenarios through one server, then (``--profile-seconds``) the py-spy profile."""
+    top = model.contract.max_batch_size
+    served: list[Served] = []
+    with h.serve(log_name="triton.log") as server:
+        url, pid = server.grpc_url, server.triton_pid
+        perf_analyzer.run(url, 4, 1, model.name, measurement_ms=500, windows=3)  # warm-up
+        served.append(served_run(url, pid, model.name, "single", 1, 1, opt))
+        served.append(served_run(url, pid, model.name, "single", opt.concurrency, 1, opt))
+        for c in opt.big_concurrency:
+            served.append(served_run(url, pid, model.name, f"batch{top}", c, top, opt))
+        if opt.profile_seconds > 0:
+            raw = stem_for(opt, out).with_name(stem_for(opt, out).name + "-pyspy.txt")
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            out["profile"] = profile_stub(
+                url, pid, model.name, opt.concurrency, opt.profile_seconds, opt.profile_rate, raw
+            )
+            out["profile"]["raw"] = raw.name
+    return served
 
 
 def run(opt: argparse.Namespace) -> dict[str, Any]:
     WAIT_QUIET[0] = opt.wait_quiet
-    model = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
-    weights = resolve_weights(opt.weights, [model])
+    model = harness.with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
     top = model.contract.max_batch_size
-    out: dict[str, Any] = {
-        "command": command_line(),
-        "date": today(),
-        "machine": machine_info(),
-        "model": model.name,
-        "weights": weights.label([model]),
-        "instances": model.served_cpu_instances,
-        "threads": model.cpu_threads,
-    }
-    with tempfile.TemporaryDirectory(prefix="ecomgen-hotpath-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        export_networks([model], weights, tmp / "onnx")
-        repository, runtimes = build_repository(tmp / "repo", [model], tmp / "onnx")
-        out["runtimes"] = runtimes
-        out["offline"] = offline(model, tmp, runtimes, opt)
-        served: list[Served] = []
-        with triton_server(repository, tmp / "triton.log") as (url, pid):
-            perf_analyzer.run(url, 4, 1, model.name, measurement_ms=500, windows=3)  # warm-up
-            served.append(served_run(url, pid, model.name, "single", 1, 1, opt))
-            served.append(served_run(url, pid, model.name, "single", opt.concurrency, 1, opt))
-            for c in opt.big_concurrency:
-                served.append(served_run(url, pid, model.name, f"batch{top}", c, top, opt))
-            if opt.profile_seconds > 0:
-                raw = stem_for(opt, out).with_name(stem_for(opt, out).name + "-pyspy.txt")
-                raw.parent.mkdir(parents=True, exist_ok=True)
-                out["profile"] = profile_stub(
-                    url, pid, model.name, opt.concurrency, opt.profile_seconds, opt.profile_rate, raw
-                )
-                out["profile"]["raw"] = raw.name
+    with harness.Harness([model], opt.weights, servers=0, prefix="ecomgen-hotpath-") as h:
+        out: dict[str, Any] = {
+            **h.facts(),
+            "model": model.name,
+            "instances": model.served_cpu_instances,
+            "threads": model.cpu_threads,
+            "runtimes": h.runtimes,
+        }
+        out["offline"] = offline(model, h, opt)
+        served = served_runs(h, model, opt, out)
         out["served"] = [asdict(s) for s in served]
     single = next(s for s in served if s.scenario == "single" and s.concurrency == opt.concurrency)
     big = max((s for s in served if s.rows_per_request == top), key=lambda s: s.images_per_s)
@@ -370,13 +323,13 @@ def _verdict(x: float) -> str:
 
 
 def render(r: dict[str, Any], plot_name: str | None) -> str:
-    off, ratios, top = r["offline"], r["ratios"], max(s["rows_per_request"] for s in r["served"])
+    off, top = r["offline"], max(s["rows_per_request"] for s in r["served"])
     nets = ", ".join(f"{k}: {v['runtime']}" for k, v in off["networks"].items())
     lines = [
         f"# Hot path: {r['model']}, one row per request vs {top} rows and offline",
         "",
         bullet(f"**Command**: `{r['command']}`"),
-        bullet(f"**Machine**: {machine_line(r['machine'])}; no GPU"),
+        bullet(f"**Machine**: {report.machine_line(r['machine'])}; no GPU"),
         bullet(f"**Date**: {r['date']}; **weights**: {r['weights']}"),
         bullet(
             f"**Served as**: one Python model (cpu target, fused steps), {r['instances']} instance(s) x "
@@ -386,48 +339,56 @@ def render(r: dict[str, Any], plot_name: str | None) -> str:
         "",
         "## Verdict",
         "",
-        "| ratio | value |",
-        "|---|---|",
-        f"| single-row serving at c={_single(r)['concurrency']} / {top}-row serving | "
-        f"{_verdict(ratios['single_vs_many_rows'])} |",
-        f"| single-row serving / offline ceiling of the served pipeline (checks, latents, network, uint8) | "
-        f"{_verdict(ratios['single_vs_pipeline_ceiling'])} |",
-        f"| single-row serving / offline ceiling of the network alone on the chosen runtime | "
-        f"{_verdict(ratios['single_vs_network_ceiling'])} |",
-        f"| {top}-row serving / offline ceiling of the network alone | "
-        f"{ratios['many_rows_vs_network_ceiling']:.0%} |",
+        *table(("ratio", "value"), _verdict_rows(r, top)),
         "",
         "## Offline ceilings (same run)",
         "",
-        "| what | batch | images/s |",
-        "|---|---:|---:|",
     ]
-    for name, n in off["networks"].items():
-        for b, v in n["sweep"].items():
-            lines.append(f"| {name} on {n['runtime']} (network only) | {b} | {fmt(v['items_per_s'])} |")
-    for b, v in off["pipeline"].items():
-        lines.append(f"| served pipeline through `run_batch` | {b} | {fmt(v['rows_per_s'])} |")
-    lines += [
-        "",
-        "## Served",
-        "",
-        "| rows/request | concurrency | images/s | p50 ms | p99 ms | rows per execution | cores: client / "
-        "tritonserver / stub | CPU µs per image: client / tritonserver / stub | foreign load (cores) |",
-        "|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ceilings = [
+        (f"{name} on {n['runtime']} (network only)", b, fmt(v["items_per_s"]))
+        for name, n in off["networks"].items()
+        for b, v in n["sweep"].items()
     ]
-    for s in r["served"]:
-        c, u = s["cores"], s["cpu_us_per_row"]
-        keys = ("perf_analyzer (client)", "tritonserver", "python stubs")
-        lines.append(
-            f"| {s['rows_per_request']} | {s['concurrency']} | {fmt(s['images_per_s'])} | "
-            f"{fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {fmt(s['rows_per_execution'])} | "
-            f"{' / '.join(fmt(c.get(k), 2) for k in keys)} | "
-            f"{' / '.join(fmt(u.get(k), 0) for k in keys)} | {s['foreign_cores']:.2f} |"
-        )
+    ceilings += [
+        ("served pipeline through `run_batch`", b, fmt(v["rows_per_s"])) for b, v in off["pipeline"].items()
+    ]
+    lines += [*table(("what", "batch", "images/s"), ceilings, "lrr"), "", "## Served", ""]
+    lines += table(SERVED_COLUMNS, [_served_row(s) for s in r["served"]], "rrrrrrllr")
     lines += ["", *_profile_lines(r.get("profile"))]
     if plot_name:
         lines += ["", f"![where the CPU goes]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+SERVED_COLUMNS = (
+    "rows/request", "concurrency", "images/s", "p50 ms", "p99 ms", "rows per execution",
+    "cores: client / tritonserver / stub", "CPU µs per image: client / tritonserver / stub",
+    "foreign load (cores)",
+)  # fmt: skip
+PROCESS_GROUPS = ("perf_analyzer (client)", "tritonserver", "python stubs")
+
+
+def _verdict_rows(r: dict[str, Any], top: int) -> list[tuple[str, str]]:
+    ratios = r["ratios"]
+    return [
+        (f"single-row serving at c={_single(r)['concurrency']} / {top}-row serving",
+         _verdict(ratios["single_vs_many_rows"])),
+        ("single-row serving / offline ceiling of the served pipeline (checks, latents, network, uint8)",
+         _verdict(ratios["single_vs_pipeline_ceiling"])),
+        ("single-row serving / offline ceiling of the network alone on the chosen runtime",
+         _verdict(ratios["single_vs_network_ceiling"])),
+        (f"{top}-row serving / offline ceiling of the network alone",
+         f"{ratios['many_rows_vs_network_ceiling']:.0%}"),
+    ]  # fmt: skip
+
+
+def _served_row(s: dict[str, Any]) -> tuple[object, ...]:
+    c, u = s["cores"], s["cpu_us_per_row"]
+    return (
+        s["rows_per_request"], s["concurrency"], fmt(s["images_per_s"]), fmt(s["p50_ms"]), fmt(s["p99_ms"]),
+        fmt(s["rows_per_execution"]), " / ".join(fmt(c.get(k), 2) for k in PROCESS_GROUPS),
+        " / ".join(fmt(u.get(k), 0) for k in PROCESS_GROUPS), f"{s['foreign_cores']:.2f}",
+    )  # fmt: skip
 
 
 def _single(r: dict[str, Any]) -> dict[str, Any]:
@@ -455,14 +416,9 @@ def _profile_lines(p: dict[str, Any] | None) -> list[str]:
 
 
 def plot(r: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ("perf_analyzer (client)", "tritonserver", "python stubs")
+    keys = PROCESS_GROUPS
     served = r["served"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = report.pyplot().subplots(1, 2, figsize=(12, 4.2))
     labels = [f"{s['rows_per_request']} row(s)\nc={s['concurrency']}" for s in served]
     bottom = [0.0] * len(served)
     for k in keys:
@@ -480,10 +436,7 @@ def plot(r: dict[str, Any], path: Path) -> Path:
         axes[1].set_title("py-spy, single-row load")
     else:
         axes[1].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     png = plot(r, stem.with_suffix(".png"))
     md = stem.with_suffix(".md")
     md.write_text(render(r, png.name))
-    write_json(stem.with_suffix(".json"), r)
+    report.write_json(stem.with_suffix(".json"), r)
     print(md.read_text())
     print(f"wrote {md}")
     return 0

@@ -13,30 +13,15 @@ requests at concurrency 1 and 32, synchronous and ``--async``. The spec's values
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from benchmarks import perf_analyzer
-from benchmarks.common import (
-    RESULTS_DIR,
-    build_repository,
-    command_line,
-    export_networks,
-    machine_info,
-    machine_line,
-    resolve_weights,
-    result_stem,
-    today,
-    triton_server,
-    wait_until_quiet,
-    write_json,
-)
-from ecomgen.registry import REGISTRY
+from benchmarks import harness, perf_analyzer, report
+from benchmarks.report import bullet, table
+from ecomgen.launcher import LaunchError
 
 MODEL = "product_gan"
 Edit = Callable[[mc.ModelConfig], None]
@@ -93,24 +78,25 @@ VARIANTS: dict[str, Edit] = {
 }
 
 
-def measure(repo: Path, name: str, edit: Edit, opt: argparse.Namespace, log: Path) -> dict[str, Any]:
-    path = repo / MODEL / "config.pbtxt"
+def measure(h: harness.Harness, name: str, edit: Edit, opt: argparse.Namespace) -> dict[str, Any]:
+    path = h.repository / MODEL / "config.pbtxt"
     original = path.read_text()
     config = text_format.Parse(original, mc.ModelConfig())
     edit(config)
     path.write_text(text_format.MessageToString(config))
     row: dict[str, Any] = {"variant": name}
     try:
-        with triton_server(repo, log) as (url, _):
+        with h.serve(log_name="triton.log") as server:
+            url = server.grpc_url
             perf_analyzer.run(url, 4, 1, MODEL, measurement_ms=500, windows=3)  # warm-up
             for label, conc, extra in (("c1", 1, ()), ("c32", 32, ()), ("c32_async", 32, ("--async",))):
                 if opt.wait_quiet:
-                    wait_until_quiet(quiet_s=2.0, timeout_s=300.0)
+                    harness.wait_until_quiet(quiet_s=2.0, timeout_s=300.0)
                 r = perf_analyzer.run(
                     url, conc, 1, MODEL, measurement_ms=int(opt.seconds * 1000), windows=3, extra_args=extra
                 )
                 row[label] = {"images_per_s": r.images_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}
-    except (perf_analyzer.PerfAnalyzerError, OSError, TimeoutError) as e:
+    except (perf_analyzer.PerfAnalyzerError, OSError, TimeoutError, LaunchError) as e:
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[-1][:200]}"
     finally:
         path.write_text(original)
@@ -118,30 +104,37 @@ def measure(repo: Path, name: str, edit: Edit, opt: argparse.Namespace, log: Pat
     return row
 
 
+COLUMNS = (
+    "variant", "c=1 images/s", "c=1 p50 / p99 ms", "c=32 images/s", "c=32 p50 / p99 ms",
+    "c=32 async images/s", "async p99 ms",
+)  # fmt: skip
+
+
 def render(r: dict[str, Any]) -> str:
     lines = [
         "# Hot path: Triton settings for single-row product_gan requests",
         "",
-        f"- **Command**: `{r['command']}`",
-        f"- **Machine**: {machine_line(r['machine'])}; no GPU",
-        f"- **Date**: {r['date']}; **weights**: {r['weights']}",
-        "- **Load**: perf_analyzer 2.51 over gRPC, single-row requests, 3 windows of "
-        f"{r['seconds']:g} s each; sync (one thread per request in flight) and `--async`",
+        bullet(f"**Command**: `{r['command']}`"),
+        bullet(f"**Machine**: {report.machine_line(r['machine'])}; no GPU"),
+        bullet(f"**Date**: {r['date']}; **weights**: {r['weights']}"),
+        bullet(
+            f"**Load**: perf_analyzer 2.51 over gRPC, single-row requests, 3 windows of {r['seconds']:g} s "
+            "each; sync (one thread per request in flight) and `--async`"
+        ),
         "",
-        "| variant | c=1 images/s | c=1 p50 / p99 ms | c=32 images/s | c=32 p50 / p99 ms "
-        "| c=32 async images/s | async p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    rows: list[tuple[object, ...] | str] = []
     for row in r["rows"]:
         if "error" in row:
-            lines.append(f"| {row['variant']} | {row['error']} | | | | | |")
+            rows.append(f"| {row['variant']} | {row['error']} | | | | | |")
             continue
         a, b, c = row["c1"], row["c32"], row["c32_async"]
-        lines.append(
-            f"| {row['variant']} | {a['images_per_s']:.0f} | {a['p50_ms']:.1f} / {a['p99_ms']:.1f} "
-            f"| {b['images_per_s']:.0f} | {b['p50_ms']:.1f} / {b['p99_ms']:.1f} "
-            f"| {c['images_per_s']:.0f} | {c['p99_ms']:.1f} |"
-        )
+        rows.append(
+            (row["variant"], f"{a['images_per_s']:.0f}", f"{a['p50_ms']:.1f} / {a['p99_ms']:.1f}",
+             f"{b['images_per_s']:.0f}", f"{b['p50_ms']:.1f} / {b['p99_ms']:.1f}", f"{c['images_per_s']:.0f}",
+             f"{c['p99_ms']:.1f}")
+        )  # fmt: skip
+    lines += table(COLUMNS, rows, "lrrrrrr")
     return "\n".join(lines) + "\n"
 
 
@@ -149,37 +142,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names (+ joins knobs)")
     p.add_argument("--seconds", type=float, default=3.0, help="perf_analyzer window")
-    p.add_argument("--weights", default="auto")
-    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    harness.add_arguments(p, runtime=False)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     opt = parse(argv)
-    model = REGISTRY[MODEL]
-    weights = resolve_weights(opt.weights, [model])
     names = [n.strip() for n in opt.variants.split(",") if n.strip()]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
-    result: dict[str, Any] = {
-        "command": command_line(),
-        "date": today(),
-        "machine": machine_info(),
-        "weights": weights.label([model]),
-        "seconds": opt.seconds,
-        "rows": [],
-    }
-    with tempfile.TemporaryDirectory(prefix="ecomgen-hotpath-variants-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        export_networks([model], weights, tmp / "onnx")
-        repo, _ = build_repository(tmp / "repo", [model], tmp / "onnx")
-        for name in names:
-            result["rows"].append(measure(repo, name, VARIANTS[name], opt, tmp / "triton.log"))
+    with harness.Harness([MODEL], opt.weights, servers=0, prefix="ecomgen-hotpath-variants-") as h:
+        result: dict[str, Any] = {
+            **h.facts(),
+            "seconds": opt.seconds,
+            "rows": [measure(h, name, VARIANTS[name], opt) for name in names],
+        }
     opt.out.mkdir(parents=True, exist_ok=True)
-    stem = opt.out / result_stem(f"{MODEL}-hotpath-variants", result["machine"])
-    write_json(stem.with_suffix(".json"), result)
+    stem = opt.out / report.result_stem(f"{MODEL}-hotpath-variants", result["machine"])
+    report.write_json(stem.with_suffix(".json"), result)
     stem.with_suffix(".md").write_text(render(result))
     print(stem.with_suffix(".md").read_text())
     return 0

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from benchmarks.payloads import _jpeg, payload
+from benchmarks.payloads import infer_inputs, payload, product_jpeg
+from benchmarks.report import table
 from ecomgen.hostinfo import machine_description
-from ecomgen_client.contracts import CONTRACTS
 
 UPLOAD_SIZE = (1024, 768)  # a shop photo: 1024 px on its long side
 
@@ -39,19 +39,9 @@ def inputs_for(model: str, upload: bool) -> dict[str, np.ndarray]:
     if upload:
         arrays = {k: v for k, v in arrays.items() if k not in ("class_id", "seed")}
         photo = np.empty(1, dtype=object)
-        photo[0] = _jpeg("products", 0, UPLOAD_SIZE)
+        photo[0] = product_jpeg(0, UPLOAD_SIZE)
         arrays["product"] = photo
     return arrays
-
-
-def _request(model: str, arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
-    contract = CONTRACTS[model]
-    out = []
-    for name, arr in arrays.items():
-        t = grpcclient.InferInput(name, list(arr.shape), contract.input(name).dtype)
-        t.set_data_from_numpy(arr)
-        out.append(t)
-    return out
 
 
 def measure(url: str, model: str, upload: bool, requests: int, concurrency: int) -> dict[str, Any]:
@@ -63,14 +53,14 @@ def measure(url: str, model: str, upload: bool, requests: int, concurrency: int)
 
     def worker() -> None:
         with grpcclient.InferenceServerClient(url) as c:
-            c.infer(model, _request(model, arrays), client_timeout=120)  # warm this connection
+            c.infer(model, infer_inputs(arrays, model), client_timeout=120)  # warm this connection
             while True:
                 with lock:
                     if next(todo, None) is None:
                         return
                 start = time.perf_counter()
                 try:
-                    c.infer(model, _request(model, arrays), client_timeout=120)
+                    c.infer(model, infer_inputs(arrays, model), client_timeout=120)
                     with lock:
                         latencies.append(time.perf_counter() - start)
                 except Exception as e:  # counted and reported, not hidden
@@ -103,18 +93,19 @@ def measure(url: str, model: str, upload: bool, requests: int, concurrency: int)
 
 def compare(paths: list[Path]) -> str:
     runs = [json.loads(p.read_text()) for p in paths]
-    lines = [
-        "| label | commit | model | product | concurrency | p50 ms | p90 ms | p99 ms | requests/s | errors |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in runs:
-        product = "uploaded photo" if r["upload"] else "generated"
-        lines.append(
-            f"| {r['label']} | {r.get('commit', '')} | {r['model']} | {product} "
-            f"| {r['concurrency']} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p99_ms']:.0f} "
-            f"| {r['requests_per_s']:.2f} | {r['error_count']} |"
-        )
-    return "\n".join(lines) + "\n"
+    rows = [
+        (r["label"], r.get("commit", ""), r["model"], "uploaded photo" if r["upload"] else "generated",
+         r["concurrency"], f"{r['p50_ms']:.0f}", f"{r['p90_ms']:.0f}", f"{r['p99_ms']:.0f}",
+         f"{r['requests_per_s']:.2f}", r["error_count"])
+        for r in runs
+    ]  # fmt: skip
+    return "\n".join(table(COLUMNS, rows, "llllrrrrrr")) + "\n"
+
+
+COLUMNS = (
+    "label", "commit", "model", "product", "concurrency", "p50 ms", "p90 ms", "p99 ms", "requests/s",
+    "errors",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,17 @@ def endpoints(host: str | None) -> list[str]:
     return urls
 
 
+# --- the run-time clock ---------------------------------------------------------------
+
+
+@events.init.add_listener
+def _fresh_clock(**_kwargs: Any) -> None:
+    # libev caches "now" per loop iteration, and nothing ran the loop while this file and its
+    # imports loaded (seconds on a busy runner): `-t` would otherwise count that time too and
+    # could end the run before the first request was answered.
+    gevent.get_hub().loop.update_now()
+
+
 # --- failure gate (Locust docs: running-without-web-ui) ---------------------------
 
 
@@ -105,7 +116,11 @@ def _gate(environment: Environment, **_kwargs: Any) -> None:
     total = environment.stats.total
     budget = float(getattr(environment.parsed_options, "p99_budget_ms", 0.0) or 0.0)
     p99 = total.get_response_time_percentile(0.99) if total.num_requests else 0.0
-    if total.fail_ratio > 0:
+    if total.num_requests == 0:
+        # A run that measured nothing (the run time ended before any answer) is not a pass.
+        log.error("test failed: no request completed")
+        environment.process_exit_code = 1
+    elif total.fail_ratio > 0:
         log.error("test failed: %.1f%% of %d requests failed", 100 * total.fail_ratio, total.num_requests)
         environment.process_exit_code = 1
     elif budget > 0 and p99 > budget:

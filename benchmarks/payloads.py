@@ -274,3 +274,42 @@ def describe(p: Payload, contract: Contract | None = None) -> str:
     for name, arr in p.inputs.items():
         parts.append(f"{name} {contract.input(name).dtype} {list(arr.shape)}")
     return ", ".join(parts) + " -> " + ", ".join(p.outputs)
+
+
+def product_jpeg(index: int, hw: tuple[int, int] | None = None) -> bytes:
+    """Fixture product photo ``index`` (cycled) as a JPEG (quality 90), resized to ``hw`` (H, W) if given:
+    ``product_jpeg(0, (1000, 750))`` is a 1,000 px shop photo."""
+    return _jpeg("products", index % len(_photos("products")), hw)
+
+
+def infer_inputs(inputs: dict[str, np.ndarray], model: str) -> list[Any]:
+    """tritonclient gRPC inputs with the contract's datatypes."""
+    import tritonclient.grpc as grpcclient
+
+    contract = contracts()[model]
+    out = []
+    for name, array in inputs.items():
+        t = grpcclient.InferInput(name, list(array.shape), contract.input(name).dtype)
+        t.set_data_from_numpy(array)
+        out.append(t)
+    return out
+
+
+def fetch(url: str, p: Payload, timeout_s: float = 120.0) -> dict[str, np.ndarray]:
+    """Send one payload over gRPC; the outputs asked for, as numpy arrays."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        result = client.infer(
+            p.model,
+            infer_inputs(p.inputs, p.model),
+            outputs=[grpcclient.InferRequestedOutput(n) for n in p.outputs],
+            client_timeout=timeout_s,
+        )
+    out = {}
+    for name in p.outputs:
+        value = result.as_numpy(name)
+        if value is None:
+            raise RuntimeError(f"{p.model}: no output {name!r} in the response")
+        out[name] = value
+    return out

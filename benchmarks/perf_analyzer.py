@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 from tritonclient.utils import serialize_byte_tensor
 
-from benchmarks.common import DEFAULT_MODEL, REPO_ROOT
+from benchmarks.harness import DEFAULT_MODEL
 from benchmarks.payloads import PayloadMaker, contracts
+from ecomgen.launcher import process_cpu_seconds
+from training.paths import REPO_ROOT
 
 LIB_DIR = REPO_ROOT / "build" / "perf_analyzer_libs"
 # soname -> glob of the hashed copy in nvidia_pytriton.libs
@@ -167,15 +168,13 @@ def run_watched(cmd: list[str], timeout_s: float) -> tuple[str, int | None, floa
     proc = subprocess.Popen(
         cmd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    ps = psutil.Process(proc.pid)
     cpu = 0.0
     try:
         while proc.poll() is None:
-            try:  # read while alive: a reaped process has no CPU times left to read
-                t = ps.cpu_times()
-                cpu = t.user + t.system
-            except psutil.NoSuchProcess:
+            now = process_cpu_seconds(proc.pid)  # read while alive: a reaped process has none left
+            if now is None:
                 break
+            cpu = now
             time.sleep(0.2)
             if time.monotonic() - start > timeout_s:
                 proc.kill()

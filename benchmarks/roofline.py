@@ -32,7 +32,6 @@ import functools
 import math
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -43,26 +42,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import (
-    CALIBRATION_DIR,
-    GPU_LINE,
-    RESULTS_DIR,
-    WEIGHT_CHOICES,
-    OwnCpu,
-    build_repository,
-    bullet,
-    command_line,
-    export_networks,
-    machine_busy_seconds,
-    machine_info,
-    machine_line,
-    resolve_weights,
-    result_stem,
-    today,
-    wait_until_quiet,
-    write_json,
-)
+from benchmarks import harness, report
 from benchmarks.payloads import PayloadMaker
+from benchmarks.report import table
+from ecomgen.launcher import LoadMeter
 from ecomgen.numerics import PARITY_MIN_PSNR_DB
 from ecomgen.registry import REGISTRY
 from ecomgen.serving.calibrate import calibrate, output_parity
@@ -72,7 +55,7 @@ from ecomgen.spec import NetworkSpec, ServedModel
 Feeds = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
 
-_OWN = OwnCpu()
+_LOAD = LoadMeter()
 FOREIGN: list[float] = []  # other jobs' load (cores) during each timing, for the report
 WAIT_QUIET = [True]
 
@@ -83,10 +66,10 @@ def timed(fn: Callable[[], object], seconds: float, warmup: int = 3, windows: in
     Waits for a quiet machine first; the median shrugs off a short burst of someone else's work.
     """
     if WAIT_QUIET[0]:
-        wait_until_quiet(quiet_s=1.0, timeout_s=120.0)
+        harness.wait_until_quiet(quiet_s=1.0, timeout_s=120.0)
     for _ in range(warmup):
         fn()
-    t0, busy0, own0 = time.perf_counter(), machine_busy_seconds(), _OWN.seconds()
+    before = _LOAD.read()
     per_call = []
     for _ in range(windows):
         n, start = 0, time.perf_counter()
@@ -97,8 +80,7 @@ def timed(fn: Callable[[], object], seconds: float, warmup: int = 3, windows: in
             if elapsed >= seconds / windows and n >= 2:
                 break
         per_call.append(elapsed / n)
-    t1, busy1, own1 = time.perf_counter(), machine_busy_seconds(), _OWN.seconds()
-    FOREIGN.append(max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0))
+    FOREIGN.append(before.foreign_cores(_LOAD.read()))
     return statistics.median(per_call)
 
 
@@ -396,11 +378,9 @@ def render(payload: dict[str, Any]) -> str:
     lines = [
         f"# Distance to the limit: every served network ({info['model']}, {info['cpus']} CPUs)",
         "",
-        f"- **Date**: {payload['date']}",
-        f"- **Command**: `{payload['command']}` (took {payload['wall_s'] / 60:.1f} min)",
-        f"- **Machine**: {machine_line(info)}",
+        *report.run_lines(info, payload["wall_s"], payload["command"], payload["date"]),
         f"- **Weights**: {payload['weights']}",
-        bullet(GPU_LINE),
+        report.bullet(report.GPU_LINE),
         "- **Other jobs' load** during the timings (the machine is shared; "
         + ("each timing waits for quiet first and " if payload["wait_quiet"] else "no waiting for quiet; ")
         + f"each takes the median of 5 windows): median {payload['foreign_cores']['median']:.2f}, "
@@ -410,11 +390,9 @@ def render(payload: dict[str, Any]) -> str:
         "",
         "## Peak compute",
         "",
-        "| what | threads | GFLOP/s | GEMM size |",
-        "|---|---:|---:|---:|",
     ]
-    for row in payload["gemm"]:
-        lines.append(f"| {row['what']} | {row['threads']} | {row['gflops']:,.1f} | {row['n']} |")
+    gemm = [(g["what"], g["threads"], f"{g['gflops']:,.1f}", g["n"]) for g in payload["gemm"]]
+    lines += table(("what", "threads", "GFLOP/s", "GEMM size"), gemm, "lrrr")
     lines += ["", f"bf16: {payload['bf16_note']}", "", "## Served models", ""]
     lines += [
         "| model | networks | MFLOP per row | network ceiling rows/s (back to back) | served pipeline rows/s "
@@ -531,12 +509,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every timing")
     p.add_argument("--calibration-seconds", type=float, default=1.5, help="per runtime, as `ecomgen build`")
     p.add_argument("--gemm-sizes", type=int, nargs="+", default=[1024, 2048, 3072])
-    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
     p.add_argument(
         "--pipelines", action=argparse.BooleanOptionalAction, default=True, help="served pipelines"
     )
-    p.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    harness.add_arguments(p, runtime=False)
     return p.parse_args(argv)
 
 
@@ -558,34 +534,28 @@ def peak_compute(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    opt = parse(argv)
-    WAIT_QUIET[0] = opt.wait_quiet
-    started = time.monotonic()
-    info = machine_info()
-    registry_nets = REGISTRY.networks()
-    owners = {name: registry_nets[name][0] for name in opt.networks}
-    models = [m for m in REGISTRY if m.name in {o.name for o in owners.values()}]
-    weights = resolve_weights(opt.weights, models)
-    threads = opt.threads or max(m.cpu_threads for m in models)
-    gemm, bf16_note = peak_compute(opt, info, threads)
-    peak = max(g["gflops"] for g in gemm if g["what"].startswith("fp32") and g["threads"] == threads)
-    bf16_peak = max((g["gflops"] for g in gemm if g["what"].startswith("bf16")), default=None)
+def measure_all(
+    opt: argparse.Namespace, models: list[ServedModel], owners: Mapping[str, ServedModel]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], str]:
+    """Every network asked for, then every model whose networks were all measured: (networks,
+    models, the weights' label)."""
     networks: dict[str, dict[str, Any]] = {}
     summaries: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="ecomgen-roofline-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        export_networks(models, weights, tmp / "onnx")
-        _, runtimes = build_repository(tmp / "repo", models, tmp / "onnx")
-        for model in models:
-            modules = weights.modules(model)
+    with harness.Harness(models, opt.weights, servers=0, prefix="ecomgen-roofline-") as h:
+        for model in h.models:
+            modules = h.weights.modules(model)
             for net in model.networks:
                 if net.name not in owners or net.name in networks:
                     continue
-                onnx_file = tmp / "onnx" / f"{net.name}.onnx"
-                served = runtimes[net.name].split(" ", 1)[0]  # "<runtime> ($ENV)" when forced
+                served = h.runtimes[net.name].split(" ", 1)[0]  # "<runtime> ($ENV)" when forced
                 networks[net.name] = measure_network(
-                    model, net, modules[net.name], onnx_file, served, opt, tmp / "calibration"
+                    model,
+                    net,
+                    modules[net.name],
+                    h.onnx_dir / f"{net.name}.onnx",
+                    served,
+                    opt,
+                    h.tmp / "calibration",
                 )
         for model in REGISTRY:  # every model whose networks were all measured (shared ones too)
             if not model.networks or any(n.name not in networks for n in model.networks):
@@ -594,31 +564,48 @@ def main(argv: list[str] | None = None) -> int:
             if opt.pipelines:
                 # The fused Python model's directory: every network's ONNX file and runtime choice.
                 fused = dataclasses.replace(model, fuse_on_cpu=True)
-                repository, _ = build_repository(tmp / f"pipeline-{model.name}", [fused], tmp / "onnx")
+                repository, _ = h.repository_for([fused], f"pipeline-{model.name}")
                 top = model.contract.max_batch_size if model.contract.batched else 1
                 pipeline = pipeline_sweep(
                     fused, repository, batch_sizes(top, opt.batches), opt.seconds, opt.rounds
                 )
             summaries[model.name] = model_summary(model, networks, pipeline)
+    return networks, summaries, h.weights_label
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    WAIT_QUIET[0] = opt.wait_quiet
+    started = time.monotonic()
+    info = harness.machine_info()
+    registry_nets = REGISTRY.networks()
+    owners = {name: registry_nets[name][0] for name in opt.networks}
+    models = [m for m in REGISTRY if m.name in {o.name for o in owners.values()}]
+    harness.resolve_weights(opt.weights, models)  # missing checkpoints fail before the GEMM timings
+    threads = opt.threads or max(m.cpu_threads for m in models)
+    gemm, bf16_note = peak_compute(opt, info, threads)
+    peak = max(g["gflops"] for g in gemm if g["what"].startswith("fp32") and g["threads"] == threads)
+    bf16_peak = max((g["gflops"] for g in gemm if g["what"].startswith("bf16")), default=None)
+    networks, summaries, weights = measure_all(opt, models, owners)
     payload = {
-        "command": command_line(),
-        "date": today(),
+        "command": report.command_line(),
+        "date": report.today(),
         "machine": info,
-        "weights": weights.label(models),
+        "weights": weights,
         "threads": threads,
         "gemm": gemm,
         "bf16_note": bf16_note,
         "peak_fp32_gflops": peak,
         "peak_bf16_gflops": bf16_peak,
-        "calibration_cache": str(CALIBRATION_DIR),
+        "calibration_cache": str(harness.CALIBRATION_DIR),
         "networks": networks,
         "models": summaries,
         "wait_quiet": opt.wait_quiet,
         "foreign_cores": {"median": statistics.median(FOREIGN), "max": max(FOREIGN)},
         "wall_s": time.monotonic() - started,
     }
-    stem = opt.out / result_stem("roofline", info)
-    write_json(stem.with_suffix(".json"), payload)
+    stem = opt.out / report.result_stem("roofline", info)
+    report.write_json(stem.with_suffix(".json"), payload)
     stem.with_suffix(".md").write_text(render(payload))
     print(stem.with_suffix(".md").read_text())
     return 0

@@ -22,21 +22,17 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from benchmarks.common import RESULTS_DIR, free_port, machine_info, machine_line, result_stem, write_json
+from benchmarks import harness, report
 from benchmarks.payloads import Payload, payload
+from ecomgen.launcher import LISTENING, Launched, Sampler, group_members, proc_cmdline
 from ecomgen_client import (
     AsyncProductClient,
     InvalidInputError,
@@ -140,71 +136,16 @@ async def open_loop(
     return tally
 
 
-class RssSampler:
-    """Peak and time series of the resident memory of a process and all its descendants."""
-
-    def __init__(self, pid: int, period_s: float = 0.5) -> None:
-        self.root = psutil.Process(pid)
-        self.period_s = period_s
-        self.series: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        while not self._stop.wait(self.period_s):
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in procs if p.is_running())
-            except psutil.Error:
-                continue
-            self.series.append((time.monotonic() - start, rss / 2**20))
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_mib(self) -> float:
-        return max((m for _, m in self.series), default=0.0)
-
-
-def stubs_of(pgid: int | None) -> list[int]:
-    """Python stubs still alive that belonged to the server's process group (or any, if unknown)."""
-    out = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        try:
-            is_stub = STUB in " ".join(p.info["cmdline"] or []) or p.info["name"] == STUB
-            if is_stub and (pgid is None or os.getpgid(p.pid) == pgid):
-                out.append(p.pid)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return out
-
-
-def start_launcher(repository: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    grpc_port = free_port()
-    cmd = [
-        sys.executable, "-m", "ecomgen", "serve", "--no-build", "--repository", str(repository),
-        "--grpc-port", str(grpc_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-    ]  # fmt: skip
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    out = log.open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the launcher exited with {proc.returncode}; see {log}")
-        if b"ecomgen: ready" in log.read_bytes():
-            return proc, f"127.0.0.1:{grpc_port}"
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"the server was not ready after 300 s; see {log}")
+def stubs_of(output: str) -> list[int]:
+    """Python stubs still alive in the process group of any tritonserver the launcher started (each
+    leads its own group; the launcher prints its pid after every ready banner)."""
+    groups = {int(pid) for pid in re.findall(LISTENING, output)}
+    return [
+        p
+        for g in groups
+        for p in group_members(g)
+        if proc_cmdline(p)[:1] and proc_cmdline(p)[0].endswith(STUB)
+    ]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -216,44 +157,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overload", type=float, default=2.0, help="offered load / capacity")
     p.add_argument("--timeout-s", type=float, default=5.0, help="each request's deadline")
     p.add_argument("--models", default=",".join(sorted({m for m, _, _ in MIX})))
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out-dir", type=Path, default=report.RESULTS_DIR)
     return p.parse_args(argv)
 
 
-def run(opt: argparse.Namespace) -> dict[str, Any]:
-    log = Path(tempfile.gettempdir()) / f"ecomgen-soak-launcher-{os.getpid()}.log"
-    opt.out_dir.mkdir(parents=True, exist_ok=True)
-    proc, url = start_launcher(opt.repository.resolve(), log)
-    pgid = None
-    with RssSampler(proc.pid) as rss:
-        try:
-            time.sleep(2)
-            idle_mib = rss.series[-1][1] if rss.series else 0.0
-            mix = payloads(set(opt.models.split(",")))
-            capacity = asyncio.run(closed_loop(url, mix, opt.probe_s, opt.users))
-            rate = opt.overload * capacity
-            print(
-                f"capacity {capacity:.1f} req/s; offering {rate:.1f} req/s for {opt.minutes} min", flush=True
-            )
-            start = time.monotonic()
-            tally = asyncio.run(open_loop(url, mix, rate, opt.minutes * 60, opt.timeout_s))
-            duration = time.monotonic() - start
-            load_end_mib = rss.series[-1][1] if rss.series else 0.0  # before the drain frees it all
-            triton = [
-                c for c in psutil.Process(proc.pid).children() if "tritonserver" in " ".join(c.cmdline())
-            ]
-            pgid = os.getpgid(triton[0].pid) if triton else None
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=120)
-    time.sleep(1)
-    text = log.read_text(errors="replace")
-    crashes = len(re.findall(r"tritonserver crashed", text))
+def load(url: str, opt: argparse.Namespace, rss: Sampler) -> dict[str, Any]:
+    """Capacity, then twice it (``--overload``) for ``--minutes``: the figures of the load."""
+    time.sleep(2)
+    idle_mib = rss.series("server")[-1][1] if rss.snapshots else 0.0
+    mix = payloads(set(opt.models.split(",")))
+    capacity = asyncio.run(closed_loop(url, mix, opt.probe_s, opt.users))
+    rate = opt.overload * capacity
+    print(f"capacity {capacity:.1f} req/s; offering {rate:.1f} req/s for {opt.minutes} min", flush=True)
+    start = time.monotonic()
+    tally = asyncio.run(open_loop(url, mix, rate, opt.minutes * 60, opt.timeout_s))
+    duration = time.monotonic() - start
     lat = sorted(tally.latencies)
     return {
-        "machine": machine_info(),
-        "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
-        "mix": [{"model": m, "rows": r, "weight": w} for m, r, w in MIX if m in opt.models.split(",")],
         "capacity_req_s": round(capacity, 2),
         "offered_req_s": round(rate, 2),
         "duration_s": round(duration, 1),
@@ -262,38 +182,49 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         "p50_ok_s": round(lat[len(lat) // 2], 3) if lat else None,
         "p99_ok_s": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
         "rss_idle_mib": round(idle_mib, 1),
-        "rss_peak_mib": round(rss.peak_mib, 1),
-        "rss_end_mib": round(load_end_mib, 1),
-        "rss_series": rss.series[::4],
-        "launcher_exit_code": code,
-        "crashes": crashes,
-        "timeout_s": opt.timeout_s,
-        "orphaned_stubs": len(stubs_of(pgid)),
+        "rss_end_mib": round(rss.series("server")[-1][1], 1),  # before the drain frees it all
     }
 
 
-def report(result: dict[str, Any], out_dir: Path) -> Path:
-    stem = out_dir / result_stem("soak", result["machine"])
-    write_json(stem.with_suffix(".json"), result)
-    try:
-        import matplotlib
+def run(opt: argparse.Namespace) -> dict[str, Any]:
+    log = Path(tempfile.gettempdir()) / f"ecomgen-soak-launcher-{os.getpid()}.log"
+    opt.out_dir.mkdir(parents=True, exist_ok=True)
+    root = ["--allow-root"] if os.geteuid() == 0 else []
+    server = Launched(opt.repository.resolve(), *root, serve=True, cwd=REPO_ROOT, log=log, stop_timeout_s=120)
+    with server, Sampler({"server": server.pid}, interval_s=0.5, memory=False, machine=False) as rss:
+        try:
+            figures = load(server.grpc_url, opt, rss)
+        finally:
+            code = server.stop()
+    time.sleep(1)
+    series = rss.series("server")
+    return {
+        "machine": harness.machine_info(),
+        "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
+        "mix": [{"model": m, "rows": r, "weight": w} for m, r, w in MIX if m in opt.models.split(",")],
+        **{k: v for k, v in figures.items() if k != "rss_end_mib"},
+        "rss_peak_mib": round(rss.peak("server").rss / 2**20, 1),
+        "rss_end_mib": figures["rss_end_mib"],
+        "rss_series": series[::4],
+        "launcher_exit_code": code,
+        "crashes": len(re.findall(r"tritonserver crashed", server.output())),
+        "timeout_s": opt.timeout_s,
+        "orphaned_stubs": len(stubs_of(server.output())),
+    }
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        t, mib = zip(*result["rss_series"], strict=True) if result["rss_series"] else ((), ())
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.plot(t, mib)
-        ax.set_xlabel("seconds since start")
-        ax.set_ylabel("RSS of the server tree (MiB)")
-        ax.set_title(
-            f"soak at {result['offered_req_s']:.0f} req/s offered ({result['capacity_req_s']:.0f} capacity)"
-        )
-        fig.tight_layout()
-        fig.savefig(stem.with_suffix(".png"), dpi=110)
-        plt.close(fig)
-    except ImportError:
-        pass
+def write_report(result: dict[str, Any], out_dir: Path) -> Path:
+    stem = out_dir / report.result_stem("soak", result["machine"])
+    report.write_json(stem.with_suffix(".json"), result)
+    t, mib = zip(*result["rss_series"], strict=True) if result["rss_series"] else ((), ())
+    fig, ax = report.pyplot().subplots(figsize=(7, 3))
+    ax.plot(t, mib)
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("RSS of the server tree (MiB)")
+    ax.set_title(
+        f"soak at {result['offered_req_s']:.0f} req/s offered ({result['capacity_req_s']:.0f} capacity)"
+    )
+    report.save_figure(fig, stem.with_suffix(".png"))
     answers = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["answers"].items()))
     rss = f"{result['rss_idle_mib']} / {result['rss_peak_mib']} / {result['rss_end_mib']} MiB"
     mix = ", ".join(f"{m['model']} x{m['rows']} ({m['weight']})" for m in result["mix"])
@@ -301,7 +232,7 @@ def report(result: dict[str, Any], out_dir: Path) -> Path:
 
 Command: `{result["command"]}` (the real launcher, `ecomgen serve --no-build`, supervision on).
 
-{machine_line(result["machine"])}
+{report.machine_line(result["machine"])}
 
 | figure | value |
 |---|---|
@@ -331,7 +262,7 @@ as stated.
 def main(argv: list[str] | None = None) -> int:
     opt = parse(argv)
     result = run(opt)
-    path = report(result, opt.out_dir)
+    path = write_report(result, opt.out_dir)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rss_series", "machine")}, indent=2))
     print(f"wrote {path}")
     failed = result["crashes"] or result["orphaned_stubs"] or result["launcher_exit_code"] != 0

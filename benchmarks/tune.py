@@ -33,30 +33,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks import perf_analyzer
-from benchmarks.common import (
-    DEFAULT_MODEL,
-    GPU_LINE,
-    RESULTS_DIR,
-    WEIGHT_CHOICES,
-    CpuSampler,
-    build_repository,
-    bullet,
-    command_line,
-    export_networks,
-    machine_info,
-    machine_line,
-    resolve_weights,
-    result_stem,
-    today,
-    triton_server,
-    wait_until_quiet,
-    with_runtime,
-    write_json,
-)
+from benchmarks import harness, perf_analyzer, report
 from benchmarks.compare import run_locust, warm_up
+from benchmarks.report import table
+from ecomgen.launcher import Sampler
 from ecomgen.registry import REGISTRY
-from ecomgen.serving.runners import RUNTIMES
 from ecomgen.spec import Batching, NetworkStep, PythonStep, ServedModel, Step
 
 # Throughputs within this fraction of the best count as a tie, broken by the lower p99.
@@ -127,25 +108,24 @@ class Measurement:
 def measure(
     variant: Variant,
     base: ServedModel,
-    onnx_dir: Path,
+    h: harness.Harness,
     stage: str,
     opt: argparse.Namespace,
-    workdir: Path,
     concurrencies: list[int] | None = None,
 ) -> list[Measurement]:
     """Start Triton with ``variant``, load it at each concurrency in turn, stop it."""
-    root = Path(tempfile.mkdtemp(dir=workdir))
     model = variant.apply(base)
-    repository, _ = build_repository(root, [model], onnx_dir)
+    repository, _ = h.repository_for([model], Path(tempfile.mkdtemp(dir=h.tmp)).name)
     out = []
     with (
-        triton_server(repository, root / "tritonserver.log") as (url, pid),
-        CpuSampler({"triton": pid}) as cpu,
+        h.serve(repository) as server,
+        Sampler({"triton": server.triton_pid}, interval_s=0.25, memory=False) as cpu,
     ):
-        warm_up(url, model)
+        warm_up(server.grpc_url, model)
         for c in concurrencies or [opt.concurrency]:
-            wait_until_quiet(timeout_s=opt.quiet_timeout)  # the machine is shared: start on a quiet machine
-            out.append(_load(url, model.name, c, cpu, stage, variant, opt, root))
+            # The machine is shared: start on a quiet machine.
+            harness.wait_until_quiet(timeout_s=opt.quiet_timeout)
+            out.append(_load(server.grpc_url, model.name, c, cpu, stage, variant, opt, repository.parent))
     return out
 
 
@@ -153,7 +133,7 @@ def _load(
     url: str,
     model: str,
     concurrency: int,
-    cpu: CpuSampler,
+    cpu: Sampler,
     stage: str,
     variant: Variant,
     opt: argparse.Namespace,
@@ -192,10 +172,10 @@ def _load(
     )
 
 
-def _low(m: Measurement) -> str:
+def _low(m: Measurement) -> tuple[str, str, str]:
     if m.low is None:
-        return "– | – | – | "
-    return f"{m.low.images_per_s:,.1f} | {m.low.p50_ms:,.1f} | {m.low.p99_ms:,.1f} | "
+        return "–", "–", "–"
+    return f"{m.low.images_per_s:,.1f}", f"{m.low.p50_ms:,.1f}", f"{m.low.p99_ms:,.1f}"
 
 
 def _spread(windows: list[float]) -> str:
@@ -236,17 +216,22 @@ def apply(v: Variant, stage: str, value: Any) -> Variant:
     return dataclasses.replace(v, preferred=value)
 
 
+@dataclass
+class Sweep:
+    """What a sweep measured: every variant (``rows``), the alternating confirmation, the spec's
+    variant and the best measurement."""
+
+    rows: list[Measurement]
+    confirm: list[Measurement]
+    current: Variant
+    best: Measurement
+
+
 def _sweep_lines(
-    opt: argparse.Namespace,
-    model: ServedModel,
-    info: dict[str, Any],
-    weights: str,
-    rows: list[Measurement],
-    current: Variant,
-    best: Measurement,
-    wall_s: float,
+    opt: argparse.Namespace, model: ServedModel, info: dict[str, Any], weights: str, s: Sweep, wall_s: float
 ) -> list[str]:
     """How the sweep ran, and one row per measured variant."""
+    rows, current, best = s.rows, s.current, s.best
     load = (
         f"{opt.load}, concurrency {opt.concurrency}, {opt.rows} row(s) per request, {opt.seconds:g} s windows"
     )
@@ -254,11 +239,9 @@ def _sweep_lines(
     lines = [
         f"# {model.name}: Triton configuration sweep ({info['model']}, {info['cpus']} CPUs)",
         "",
-        f"- **Date**: {today()}",
-        f"- **Command**: `{command_line()}` (took {wall_s / 60:.1f} min)",
-        f"- **Machine**: {machine_line(info)}",
+        *report.run_lines(info, wall_s),
         f"- **Weights**: {weights}",
-        bullet(GPU_LINE),
+        report.bullet(report.GPU_LINE),
         f"- **Load**: {load}; every variant also at low load (concurrency {lows or 'none'}); "
         "Triton restarted per variant.",
         f"- **Current spec**: {current}",
@@ -266,38 +249,43 @@ def _sweep_lines(
         f"ties (within {TIE:.0%} images/s at concurrency {opt.concurrency}) go to the lower p99 at "
         f"concurrency {lows or '-'}, then under load.",
         "",
-        "| stage | instances | threads | max_queue_delay µs | preferred | images/s | p50 ms | "
-        "p99 ms | low-load images/s | low-load p50 ms | low-load p99 ms | server CPU (cores) | "
-        "client CPU (cores) | other jobs' CPU | failures | note |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    cells = []
     for m in rows:
         v = m.variant
         pref = ", ".join(map(str, v.preferred)) or "none"
         mark = " **best**" if m is best else (" (current)" if v == current else "")
-        lines.append(
-            f"| {m.stage} | {v.instances} | {v.threads} | {v.delay_us} | [{pref}] | "
-            f"{m.images_per_s:,.1f}{mark} | {m.p50_ms:,.0f} | {m.p99_ms:,.0f} | {_low(m)}"
-            f"{m.server_cores:.2f} | {m.client_cores:.2f} | {m.foreign_cores:.2f} | {m.failures} | {m.note} |"
-        )
-    return lines
+        cells.append(
+            (m.stage, v.instances, v.threads, v.delay_us, f"[{pref}]", f"{m.images_per_s:,.1f}{mark}",
+             f"{m.p50_ms:,.0f}", f"{m.p99_ms:,.0f}", *_low(m), f"{m.server_cores:.2f}",
+             f"{m.client_cores:.2f}", f"{m.foreign_cores:.2f}", m.failures, m.note)
+        )  # fmt: skip
+    return lines + table(SWEEP_COLUMNS, cells, "lrrrl" + "r" * 10 + "l")
+
+
+SWEEP_COLUMNS = (
+    "stage", "instances", "threads", "max_queue_delay µs", "preferred", "images/s", "p50 ms", "p99 ms",
+    "low-load images/s", "low-load p50 ms", "low-load p99 ms", "server CPU (cores)", "client CPU (cores)",
+    "other jobs' CPU", "failures", "note",
+)  # fmt: skip
+CONFIRM_COLUMNS = (
+    "config", "concurrency", "images/s", "p50 ms", "p99 ms", "server CPU (cores)", "other jobs' CPU", "note",
+)  # fmt: skip
 
 
 def _confirmation_lines(confirm: list[Measurement], b: Variant, current: Variant) -> list[str]:
     """Best (``b``) vs current, alternating, and the mean difference per concurrency."""
+    cells = [
+        (f"{'best' if m.variant == b else 'current'}: {m.variant}", m.concurrency, f"{m.images_per_s:,.1f}",
+         f"{m.p50_ms:,.1f}", f"{m.p99_ms:,.1f}", f"{m.server_cores:.2f}", f"{m.foreign_cores:.2f}", m.note)
+        for m in confirm
+    ]  # fmt: skip
     lines = [
         "",
         "## Confirmation: best vs current, alternating",
         "",
-        "| config | concurrency | images/s | p50 ms | p99 ms | server CPU (cores) | other jobs' CPU | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        *table(CONFIRM_COLUMNS, cells, "lrrrrrrl"),
     ]
-    for m in confirm:
-        who = "best" if m.variant == b else "current"
-        lines.append(
-            f"| {who}: {m.variant} | {m.concurrency} | {m.images_per_s:,.1f} | {m.p50_ms:,.1f} | "
-            f"{m.p99_ms:,.1f} | {m.server_cores:.2f} | {m.foreign_cores:.2f} | {m.note} |"
-        )
     lines += ["", "## Recommendation", ""]
 
     def mean(values: list[float]) -> float:
@@ -319,19 +307,11 @@ def _confirmation_lines(confirm: list[Measurement], b: Variant, current: Variant
 
 
 def render(
-    opt: argparse.Namespace,
-    model: ServedModel,
-    info: dict[str, Any],
-    weights: str,
-    rows: list[Measurement],
-    current: Variant,
-    best: Measurement,
-    confirm: list[Measurement],
-    wall_s: float,
+    opt: argparse.Namespace, model: ServedModel, info: dict[str, Any], weights: str, s: Sweep, wall_s: float
 ) -> str:
-    lines = _sweep_lines(opt, model, info, weights, rows, current, best, wall_s)
-    b = best.variant
-    lines += _confirmation_lines(confirm, b, current)
+    lines = _sweep_lines(opt, model, info, weights, s, wall_s)
+    b, current = s.best.variant, s.current
+    lines += _confirmation_lines(s.confirm, b, current)
     lines += ["", f"Best: **{b}**{' (the current spec)' if b == current else ''}."]
     lines += [
         "",
@@ -353,7 +333,7 @@ def render(
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=REGISTRY.names(), default=DEFAULT_MODEL)
+    p.add_argument("--model", choices=REGISTRY.names(), default=harness.DEFAULT_MODEL)
     p.add_argument("--load", choices=["perf_analyzer", "locust"], default="perf_analyzer")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--rows", type=int, default=1, help="rows (images) per request")
@@ -376,75 +356,68 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=[1],
         help="also measure at these concurrencies (queue delay shows up as latency at low load)",
     )
-    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="auto", help="auto: trained when present")
-    p.add_argument(
-        "--cpu-runtime", choices=["auto", *RUNTIMES], default="auto", help="auto: as `ecomgen serve`"
-    )
     p.add_argument("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for other jobs")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    harness.add_arguments(p, quiet=False)
     return p.parse_args(argv)
+
+
+def sweep(opt: argparse.Namespace, base: ServedModel, h: harness.Harness) -> Sweep:
+    """The greedy search, stage by stage, then best and current re-measured alternately."""
+    current = best_variant = Variant.of(base)
+    concurrencies = [opt.concurrency, *opt.low_concurrency]
+    rows: list[Measurement] = []
+    plan = stages(opt, base.contract.max_batch_size)
+    bar = tqdm(total=sum(len(values) for _, values in plan) + 2 * opt.confirm, desc="tune", unit="config")
+    for stage, values in plan:
+        stage_rows = []
+        for value in values:
+            v = apply(best_variant, stage, value)
+            # Reuse a measurement of the very same variant from an earlier stage.
+            done = next((m for m in rows if m.variant == v), None)
+            if done is not None:
+                m = dataclasses.replace(done, stage=stage, note=f"reused from {done.stage}")
+            else:
+                m, *low = measure(v, base, h, stage, opt, concurrencies)
+                m.low = low[0] if low else None
+            bar.set_postfix_str(f"{v}: {m.images_per_s:,.0f} img/s")
+            bar.update()
+            stage_rows.append(m)
+        rows.extend(stage_rows)
+        best_variant = best_of(stage_rows).variant
+    confirm: list[Measurement] = []
+    for _ in range(opt.confirm):
+        for v in (best_variant, current):
+            confirm += measure(v, base, h, "confirm", opt, concurrencies)
+            bar.update()
+    bar.close()
+    return Sweep(rows, confirm, current, next(m for m in rows if m.variant == best_variant))
 
 
 def main(argv: list[str] | None = None) -> int:
     opt = parse(argv)
     started = time.monotonic()
-    info = machine_info()
-    base = with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
+    base = harness.with_runtime(REGISTRY[opt.model], opt.cpu_runtime)
     if base.contract.batched:
         opt.rows = min(opt.rows, base.contract.max_batch_size)
-    weights = resolve_weights(opt.weights, [base])
-    current = Variant.of(base)
-    rows: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="ecomgen-tune-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        export_networks([base], weights, tmp / "onnx")
-        best_variant = current
-        plan = stages(opt, base.contract.max_batch_size)
-        bar = tqdm(total=sum(len(values) for _, values in plan) + 2 * opt.confirm, desc="tune", unit="config")
-        for stage, values in plan:
-            stage_rows = []
-            for value in values:
-                v = apply(best_variant, stage, value)
-                # Reuse a measurement of the very same variant from an earlier stage.
-                done = next((m for m in rows if m.variant == v), None)
-                if done is not None:
-                    m = dataclasses.replace(done, stage=stage, note=f"reused from {done.stage}")
-                else:
-                    m, *low = measure(
-                        v, base, tmp / "onnx", stage, opt, tmp, [opt.concurrency, *opt.low_concurrency]
-                    )
-                    m.low = low[0] if low else None
-                bar.set_postfix_str(f"{v}: {m.images_per_s:,.0f} img/s")
-                bar.update()
-                stage_rows.append(m)
-            rows.extend(stage_rows)
-            best_variant = best_of(stage_rows).variant
-        confirm: list[Measurement] = []
-        for _ in range(opt.confirm):
-            for v in (best_variant, current):
-                confirm += measure(
-                    v, base, tmp / "onnx", "confirm", opt, tmp, [opt.concurrency, *opt.low_concurrency]
-                )
-                bar.update()
-        bar.close()
-    best = next(m for m in rows if m.variant == best_variant)
-    kind = "tune" if base.name == DEFAULT_MODEL else f"{base.name}-tune"
-    stem = opt.out / result_stem(kind, info)
+    with harness.Harness([base], opt.weights, servers=0, prefix="ecomgen-tune-") as h:
+        s = sweep(opt, base, h)
+    info, label = h.machine, h.weights_label
+    kind = "tune" if base.name == harness.DEFAULT_MODEL else f"{base.name}-tune"
+    stem = opt.out / report.result_stem(kind, info)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    label = weights.label([base])
-    md = render(opt, base, info, label, rows, current, best, confirm, time.monotonic() - started)
+    md = render(opt, base, info, label, s, time.monotonic() - started)
     stem.with_suffix(".md").write_text(md)
-    write_json(
+    report.write_json(
         stem.with_suffix(".json"),
         {
-            "command": command_line(),
+            "command": report.command_line(),
             "model": base.name,
             "machine": info,
             "weights": label,
-            "current": asdict(current),
-            "best": asdict(best_variant),
-            "rows": [asdict(m) for m in rows],
-            "confirm": [asdict(m) for m in confirm],
+            "current": asdict(s.current),
+            "best": asdict(s.best.variant),
+            "rows": [asdict(m) for m in s.rows],
+            "confirm": [asdict(m) for m in s.confirm],
         },
     )
     print(md)

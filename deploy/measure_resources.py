@@ -9,9 +9,10 @@ load phases over gRPC: product_gan at rising concurrency, full 64-image batches,
 fixture photos, and every other model at the largest inputs it accepts (try-on 2048x2048 tensors
 and PNG bytes, upscale 512x512, personalize 32 photos of 1024x1024, 16 tall PNG ads, a 64-SKU
 sheet) so the Python stubs' shared-memory regions grow to their largest batches.
-Every 0.5 s it samples the server's process tree (tritonserver + the Python stubs): summed RSS,
-summed PSS (shared pages counted once; what the memory cgroup roughly sees) and the bytes
-allocated in /dev/shm since the server started. Per phase it reads Prometheus metrics before and
+Every 0.5 s it samples the server's process tree (the launcher, tritonserver, the Python stubs;
+``ecomgen.launcher.sampler``): summed RSS, summed PSS (shared pages counted once; what the memory
+cgroup roughly sees) and the bytes allocated in /dev/shm to the stubs' regions and the ensembles'
+admission tables. Per phase it reads Prometheus metrics before and
 after and reports, per model, queue time per successful request (the HPA metric), compute time
 per request and inferences per execution (batch size).
 
@@ -27,24 +28,20 @@ import io
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 from numpy.typing import NDArray
 
 from ecomgen.hostinfo import cpu_model
+from ecomgen.launcher import Launched, LoadMeter, Peak, ProcessTree, Sampler, wait_ready
 from training.paths import MODEL_REPOSITORY, REPO_ROOT
 
 MiB = 1 << 20
@@ -53,114 +50,9 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def machine() -> str:
-    mem = psutil.virtual_memory().total / (1 << 30)
+    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / (1 << 30)
     return f"{cpu_model()}, {os.cpu_count()} CPUs, {mem:.1f} GiB RAM"
-
-
-# --- sampling ----------------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def shm_bytes(exclude: set[str]) -> int:
-    total = 0
-    for entry in os.scandir("/dev/shm"):
-        if entry.name in exclude:
-            continue
-        try:
-            total += entry.stat(follow_symlinks=False).st_blocks * 512
-        except OSError:
-            continue
-    return total
-
-
-@dataclass
-class Peak:
-    rss: int = 0
-    pss: int = 0
-    shm: int = 0
-    processes: int = 0
-
-    def merge(self, other: Peak) -> None:
-        self.rss = max(self.rss, other.rss)
-        self.pss = max(self.pss, other.pss)
-        self.shm = max(self.shm, other.shm)
-        self.processes = max(self.processes, other.processes)
-
-
-class Sampler:
-    """Samples the server's memory every ``interval`` s; ``take()`` returns and resets the peak."""
-
-    def __init__(self, pid: int, shm_before: set[str], interval: float = 0.5):
-        self.pid, self.shm_before, self.interval = pid, shm_before, interval
-        self.peak = Peak()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> Peak:
-        now = Peak()
-        procs = process_tree(self.pid)
-        now.processes = len(procs)
-        for proc in procs:
-            try:
-                info = proc.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            now.rss += info.rss
-            now.pss += getattr(info, "pss", info.rss)
-        now.shm = shm_bytes(self.shm_before)
-        return now
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            now = self.sample()
-            with self._lock:
-                self.peak.merge(now)
-
-    def start(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def take(self) -> Peak:
-        with self._lock:
-            peak, self.peak = self.peak, Peak()
-        peak.merge(self.sample())
-        return peak
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all processes)."""
-    t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for proc in process_tree(pid):
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 # --- metrics -----------------------------------------------------------------------
@@ -448,126 +340,95 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def wait_ready(http: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"`ecomgen serve` exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{http}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"not ready after {timeout_s} s")
-
-
 def run(repository: Path, seconds: float, log: Path, extra: list[str]) -> dict[str, Any]:
     """Start `ecomgen serve` the way the CPU image does (launcher + tritonserver + stubs: the
     container's whole process tree) and measure it."""
-    shm_before = {e.name for e in os.scandir("/dev/shm")}
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "ecomgen",
-        "serve",
-        "--no-build",
-        f"--repository={repository}",
-        "--address=127.0.0.1",
-        f"--grpc-port={grpc_port}",
-        f"--http-port={http_port}",
-        f"--metrics-port={metrics_port}",
-        *extra,
-    ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT / "client"), str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
     )
-    with log.open("wb") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
-        try:
-            wait_ready(f"http://127.0.0.1:{http_port}", proc, 300)
-            ready_s = time.monotonic() - t0
-            served = {p.parent.name for p in (repository / "cpu").glob("*/config.pbtxt")}
-            phases_result = load_phases(proc.pid, grpc_port, metrics_port, shm_before, seconds, served)
-            return {"ready_s": ready_s, **phases_result}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    server = Launched(repository, *extra, serve=True, address="127.0.0.1", env=env, cwd=REPO_ROOT, log=log)
+    server.start()
+    try:
+        wait_ready(server.http_url, 300, proc=server.proc, interval_s=0.1)
+        ready_s = time.monotonic() - server.started_at
+        served = {p.parent.name for p in (repository / "cpu").glob("*/config.pbtxt")}
+        return {"ready_s": ready_s, **load_phases(server, seconds, served)}
+    finally:
+        server.stop()
 
 
-def load_phases(
-    pid: int, grpc_port: int, metrics_port: int, shm_before: set[str], seconds: float, served: set[str]
-) -> dict[str, Any]:
-    sampler = Sampler(pid, shm_before).start()
-    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    time.sleep(5)
-    idle = sampler.take()
-    results: list[dict[str, Any]] = [
-        {
-            "name": "idle after ready",
-            "peak": idle.__dict__,
-            "requests_per_s": 0.0,
-            "images_per_s": 0.0,
-            "failed": 0,
-            "server_cores": 0.0,
-            "models": {},
-            "max_queue": {"model": "-", "queue_us_per_request": 0},
-        }
-    ]
-    overall = Peak()
-    overall.merge(idle)
-    for phase in phases(seconds, served):
-        before, cpu0, w0 = scrape(metrics_url), tree_cpu_seconds(pid), time.monotonic()
-        busy0, own0 = busy_seconds(), time.process_time()
-        ok, failed, errors = asyncio.run(drive(f"127.0.0.1:{grpc_port}", phase))
-        wall = time.monotonic() - w0
-        cpu = tree_cpu_seconds(pid) - cpu0
-        own = time.process_time() - own0
-        foreign = max(0.0, busy_seconds() - busy0 - cpu - own)
-        time.sleep(1.0)  # Prometheus counters are updated after the responses go out
-        models = per_model(before, scrape(metrics_url))
-        peak = sampler.take()
-        overall.merge(peak)
-        worst = max(
-            ({"model": m, **r} for m, r in models.items()),
-            key=lambda r: r["queue_us_per_request"],
-            default={"model": "-", "queue_us_per_request": 0.0},
-        )
-        row = {
-            "name": phase.name,
-            "model": phase.model,
-            "concurrency": phase.concurrency,
-            "seconds": wall,
-            "ok": ok,
-            "failed": failed,
-            "errors": errors,
-            "requests_per_s": ok / wall,
-            "images_per_s": ok * phase.images_per_request / wall,
-            "server_cores": cpu / wall,
-            "client_cores": own / wall,
-            "other_jobs_cores": foreign / wall,
-            "models": models,
-            "max_queue": {"model": worst["model"], "queue_us_per_request": worst["queue_us_per_request"]},
-            "peak": peak.__dict__,
-        }
-        results.append(row)
-        print(
-            f"{phase.name}: {row['requests_per_s']:.1f} req/s, {failed} failed, "
-            f"{row['server_cores']:.2f} cores (other jobs {row['other_jobs_cores']:.2f}), "
-            f"max queue {worst['queue_us_per_request']:,.0f} µs/req ({worst['model']}), "
-            f"PSS {peak.pss / MiB:.0f} MiB, RSS {peak.rss / MiB:.0f} MiB, shm {peak.shm / MiB:.0f} MiB",
-            flush=True,
-        )
-    sampler.stop()
-    return {"phases": results, "peak": overall.__dict__}
+IDLE = {
+    "name": "idle after ready",
+    "requests_per_s": 0.0,
+    "images_per_s": 0.0,
+    "failed": 0,
+    "server_cores": 0.0,
+    "models": {},
+    "max_queue": {"model": "-", "queue_us_per_request": 0},
+}
+
+
+def load_phases(server: Launched, seconds: float, served: set[str]) -> dict[str, Any]:
+    with Sampler({"server": server.pid}, interval_s=0.5, machine=False) as sampler:
+        time.sleep(5)
+        idle = sampler.take_peak("server")
+        results: list[dict[str, Any]] = [{"name": IDLE["name"], "peak": asdict(idle), **IDLE}]
+        overall = Peak()
+        overall.merge(idle)
+        for phase in phases(seconds, served):
+            row = measure_phase(server, phase, sampler)
+            overall.merge(Peak(**row["peak"]))
+            results.append(row)
+    return {"phases": results, "peak": asdict(overall)}
+
+
+def measure_phase(server: Launched, phase: Phase, sampler: Sampler) -> dict[str, Any]:
+    """One load phase: throughput, CPU (the server's, this client's, other jobs'), queue time per
+    model from the metrics, and the memory peak."""
+    tree, meter = ProcessTree(server.pid, memory=False), LoadMeter()
+    before, cpu0, load0, own0 = (
+        scrape(server.metrics_url),
+        tree.cpu_seconds(),
+        meter.read(),
+        time.process_time(),
+    )
+    ok, failed, errors = asyncio.run(drive(server.grpc_url, phase))
+    cpu, load1, own = tree.cpu_seconds() - cpu0, meter.read(), time.process_time() - own0
+    wall = load1.time - load0.time
+    time.sleep(1.0)  # Prometheus counters are updated after the responses go out
+    models = per_model(before, scrape(server.metrics_url))
+    peak = sampler.take_peak("server")
+    worst = max(
+        ({"model": m, **r} for m, r in models.items()),
+        key=lambda r: r["queue_us_per_request"],
+        default={"model": "-", "queue_us_per_request": 0.0},
+    )
+    row = {
+        "name": phase.name,
+        "model": phase.model,
+        "concurrency": phase.concurrency,
+        "seconds": wall,
+        "ok": ok,
+        "failed": failed,
+        "errors": errors,
+        "requests_per_s": ok / wall,
+        "images_per_s": ok * phase.images_per_request / wall,
+        "server_cores": cpu / wall,
+        "client_cores": own / wall,
+        "other_jobs_cores": load0.foreign_cores(load1),
+        "models": models,
+        "max_queue": {"model": worst["model"], "queue_us_per_request": worst["queue_us_per_request"]},
+        "peak": asdict(peak),
+    }
+    print(
+        f"{phase.name}: {row['requests_per_s']:.1f} req/s, {failed} failed, "
+        f"{row['server_cores']:.2f} cores (other jobs {row['other_jobs_cores']:.2f}), "
+        f"max queue {worst['queue_us_per_request']:,.0f} µs/req ({worst['model']}), "
+        f"PSS {peak.pss / MiB:.0f} MiB, RSS {peak.rss / MiB:.0f} MiB, shm {peak.shm / MiB:.0f} MiB",
+        flush=True,
+    )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@
 
 Checks what the image promises (non-root, read-only root, no compilers/pip/torch, Triton 2.51.0,
 ready without network) and what it serves (product_gan, tryon, tryon_bytes, the admin APIs
-behind the key). Uses only what the image has: the standard library, numpy, Pillow, tritonclient.
+behind the key). Uses only what the image has: the standard library, numpy, Pillow, tritonclient and
+the installed ecomgen package (its readiness wait, ``ecomgen.launcher.spawn.wait_ready``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import json
 import os
 import shutil
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpc
 from PIL import Image
+
+from ecomgen.launcher.spawn import wait_ready
 
 HTTP = "http://127.0.0.1:8000"
 GRPC = "127.0.0.1:8001"
@@ -39,21 +41,11 @@ def check(name: str, ok: bool, detail: str = "") -> None:
         failures.append(name)
 
 
-def wait_ready(timeout_s: float = 180) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        try:
-            with urllib.request.urlopen(f"{HTTP}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"FAIL: not ready after {timeout_s} s")
-
-
 def main() -> int:
-    waited = wait_ready()
+    try:
+        waited = wait_ready(HTTP, 180, interval_s=0.5)
+    except TimeoutError as e:
+        raise SystemExit(f"FAIL: {e}") from e
     check("ready", True, f"waited {waited:.1f} s in the smoke test")
     check("non-root", os.getuid() != 0 and os.getgid() != 0, f"uid {os.getuid()} gid {os.getgid()}")
     try:

@@ -17,12 +17,18 @@ the running Python, and the stub needs this interpreter's site-packages on its p
 ``serve`` (``ecomgen serve`` / ``python -m ecomgen.launcher``) supervises it: a clean drain exits
 0 whoever sent the SIGTERM, a crash either restarts Triton with exponential backoff or exits
 with a distinct code for an orchestrator (``--on-crash``). See ``EXIT_CODES_HELP`` and SECURITY.md.
+
+``Launched`` (spawn.py) runs the launcher as a child process and waits for its ready banner, and
+``wait_ready`` waits for a server started elsewhere; ``ProcessTree`` and ``Sampler`` (sampler.py) read
+what a server's process tree uses (CPU by role, RSS, PSS, /dev/shm) from /proc.
 """
 
 from __future__ import annotations
 
 from ecomgen.launcher.config import *  # noqa: F403
 from ecomgen.launcher.process import *  # noqa: F403
+from ecomgen.launcher.sampler import *  # noqa: F403
 from ecomgen.launcher.security import *  # noqa: F403
 from ecomgen.launcher.server import *  # noqa: F403
+from ecomgen.launcher.spawn import *  # noqa: F403
 from ecomgen.launcher.supervisor import *  # noqa: F403

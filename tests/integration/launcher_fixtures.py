@@ -11,10 +11,6 @@ import contextlib
 import datetime
 import ipaddress
 import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecomgen.launcher import group_members, proc_cmdline, proc_stat
-from tests.conftest import REPO_ROOT, free_port
+from ecomgen.launcher import Launched, group_members, proc_cmdline, proc_stat
+from tests.conftest import REPO_ROOT
 
 _CONFIG = """\
 name: "{name}"
@@ -218,87 +214,18 @@ def make_pki(root: Path) -> Pki:
 # --- the launcher as a user runs it ----------------------------------------------------------------
 
 
-class Launcher:
-    """``python -m ecomgen.launcher`` in a child process, its output collected line by line."""
+class Launcher(Launched):
+    """``python -m ecomgen.launcher`` in a child process, started at once, its output collected line by
+    line (``ecomgen.launcher.spawn.Launched``); ``close()`` kills it (SIGKILL) if it still runs."""
 
     def __init__(
         self, repository: Path, *flags: str, env: dict[str, str] | None = None, ports: list[int] | None = None
     ):
-        self.ports = ports or [free_port(), free_port(), free_port()]
-        self.cmd = [
-            sys.executable, "-m", "ecomgen.launcher", "--repository", str(repository),
-            "--grpc-port", str(self.ports[0]), "--http-port", str(self.ports[1]),
-            "--metrics-port", str(self.ports[2]), *flags,
-        ]  # fmt: skip
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports[0]}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports[1]}"
-
-    def output(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout_s: float = 60.0, after: int = 0) -> tuple[int, re.Match[str]]:
-        """The first line at index >= ``after`` matching ``pattern``: (index, match)."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for i in range(after, len(self.lines)):
-                    m = rx.search(self.lines[i])
-                    if m:
-                        return i, m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    tail = "\n".join(self.lines[-40:])
-                    raise AssertionError(f"{pattern!r} not printed (rc {self.proc.poll()}); output:\n{tail}")
-                self._cond.wait(min(left, 0.5))
-
-    def wait_ready(self, timeout_s: float = 60.0, after: int = 0) -> tuple[int, int]:
-        """(line index, tritonserver pid) of the next ready banner."""
-        i, _ = self.wait_for(r"^ecomgen: ready", timeout_s, after)
-        j, m = self.wait_for(r"tritonserver pid (\d+)", timeout_s, i)
-        return j, int(m.group(1))
-
-    def wait(self, timeout_s: float = 60.0) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(
-                f"launcher still running after {timeout_s} s:\n{self.output()[-3000:]}"
-            ) from e
+        super().__init__(repository, *flags, ports=ports, env=env, cwd=REPO_ROOT, ready_timeout_s=60.0)
+        self.start()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        self._reader.join(timeout=10)
+        self.kill()
 
 
 @contextlib.contextmanager

@@ -11,19 +11,17 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT
 
 
-def test_smoke_run_accounts_for_every_step_and_part(tmp_path: Path) -> None:
-    # Without a configured signer the run makes a throwaway one (an integration session sets one).
+def run_smoke(module: str, out: Path, timeout_s: float = 300) -> None:
+    """``python -m benchmarks.<module> --smoke --out <out>``, which must exit 0. Without a configured
+    C2PA signer the run makes a throwaway one (an integration session sets one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECOMGEN_C2PA_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ads", "--smoke", "--out", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--smoke", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_smoke_run_accounts_for_every_step_and_part(tmp_path: Path) -> None:
+    run_smoke("ads", tmp_path)
     (data,) = tmp_path.glob("*-ads.json")
     (png,) = tmp_path.glob("*-ads.png")
     result = json.loads(data.read_text())
