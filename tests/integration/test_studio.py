@@ -137,6 +137,8 @@ def _bad_photos() -> dict[str, tuple[bytes, str]]:
         "1x1": (_encoded(Image.new("RGB", (1, 1)), "PNG"), "1x1 pixels"),
         "10000x10": (_encoded(Image.new("RGB", (10000, 10)), "PNG"), "10x10000 pixels"),
         "not an image": (b"GIF89a but not really" * 10, "not a decodable"),
+        # An RGBA PNG's own alpha is the matte: fully transparent leaves nothing to place.
+        "fully transparent": (_encoded(Image.new("RGBA", (60, 80), (200, 30, 30, 0)), "PNG"), "is empty"),
     }
 
 

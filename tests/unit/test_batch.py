@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -390,18 +391,26 @@ def test_a_model_no_endpoint_serves_stops_the_run_before_any_request(catalogue: 
 # --- Ctrl-C ----------------------------------------------------------------------------------------------
 
 
-def interrupt_after(out: Path, lines: int) -> threading.Thread:
-    """Ctrl-C (KeyboardInterrupt in the main thread) once the manifest holds ``lines`` lines."""
+def interrupt_when(out: Path, lines: int, hold: float | threading.Event) -> Callable[..., None]:
+    """A fake server's ``fail`` hook: Ctrl-C (KeyboardInterrupt in the main thread) once the manifest
+    holds ``lines`` lines; from then on every answer is held back (``hold`` seconds, or until the
+    event is set), so the batch cannot finish before the interrupt reaches it, however busy the
+    machine (a watcher thread polling the manifest lost that race on a loaded runner)."""
+    fired = threading.Event()
 
-    def watch() -> None:
-        path = out / "manifest.jsonl"
-        while not path.exists() or len(path.read_text().splitlines()) < lines:
-            time.sleep(0.005)
-        _thread.interrupt_main()
+    def hook(_model: str, _values: dict[str, np.ndarray]) -> None:
+        if not fired.is_set():
+            path = out / "manifest.jsonl"
+            if path.exists() and len(path.read_text().splitlines()) >= lines:
+                fired.set()
+                _thread.interrupt_main()
+        if fired.is_set():
+            if isinstance(hold, threading.Event):
+                hold.wait(30)
+            else:
+                time.sleep(hold)
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+    return hook
 
 
 def big_catalogue(tmp_path: Path, rows: int) -> Path:
@@ -413,9 +422,8 @@ def big_catalogue(tmp_path: Path, rows: int) -> Path:
 
 def test_ctrl_c_leaves_a_consistent_manifest_and_resume_finishes(tmp_path: Path) -> None:
     cat, out = big_catalogue(tmp_path, 40), tmp_path / "out"
-    watcher = interrupt_after(out, 6)
-    stopped = run(cat, out, StudioServer(delay_s=0.02), plan="cutout,white", concurrency=4, grace_s=2.0)
-    watcher.join(5)
+    server = StudioServer(delay_s=0.02, fail=interrupt_when(out, 6, hold=0.2))
+    stopped = run(cat, out, server, plan="cutout,white", concurrency=4, grace_s=2.0)
     assert stopped.interrupted and 6 <= stopped.written < 80
     entries = assert_consistent(out)
     assert len(entries) == stopped.written  # the tally is exactly what the manifest lists
@@ -427,13 +435,14 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_resume_finishes(tmp_path: Path)
 
 def test_ctrl_c_with_slow_requests_gives_up_waiting_after_the_grace(tmp_path: Path) -> None:
     cat, out = big_catalogue(tmp_path, 12), tmp_path / "out"
-    server = StudioServer(delay_s=0.3)
-    watcher = interrupt_after(out, 1)
+    release = threading.Event()
+    server = StudioServer(delay_s=0.3, fail=interrupt_when(out, 1, hold=release))
     start = time.monotonic()
     stopped = run(cat, out, server, plan="white", concurrency=3, grace_s=0.0)
-    watcher.join(5)
+    # Answers held until released: a batch that waited for them would not be back yet.
     assert stopped.interrupted and time.monotonic() - start < 3.0
-    time.sleep(0.7)  # the requests that were in flight come back after the manifest closed
+    release.set()
+    time.sleep(0.5)  # the requests that were in flight come back after the manifest closed
     entries = assert_consistent(out)
     assert len(entries) == stopped.written and len(server.calls) < 12
 

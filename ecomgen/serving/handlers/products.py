@@ -17,6 +17,7 @@ import numpy as np
 
 from ecomgen.creative.images import as_bytes, decode
 from ecomgen.creative.matte import refine_alpha
+from ecomgen.creative.studio import ALPHA_THRESHOLD
 from ecomgen.errors import RequestError
 from ecomgen.numerics import from_uint8_hwc, latents_from_seeds, one_hot, to_uint8_hwc
 from ecomgen.serving.step import Step
@@ -28,6 +29,7 @@ PHOTO_MIN_SIDE, PHOTO_MAX_SIDE = 32, 4096
 SR_ABOVE = 2.0
 # An uploaded RGBA photo's own alpha is used when it really cuts something out.
 OWN_ALPHA_MIN_TRANSPARENT = 0.01
+EMPTY_CUTOUT = "product: no product found in the photo (the cut-out is empty)"
 
 
 @dataclass
@@ -123,8 +125,12 @@ class Products:
         return [refine_alpha(img, low[i, 0]) for i, img in enumerate(images)]
 
     def with_matte(self, product: Product) -> Product:
+        """The product with its matte; a matte with nothing in it is the caller's photo's problem
+        (INVALID_ARGUMENT), not a failure of the composition after it."""
         if product.alpha is None:
             product.alpha = self.matte(product.rgb)
+        if not np.any(product.alpha >= ALPHA_THRESHOLD):
+            raise RequestError(EMPTY_CUTOUT)
         return product
 
     def enlarge(self, product: Product, factor: float) -> Product:
@@ -157,9 +163,9 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def crop_to_matte(rgb: np.ndarray, alpha: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The photo and matte cropped to the matte's bounding box (alpha >= 8), plus a margin."""
-    ys, xs = np.nonzero(alpha >= 8)
+    ys, xs = np.nonzero(alpha >= ALPHA_THRESHOLD)
     if ys.size == 0:
-        raise RequestError("product: no product found in the photo (the cut-out is empty)")
+        raise RequestError(EMPTY_CUTOUT)
     h, w = alpha.shape
     my, mx = round(margin * (ys.max() - ys.min() + 1)), round(margin * (xs.max() - xs.min() + 1))
     top, bottom = max(0, ys.min() - my), min(h, ys.max() + 1 + my)
