@@ -84,8 +84,15 @@ def quantise(array: np.ndarray, low: float = -1.0, high: float = 1.0) -> np.ndar
     float32 arithmetic: this runs on every served image.
     """
     scale = np.float32(255.0 / (high - low))
-    x = np.nan_to_num(np.asarray(array, dtype=np.float32), nan=low, posinf=high, neginf=low)
-    return np.clip((x - np.float32(low)) * scale + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
+    # One temporary, updated in place; fmax/fmin return the number where the other is NaN, so NaN
+    # ends at 0 and +-Inf at the ends, as nan_to_num would give, at a third of the cost.
+    x = np.array(array, dtype=np.float32)  # a copy, also of a 0-d input
+    x -= np.float32(low)
+    x *= scale
+    x += np.float32(0.5)
+    np.fmax(x, np.float32(0.0), out=x)
+    np.fmin(x, np.float32(255.0), out=x)
+    return x.astype(np.uint8)
 
 
 def to_uint8_hwc(images: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -132,9 +133,20 @@ MIN_BLOCKS_PER_BIT = 8
 FOUND_AGREEMENT = 42 / 48  # random images reach this with p < 1e-7 per level tried
 
 
+_LUMA = np.array([[0.299, 0.587, 0.114]], np.float32)
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    x = rgb.astype(np.float32)
-    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    return cv2.transform(np.ascontiguousarray(rgb, dtype=np.float32), _LUMA)
+
+
+def luma_ll(rgb: np.ndarray, level: int) -> np.ndarray:
+    """``haar_ll(_luma(rgb), level)`` (float64), 5x faster at 2000x2000: the luma in float32 with one
+    SIMD transform, the cell sums as OpenCV's area average (exact for whole cells) times 2**level."""
+    s = 1 << level
+    h, w = rgb.shape[0] // s, rgb.shape[1] // s
+    y = _luma(rgb[: h * s, : w * s]).astype(np.float64)
+    return y if level == 0 else cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA) * s
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -191,8 +203,7 @@ def embed_watermark(
         raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
     h, w = rgb.shape[:2]
     level = embed_level(h, w) if level is None else level
-    y = _luma(rgb).astype(np.float64)
-    ll = haar_ll(y, level)
+    ll = luma_ll(rgb, level)
     blocks, nby, nbx = _blocks(ll)
     if nby * nbx < PAYLOAD_BITS:
         log.debug("image %dx%d too small for the watermark", w, h)
@@ -218,12 +229,14 @@ def embed_watermark(
     d[..., _B[0], _B[1]] -= want * need / 2
     new = _idct4(d).transpose(0, 2, 1, 3).reshape(nby * BLOCK, nbx * BLOCK)
     # The inverse Haar DWT of a change in LL alone spreads it evenly over each 2**level-pixel cell.
+    # Every pixel of a cell moves by the same whole number (rint(x + d) = x + rint(d) for integer x),
+    # added through a (cells, s, cells, s, 3) view instead of a repeated full-size float image.
     s = 1 << level
-    delta = (new - ll[: nby * BLOCK, : nbx * BLOCK]) / s
-    delta = np.repeat(np.repeat(delta, s, axis=0), s, axis=1).astype(np.float32)
-    out = rgb.astype(np.float32)
-    out[: delta.shape[0], : delta.shape[1]] += delta[..., None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    step = np.rint((new - ll[: nby * BLOCK, : nbx * BLOCK]) / s).astype(np.int16)
+    out = rgb.astype(np.int16)
+    cells = out[: step.shape[0] * s, : step.shape[1] * s].reshape(step.shape[0], s, step.shape[1], s, 3)
+    cells += step[:, None, :, None, None]
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -357,6 +370,9 @@ def xmp_source_type(xmp: bytes | None) -> str | None:
     return None
 
 
+PNG_FAST_ABOVE = 1_000_000  # pixels
+
+
 def _encode(image: np.ndarray, encoding: Encoding, xmp: bytes, quality: int) -> bytes:
     im = Image.fromarray(image)
     buf = io.BytesIO()
@@ -366,7 +382,10 @@ def _encode(image: np.ndarray, encoding: Encoding, xmp: bytes, quality: int) -> 
     elif encoding == "png":
         info = PngInfo()
         info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"), lang="", tkey="", zip=False)
-        im.save(buf, "PNG", pnginfo=info, compress_level=6)
+        # zlib level 1 above a megapixel: a 2000x2000 main image encodes 5x faster (70 against 340 ms
+        # on 2 cores) for a file about 40% larger; small images keep the default level.
+        level = 1 if image.shape[0] * image.shape[1] > PNG_FAST_ABOVE else 6
+        im.save(buf, "PNG", pnginfo=info, compress_level=level)
     elif encoding == "webp":
         im.save(buf, "WEBP", quality=quality, method=4, xmp=xmp)
     else:

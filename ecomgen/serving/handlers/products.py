@@ -10,6 +10,7 @@ shapes and tensor names (``latent_dim``, ``num_classes``, ``matting_hw``, ``matt
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -139,7 +140,10 @@ class Products:
         if factor <= SR_ABOVE or not self.upscaler or product.alpha is None:
             return product
         rgb, alpha = crop_to_matte(product.rgb, product.alpha, margin=0.04)
-        scale = min(1.0, SR_MAX_SIDE / max(rgb.shape[:2]))
+        # Shrink the crop to what the frame needs after x4 (the network's cost grows with its input's
+        # area): a product that must grow 2.5x is fed at 2.5/4 of its size, not at the contract's 512.
+        side = max(rgb.shape[:2])
+        scale = min(1.0, SR_MAX_SIDE / side, math.ceil(side * factor / 4) / side)
         if min(rgb.shape[:2]) * scale < SR_MIN_SIDE:
             return product
         if scale < 1.0:
