@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: setup serve build test test-unit test-integration lint format check-repository \
-	train-product-gan eval-product-gan train-tryon eval-tryon train-sr eval-sr train-vae eval-vae \
+	train-product-gan eval-product-gan train-tryon eval-tryon train-sr eval-sr train-vae eval-vae train-cutout eval-cutout \
 	bench bench-models bench-gpu soak clean
 
 $(BIN)/python:
@@ -68,11 +68,19 @@ train-sr:
 eval-sr:
 	$(BIN)/python -m training.sr_eval
 
+# The colour predictor is trained on the VAE's own decodes: retrain it after the VAE.
 train-vae:
 	$(BIN)/python -m training.vae
+	$(BIN)/python -m training.vae_colour
 
 eval-vae:
 	$(BIN)/python -m training.vae_eval
+
+train-cutout:
+	$(BIN)/python -m training.cutout
+
+eval-cutout:
+	$(BIN)/python -m training.cutout_eval
 
 # The committed benchmark results, in order (~1 h on 2 cores; keep the machine quiet).
 bench: setup

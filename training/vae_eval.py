@@ -21,8 +21,8 @@ Measured with the evaluation classifier (training/classifier.py) and its 128-d f
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
+import itertools
 import json
 import shlex
 import sys
@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,17 @@ from pytorch_msssim import ssim as ssim_fn
 from ecomgen.hostinfo import cpu_model
 from ecomgen.models.vae import CATALOGUE_FILE, CHECKPOINT_NAME, VAE, load_vae
 from ecomgen.numerics import to_uint8_hwc
-from ecomgen.serving.aggregate import aggregate, load_catalogue, sample
+from ecomgen.serving.aggregate import (
+    ColourChoice,
+    ColourPredictor,
+    dominant_colour,
+    history_colour,
+    load_catalogue,
+    load_colour_predictor,
+    recolour,
+    request_latents,
+    srgb_to_lab,
+)
 from ecomgen_client._images import make_grid
 from training.classifier import DEFAULT_CHECKPOINT as DEFAULT_CLASSIFIER
 from training.classifier import ProductClassifier, features, load_classifier, logits
@@ -55,6 +66,9 @@ from training.vae import (
     reconstruction_metrics,
     sample_two_stage,
 )
+from training.vae_colour import COLOUR_FILE, file_sha256, read_colours
+
+__all__ = ["dominant_colour", "srgb_to_lab"]  # the colour measure, from ecomgen.serving.aggregate
 
 NUM_CLASSES = len(PRODUCT_CLASSES)
 DEFAULT_OUT_DIR = RESULTS_DIR
@@ -77,33 +91,6 @@ def ssim_u8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ssim_fn(ta, tb, data_range=1.0, size_average=False).numpy()
 
 
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (or [0, 255] float) sRGB [..., 3] -> CIE L*a*b* (D65)."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
-def dominant_colour(images: np.ndarray) -> np.ndarray:
-    """The product's colour: the per-channel median L*a*b* of its non-background pixels, [N, 3].
-
-    Catalogue photos sit on a white background; a pixel is background when it is near
-    white (L* > 90 and chroma < 8). With fewer than 3% foreground pixels (a white product
-    on white) the median over all pixels is used.
-    """
-    lab = srgb_to_lab(images.reshape(len(images), -1, 3))
-    chroma = np.hypot(lab[..., 1], lab[..., 2])
-    fg = ~((lab[..., 0] > 90) & (chroma < 8))
-    out = np.empty((len(images), 3))
-    for i in range(len(images)):
-        px = lab[i][fg[i]] if fg[i].mean() >= 0.03 else lab[i]
-        out[i] = np.median(px, axis=0)
-    return out
-
-
 def pairwise_mean(x: np.ndarray) -> float:
     """Mean Euclidean distance over all pairs of rows."""
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
@@ -112,15 +99,6 @@ def pairwise_mean(x: np.ndarray) -> float:
 
 
 # --- data --------------------------------------------------------------------------
-
-
-def read_colours(root: Path) -> dict[int, str]:
-    """styles.csv id -> baseColour."""
-    with (Path(root) / "styles.csv").open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        col_id, col_colour = header.index("id"), header.index("baseColour")
-        return {int(r[col_id]): r[col_colour] for r in reader if len(r) > col_colour and r[col_id].isdigit()}
 
 
 @dataclass
@@ -215,22 +193,78 @@ class Outputs:
 
     name: str
     images: np.ndarray
+    latents: np.ndarray | None = None  # [S, count, L] for the VAE methods
+    shift: float | None = None  # mean L*a*b* shift the recolouring applied (CIE76)
+
+
+UNBOUNDED = 1000.0  # a recolour bound no colour difference reaches
+
+
+@dataclass(frozen=True)
+class Method:
+    """How the server turns a history into images: today's sampling, or with colour.
+
+    ``candidates`` > count: draw that many latents and keep the ``count`` predicted nearest the
+    history's colour (``choose_by_colour``); ``max_shift`` > 0: recolour the decoded images towards
+    it by at most that many CIE76 units (``recolour``).
+    """
+
+    candidates: int = 0
+    max_shift: float = 0.0
+
+    def name(self, t: float) -> str:
+        parts = [f"VAE (T={t:g})"]
+        if self.candidates:
+            parts.append(f"choose by colour of {self.candidates}")
+        if self.max_shift >= UNBOUNDED:
+            parts.append("recolour (unbounded)")
+        elif self.max_shift:
+            parts.append(f"recolour <= {self.max_shift:g}")
+        return " + ".join(parts)
+
+
+PLAIN = Method()
 
 
 def personalise(
     vae: VAE,
     post: tuple[np.ndarray, np.ndarray],
+    palette: np.ndarray,
     shoppers: list[Shopper],
     count: int,
     t: float,
+    method: Method = PLAIN,
+    predictor: ColourPredictor | None = None,
 ) -> Outputs:
-    """What the server does: aggregate the history's posteriors, sample, decode."""
+    """What the server does: aggregate the history's posteriors, sample (choosing by colour), decode,
+    recolour. ``palette`` [photos, 3] is every photo's ``dominant_colour``, as the pre step measures it."""
     mu, logvar = post
-    z = np.concatenate(
-        [sample(*aggregate(mu[s.history], logvar[s.history]), count, s.seed, t) for s in shoppers]
+    targets = np.stack([history_colour(palette[s.history]) for s in shoppers])
+    z = []
+    for s, target in zip(shoppers, targets, strict=True):
+        use = method.candidates > count and predictor is not None
+        choice = ColourChoice(predictor, target, method.candidates) if use and predictor else None
+        z.append(request_latents(mu[s.history], logvar[s.history], None, count, s.seed, t, choice))
+    latents = np.concatenate(z)
+    imgs = to_uint8_hwc(decode(vae, latents).numpy())
+    out = Outputs(
+        method.name(t),
+        imgs.reshape(len(shoppers), count, *imgs.shape[1:]),
+        latents.reshape(len(shoppers), count, -1),
     )
-    imgs = to_uint8_hwc(decode(vae, z).numpy())
-    return Outputs(f"VAE (T={t:g})", imgs.reshape(len(shoppers), count, *imgs.shape[1:]))
+    return with_recolour(out, targets, method, t)
+
+
+def with_recolour(out: Outputs, targets: np.ndarray, method: Method, t: float) -> Outputs:
+    """``out`` recoloured towards each shopper's target colour [S, 3] as ``method`` says."""
+    if not method.max_shift:
+        return Outputs(method.name(t), out.images, out.latents, 0.0)
+    count = out.images.shape[1]
+    flat = out.images.reshape(-1, *out.images.shape[2:])
+    per_image = np.repeat(targets, count, 0)
+    dist = np.sqrt(((per_image - dominant_colour(flat)) ** 2).sum(1))
+    recoloured = recolour(flat, per_image, method.max_shift).reshape(out.images.shape)
+    return Outputs(method.name(t), recoloured, out.latents, float(np.minimum(dist, method.max_shift).mean()))
 
 
 def mean_image_baseline(photos: Products, shoppers: list[Shopper], count: int) -> Outputs:
@@ -331,6 +365,7 @@ class Run:
     rng: np.random.Generator
     held_hwc: np.ndarray
     post_held: tuple[np.ndarray, np.ndarray]
+    predictor: ColourPredictor | None = None
     results: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)  # kept for the PNG
@@ -338,12 +373,33 @@ class Run:
     def timed(self, name: str, start: float) -> None:
         self.timings[name] = time.time() - start
 
+    @cached_property
+    def palette_held(self) -> np.ndarray:
+        """Every held-out photo's colour, as the server's pre step measures it: [N, 3] L*a*b*."""
+        return dominant_colour(self.held_hwc)
+
+    @cached_property
+    def palette_train(self) -> np.ndarray:
+        return dominant_colour(nchw_u8_to_hwc(self.data.train.images))
+
+    @cached_property
+    def post_train(self) -> tuple[np.ndarray, np.ndarray]:
+        return encode(self.vae, self.data.train.images)
+
+    @cached_property
+    def real_train(self) -> Scored:
+        return score(self.clf, nchw_u8_to_hwc(self.data.train.images))
+
+    @cached_property
+    def colours(self) -> ColourRule:
+        return colour_rule(self.data, self.palette_train)
+
 
 def measure_real(run: Run) -> Scored:
     t = time.time()
     y = run.data.heldout.labels.numpy()
     real = score(run.clf, run.held_hwc)
-    real_train = score(run.clf, nchw_u8_to_hwc(run.data.train.images))
+    real_train = run.real_train
     perm = run.rng.permutation(len(y))
     half = len(perm) // 2
     run.results["real"] = {
@@ -383,12 +439,11 @@ def choose_temperature(run: Run) -> float:
     """Sweep TEMPERATURES on shoppers built from the train split (never on held-out photos)."""
     t = time.time()
     opt, train = run.opt, run.data.train
-    post_train = encode(run.vae, train.images)
     shoppers = type_shoppers(train.labels.numpy(), max(opt.shoppers // 2, 2), opt.history, run.rng)
     targets = np.repeat([s.target for s in shoppers], opt.count)
     sweep = {}
-    for temp in TEMPERATURES:
-        o = personalise(run.vae, post_train, shoppers, opt.count, temp)
+    for temp in TEMPERATURES:  # today's sampling, no colour (the colour ablation runs at the chosen T)
+        o = personalise(run.vae, run.post_train, run.palette_train, shoppers, opt.count, temp)
         sc = score(run.clf, o.images.reshape(-1, *o.images.shape[2:]))
         feats = sc.feats.reshape(len(shoppers), opt.count, -1)
         sweep[temp] = {
@@ -413,13 +468,22 @@ def choose_temperature(run: Run) -> float:
     return temperature
 
 
+def vae_methods(run: Run, temperature: float, method: Method, shoppers: list[Shopper]) -> list[Outputs]:
+    """The chosen method on held-out shoppers, and today's sampling beside it when they differ."""
+    pal, count = run.palette_held, run.opt.count
+    out = [personalise(run.vae, run.post_held, pal, shoppers, count, temperature, method, run.predictor)]
+    if method != PLAIN:
+        out.append(personalise(run.vae, run.post_held, pal, shoppers, count, temperature))
+    return out
+
+
 def measure_type_shoppers(
-    run: Run, real: Scored, temperature: float, threshold: float
+    run: Run, real: Scored, temperature: float, threshold: float, method: Method
 ) -> tuple[dict[str, Figures], list[Shopper], list[Outputs]]:
     t = time.time()
     opt, held = run.opt, run.data.heldout
     shoppers = type_shoppers(held.labels.numpy(), opt.shoppers, opt.history, run.rng)
-    methods = [personalise(run.vae, run.post_held, shoppers, opt.count, temperature)]
+    methods = vae_methods(run, temperature, method, shoppers)
     if not opt.quick:
         methods += [
             mean_image_baseline(held, shoppers, opt.count),
@@ -434,33 +498,173 @@ def measure_type_shoppers(
     return figures, shoppers, methods
 
 
-def measure_colour_shoppers(run: Run, temperature: float, figures: dict[str, Figures]) -> None:
-    t = time.time()
-    opt, data = run.opt, run.data
+@dataclass
+class ColourRule:
+    """The evaluation's colour classes: ``baseColour`` names with >= 50 train photos (not Multi),
+    their centroids (mean train ``dominant_colour``), and how often real train photos get their own."""
+
+    names: list[str]
+    centroids: np.ndarray
+    real_train_accuracy: float
+
+
+def colour_rule(data: Data, palette_train: np.ndarray) -> ColourRule:
     counts = Counter(data.train_colours)
     names = [c for c, n in counts.most_common() if n >= 50 and c not in ("", "Multi")]
-    train_lab = dominant_colour(nchw_u8_to_hwc(data.train.images))
-    tc, hc = np.array(data.train_colours), np.array(data.heldout_colours)
-    centroids = np.stack([train_lab[tc == c].mean(0) for c in names])
-    in_set = np.isin(hc, names)
-    truth = np.array([names.index(c) for c in hc[in_set]])
-    real_acc = float((colour_assign(dominant_colour(run.held_hwc[in_set]), centroids) == truth).mean())
-    shoppers = colour_shoppers(data.heldout_colours, names, opt.shoppers, opt.history, run.rng)
+    tc = np.array(data.train_colours)
+    centroids = np.stack([palette_train[tc == c].mean(0) for c in names])
+    in_set = np.isin(tc, names)
+    truth = np.array([names.index(c) for c in tc[in_set]])
+    acc = float((colour_assign(palette_train[in_set], centroids) == truth).mean())
+    return ColourRule(names, centroids, acc)
+
+
+def colour_centroids(root: Path = DEFAULT_PRODUCTS_DIR) -> tuple[list[str], np.ndarray]:
+    """The colour rule's classes and centroids from the train split under ``root`` (for tests and
+    tools that classify a colour as this evaluation does: nearest centroid, ``colour_assign``)."""
+    train = load_split(root, "train", progress=False)
+    colours = read_colours(root)
+    data = Data(train, train, [colours.get(int(i), "") for i in train.ids], [], str(root))
+    rule = colour_rule(data, dominant_colour(nchw_u8_to_hwc(train.images)))
+    return rule.names, rule.centroids
+
+
+def measure_colour_shoppers(
+    run: Run, temperature: float, figures: dict[str, Figures], method: Method
+) -> None:
+    t = time.time()
+    opt, data, rule = run.opt, run.data, run.colours
+    hc = np.array(data.heldout_colours)
+    in_set = np.isin(hc, rule.names)
+    truth = np.array([rule.names.index(c) for c in hc[in_set]])
+    real_acc = float((colour_assign(run.palette_held[in_set], rule.centroids) == truth).mean())
+    shoppers = colour_shoppers(data.heldout_colours, rule.names, opt.shoppers, opt.history, run.rng)
     outputs = [
-        personalise(run.vae, run.post_held, shoppers, opt.count, temperature),
+        *vae_methods(run, temperature, method, shoppers),
         mean_image_baseline(data.heldout, shoppers, opt.count),
         random_catalogue_baseline(data.train, data.heldout, shoppers, opt.count, opt.seed + 1),
     ]
     for o in outputs:
-        figures[o.name].colour_agreement = measure_colours(o, shoppers, centroids)
+        figures[o.name].colour_agreement = measure_colours(o, shoppers, rule.centroids)
     run.results["colour"] = {
-        "colours": names,
-        "history_colours": sorted({names[s.target] for s in shoppers}),
+        "colours": rule.names,
+        "history_colours": sorted({rule.names[s.target] for s in shoppers}),
         "shoppers": len(shoppers),
         "real_heldout_assignment_accuracy": real_acc,
-        "chance": 1 / len(names),
+        "real_train_assignment_accuracy": rule.real_train_accuracy,
+        "chance": 1 / len(rule.names),
     }
     run.timed("colour shoppers", t)
+
+
+# --- colour ablation (train-split shoppers) -------------------------------------------
+
+COLOUR_ABLATION = (
+    PLAIN,
+    Method(16),
+    Method(64),
+    Method(256),
+    Method(0, 10),
+    Method(0, 20),
+    Method(0, 30),
+    Method(0, UNBOUNDED),
+    Method(64, 10),
+    Method(64, 20),
+    Method(256, 10),
+)
+DRY_RUN_ABLATION = (PLAIN, Method(16), Method(16, 10))  # every code path, in seconds
+DIVERSITY_TOLERANCE = 0.02  # relative: "no worse than today" within sampling noise
+NEAR_COPY_TOLERANCE = 0.01  # absolute
+
+
+def ablation_figures(
+    run: Run, out_type: Outputs, out_colour: Outputs, shoppers: tuple[list[Shopper], list[Shopper]]
+) -> dict:
+    fig, sc = measure_types(run.clf, out_type, shoppers[0], run.data.train, run.results["novelty_threshold"])
+    fig.fcd = fcd(sc.feats, run.real_train.feats)
+    fig.colour_agreement = measure_colours(out_colour, shoppers[1], run.colours.centroids)
+    return {**vars(fig), "mean_shift": out_colour.shift}
+
+
+def passes(f: dict, today: dict, floors: dict[str, float]) -> bool:
+    return (
+        f["colour_agreement"] >= floors["colour"]
+        and f["type_agreement"] >= floors["type"]
+        and f["diversity_feat"] >= (1 - DIVERSITY_TOLERANCE) * today["diversity_feat"]
+        and f["diversity_pixel"] >= (1 - DIVERSITY_TOLERANCE) * today["diversity_pixel"]
+        and f["near_copies"] <= today["near_copies"] + NEAR_COPY_TOLERANCE
+    )
+
+
+def colour_ablation(run: Run, temperature: float) -> Method:
+    """Every COLOUR_ABLATION variant on shoppers built from the train split; returns the choice.
+
+    Rule (the held-out targets plus the temperature rule's margin, on train-split shoppers):
+    colour agreement >= 0.90 x real train photos', type agreement >= 0.90 x the classifier's
+    real-photo accuracy, diversity (features and pixels) no worse than today's and near-copies
+    no more (within DIVERSITY_TOLERANCE / NEAR_COPY_TOLERANCE). Among the variants that pass, the
+    one that changes the decoder's pixels least (smallest mean recolour shift), then the fewest
+    candidates; if none passes, the best colour agreement among those meeting the type floor.
+    """
+    t = time.time()
+    opt, train, rule = run.opt, run.data.train, run.colours
+    rng = np.random.default_rng(opt.seed + 1000)  # its own stream: held-out shoppers stay as before
+    per = max(opt.shoppers // 2, 2)
+    shoppers = (
+        type_shoppers(train.labels.numpy(), per, opt.history, rng),
+        colour_shoppers(run.data.train_colours, rule.names, per, opt.history, rng),
+    )
+    targets = [np.stack([history_colour(run.palette_train[s.history]) for s in sh]) for sh in shoppers]
+    variants: dict[str, dict] = {}
+    methods: dict[str, Method] = {}
+    decoded: dict[int, tuple[Outputs, Outputs]] = {}
+    for m in DRY_RUN_ABLATION if opt.dry_run else COLOUR_ABLATION:
+        if m.candidates and run.predictor is None:
+            continue
+        if m.candidates not in decoded:
+            choose = Method(m.candidates)
+            decoded[m.candidates] = tuple(  # type: ignore[assignment]
+                personalise(
+                    run.vae,
+                    run.post_train,
+                    run.palette_train,
+                    sh,
+                    opt.count,
+                    temperature,
+                    choose,
+                    run.predictor,
+                )
+                for sh in shoppers
+            )
+        out_t, out_c = (
+            with_recolour(o, tg, m, temperature) for o, tg in zip(decoded[m.candidates], targets, strict=True)
+        )
+        variants[out_t.name] = ablation_figures(run, out_t, out_c, shoppers)
+        methods[out_t.name] = m
+        print(f"colour ablation {out_t.name}: {variants[out_t.name]}")
+    floors = {
+        "colour": (TARGET_RATIO + TEMPERATURE_MARGIN) * rule.real_train_accuracy,
+        "type": (TARGET_RATIO + TEMPERATURE_MARGIN) * run.results["real"]["accuracy"],
+    }
+    today = variants[PLAIN.name(temperature)]
+    for f in variants.values():
+        f["passes"] = passes(f, today, floors)
+    passing = [k for k, f in variants.items() if f["passes"]]
+    if passing:
+        chosen = min(passing, key=lambda k: (variants[k]["mean_shift"], methods[k].candidates))
+    else:
+        typed = [k for k, f in variants.items() if f["type_agreement"] >= floors["type"]] or list(variants)
+        chosen = max(typed, key=lambda k: variants[k]["colour_agreement"])
+    run.results["colour_ablation"] = {
+        "variants": variants,
+        "chosen": chosen,
+        "floors": floors,
+        "real_train_colour_accuracy": rule.real_train_accuracy,
+        "shoppers": {"type": len(shoppers[0]), "colour": len(shoppers[1])},
+        "predictor": None if run.predictor is None else run.predictor.metadata.get("vae_sha256", ""),
+    }
+    run.timed("colour ablation (train shoppers)", t)
+    return methods[chosen]
 
 
 def measure_interpolation(run: Run, real: Scored, rec: Scored) -> None:
@@ -502,7 +706,8 @@ def measure_interpolation(run: Run, real: Scored, rec: Scored) -> None:
 def shopper_rows(
     run: Run, shoppers: list[Shopper], methods: list[Outputs], temperature: float
 ) -> tuple[str, np.ndarray]:
-    """history | generated | nearest catalogue item to each | baselines, for six shoppers."""
+    """history | generated | nearest catalogue item to each | today's sampling (when the method
+    differs) | baselines, for six shoppers."""
     opt, train = run.opt, run.data.train
     cat_path = opt.checkpoint_dir / CATALOGUE_FILE
     catalogue = load_catalogue(cat_path) if cat_path.exists() and not opt.dry_run else None
@@ -513,15 +718,17 @@ def shopper_rows(
     for k in [int(i) for i in np.linspace(0, len(shoppers) - 1, min(6, len(shoppers)))]:
         s = shoppers[k]
         row = [run.held_hwc[s.history], blank, methods[0].images[k], blank]
-        if catalogue is not None:
-            mu, logvar = run.post_held[0][s.history], run.post_held[1][s.history]
-            z = sample(*aggregate(mu, logvar), opt.count, s.seed, temperature)
+        if catalogue is not None and methods[0].latents is not None:
+            z = methods[0].latents[k]
             row += [cat_hwc[[id_to_row[int(i)] for i in catalogue.nearest(z, 1)[:, 0]]], blank]
-        row += [methods[1].images[k][:1], methods[2].images[k][:2]]
+        if len(methods) > 3:  # today's sampling beside the chosen method
+            row += [methods[1].images[k], blank]
+        row += [methods[-2].images[k][:1], methods[-1].images[k][:2]]
         rows.append(np.concatenate(row))
     title = (
-        f"shoppers: {opt.history} held-out history photos | {opt.count} generated (T={temperature:g})"
+        f"shoppers: {opt.history} held-out history photos | {opt.count} generated ({methods[0].name})"
         + (" | nearest catalogue item to each" if catalogue is not None else "")
+        + (f" | {methods[1].name}" if len(methods) > 3 else "")
         + " | mean-image baseline | 2 random-catalogue baseline photos"
     )
     return title, make_grid(np.concatenate(rows), cols=len(rows[0]), fill=200)
@@ -676,6 +883,7 @@ def report_personalisation(opt: argparse.Namespace, r: dict) -> list[str]:
         f"({setup['type_shoppers']} shoppers, {opt.shoppers} per type, random histories and seeds) and",
         f"gets {setup['count']} images: `aggregate` (mixture moment match, uniform weights) -> `sample`",
         f"(T={setup['temperature']:g}) -> decoder: the server's maths, with the networks in PyTorch fp32.",
+        *method_lines(setup.get("method")),
         "",
         "- **Article-type agreement**: the classifier assigns the history's type. Target: at least",
         f"  {TARGET_RATIO:.0%} of the classifier's accuracy on real held-out photos ({acc:.4f}).",
@@ -720,6 +928,16 @@ def report_personalisation(opt: argparse.Namespace, r: dict) -> list[str]:
         )
     ratio = r["type_agreement_ratio"]
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    if "colour" in r:
+        first = next(iter(r["personalisation"].values()))["colour_agreement"]
+        c_ratio = first / r["colour"]["real_heldout_assignment_accuracy"]
+        c_verdict = "meets" if c_ratio >= TARGET_RATIO else "misses"
+        lines += [
+            "",
+            f"The served method's colour agreement is {c_ratio:.3f} of real photos' ({_p(first)} against "
+            f"{_p(r['colour']['real_heldout_assignment_accuracy'])}): it **{c_verdict}** the "
+            f"{TARGET_RATIO:.2f} target.",
+        ]
     temp = r["temperature"]
     how = (
         "was set on the command line"
@@ -745,6 +963,72 @@ def report_personalisation(opt: argparse.Namespace, r: dict) -> list[str]:
     return lines
 
 
+def method_lines(method: dict | None) -> list[str]:
+    if not method or not (method["candidates"] or method["max_shift"]):
+        return []
+    parts = ["the history's colour is the weighted median of its photos' colours (the measure below)"]
+    if method["candidates"]:
+        parts.append(
+            f"`sample` draws {method['candidates']} candidate latents and keeps the `count` whose colour, "
+            "as the colour predictor (`checkpoints/personalize_colour.safetensors`) sees it, is nearest it"
+        )
+    if method["max_shift"]:
+        bound = "no bound" if method["max_shift"] >= UNBOUNDED else f"at most {method['max_shift']:g}"
+        parts.append(
+            "each decoded image's product pixels are shifted in L\\*a\\*b\\* by one offset towards it "
+            f"({bound} CIE76 units; the white background is left alone)"
+        )
+    return [
+        "",
+        f"**{method['name']}** (the served method, chosen by the colour ablation below): "
+        + "; ".join(parts)
+        + f". The row **{method['plain_name']}** is the same sampling without the colour steps "
+        "(the method served before).",
+    ]
+
+
+def report_colour_ablation(r: dict) -> list[str]:
+    ab = r.get("colour_ablation")
+    if not ab:
+        return []
+    fl = ab["floors"]
+    lines = [
+        "## Colour ablation (train-split shoppers)",
+        "",
+        f"Shoppers built from the *train* split ({ab['shoppers']['type']} type shoppers, "
+        f"{ab['shoppers']['colour']} colour shoppers, {r['personalisation_setup']['history']} photos,",
+        f"{r['personalisation_setup']['count']} images each; none of the held-out shoppers above), every",
+        "variant at the chosen temperature. Real train photos get their own colour",
+        f"{_p(ab['real_train_colour_accuracy'])} of the time by the colour rule. A variant passes when its",
+        f"colour agreement is at least {_p(fl['colour'])} (0.90 x real), its type agreement at least",
+        f"{_p(fl['type'])} (0.90 x the classifier's accuracy), its diversity (features and pixels)",
+        f"within {DIVERSITY_TOLERANCE:.0%} of today's or above, and its near-copies at most",
+        f"{NEAR_COPY_TOLERANCE:.0%} above today's. Among those that pass, the one that changes the decoder's",
+        "pixels least (smallest mean recolour shift), then the fewest candidates, is served:",
+        f"**{ab['chosen']}**. FCD here is against the train photos; the mean shift",
+        "is the average CIE76 distance the recolouring moved an image's colour (colour shoppers).",
+        "",
+        "| variant | colour agreement | type agreement | diversity (feat / pixel) | max SSIM to history "
+        "(median / p95) | near-copies | FCD vs train | mean shift | passes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, f in ab["variants"].items():
+        lines.append(
+            _row(
+                f"**{name}**" if name == ab["chosen"] else name,
+                _p(f["colour_agreement"]),
+                _p(f["type_agreement"]),
+                f"{f['diversity_feat']:.2f} / {f['diversity_pixel']:.3f}",
+                f"{f['novelty_median']:.3f} / {f['novelty_p95']:.3f}",
+                _p(f["near_copies"]),
+                f"{f['fcd']:.2f}",
+                f"{f['mean_shift']:.1f}",
+                "yes" if f["passes"] else "no",
+            )
+        )
+    return [*lines, ""]
+
+
 def ablation_table(paths: list[Path]) -> list[str]:
     lines = [
         "## Recipe ablation (equal training budget)",
@@ -763,8 +1047,11 @@ def ablation_table(paths: list[Path]) -> list[str]:
         "| type agreement, train shoppers | type agreement, held-out (T) | diversity (feat) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for p in paths:
-        r = json.loads(Path(p).read_text())
+    runs = []
+    for p in paths:  # a --quick run's JSON, or a file of several ({"runs": [...]})
+        doc = json.loads(Path(p).read_text())
+        runs += doc.get("runs", [doc])
+    for r in runs:
         rec, tr, temp = r["reconstruction"], r["train_record"], r["temperature"]
         fig = next(iter(r["personalisation"].values()))
         train_agree = {float(k): v for k, v in temp["sweep_train_shoppers"].items()}[float(temp["used"])]
@@ -791,6 +1078,7 @@ def write_report(opt: argparse.Namespace, r: dict, png_name: str) -> Path:
     if "interpolation" in r:
         lines += report_interpolation(r)
     lines += report_personalisation(opt, r)
+    lines += report_colour_ablation(r)
     if opt.ablation:
         lines += ablation_table(opt.ablation)
     lines += [f"![reconstructions, samples, interpolations and shoppers]({png_name})", ""]
@@ -811,6 +1099,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=4, help="images per shopper")
     p.add_argument("--shoppers", type=int, default=50, help="shoppers per article type / per colour")
     p.add_argument("--temperature", type=float, default=None, help="default: chosen on train-split shoppers")
+    p.add_argument(
+        "--candidates", type=int, default=None, help="colour choice among N latents (default: by ablation)"
+    )
+    p.add_argument(
+        "--max-shift", type=float, default=None, help="recolour bound, CIE76 (default: by ablation)"
+    )
     p.add_argument("--samples", type=int, default=2000, help="prior samples for FCD (and up to 1000 pairs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -831,6 +1125,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return opt
 
 
+def random_predictor(latent_dim: int, seed: int = 0) -> ColourPredictor:
+    """An untrained colour predictor of the served shape (dry runs)."""
+    rng = np.random.default_rng(seed)
+    sizes = (latent_dim, 16, 16, 3)
+    weights = tuple(rng.normal(0, 1 / np.sqrt(a), (a, b)) for a, b in itertools.pairwise(sizes))
+    return ColourPredictor(weights, tuple(np.zeros(b) for b in sizes[1:]), np.full(3, 20.0), {})
+
+
+def load_predictor(opt: argparse.Namespace) -> ColourPredictor | None:
+    if opt.dry_run:
+        return random_predictor(8)
+    path = opt.checkpoint_dir / COLOUR_FILE
+    if not path.exists():
+        return None
+    predictor = load_colour_predictor(path)
+    vae_sha = file_sha256(opt.checkpoint_dir / f"{CHECKPOINT_NAME}.safetensors")
+    if predictor.metadata.get("vae_sha256") != vae_sha:
+        print(f"{path} belongs to another VAE checkpoint: rerun python -m training.vae_colour; not using it")
+        return None
+    return predictor
+
+
 def load_models(opt: argparse.Namespace) -> tuple[VAE, ProductClassifier, dict[str, np.ndarray] | None]:
     if opt.dry_run:
         torch.manual_seed(0)
@@ -844,6 +1160,21 @@ def load_models(opt: argparse.Namespace) -> tuple[VAE, ProductClassifier, dict[s
         t = load_file(str(cat_path))
         prior = {k: t[k] for k in ("prior_means", "prior_chol", "prior_weights")}
     return vae, load_classifier(opt.classifier), prior
+
+
+def choose_method(run: Run, temperature: float) -> Method:
+    """The colour method for the held-out figures: ``--candidates`` / ``--max-shift`` if given, else
+    the colour ablation's choice on train-split shoppers (``--quick``: today's sampling)."""
+    opt = run.opt
+    chosen = PLAIN if opt.quick else colour_ablation(run, temperature)
+    if opt.candidates is None and opt.max_shift is None:
+        return chosen
+    given = Method(
+        chosen.candidates if opt.candidates is None else opt.candidates,
+        chosen.max_shift if opt.max_shift is None else opt.max_shift,
+    )
+    print(f"colour method set on the command line: {given.name(temperature)}")
+    return given
 
 
 def evaluate(opt: argparse.Namespace) -> tuple[Run, list[Shopper], list[Outputs]]:
@@ -860,6 +1191,7 @@ def evaluate(opt: argparse.Namespace) -> tuple[Run, list[Shopper], list[Outputs]
         np.random.default_rng(opt.seed),
         held_hwc,
         encode(vae, data.heldout.images),
+        load_predictor(opt),
     )
     record = opt.checkpoint_dir / f"{CHECKPOINT_NAME}.json"
     train_record = json.loads(record.read_text()) if record.exists() and not opt.dry_run else {}
@@ -877,11 +1209,12 @@ def evaluate(opt: argparse.Namespace) -> tuple[Run, list[Shopper], list[Outputs]
     # Novelty threshold: an output as close to a history photo as the VAE's own reconstruction of
     # that photo is, through this decoder, a copy of it.
     run.results["novelty_threshold"] = float(np.median(ssim_u8(run.images["reconstructions"], held_hwc)))
+    method = choose_method(run, temperature)
     figures, shoppers, methods = measure_type_shoppers(
-        run, real, temperature, run.results["novelty_threshold"]
+        run, real, temperature, run.results["novelty_threshold"], method
     )
     if not opt.quick:
-        measure_colour_shoppers(run, temperature, figures)
+        measure_colour_shoppers(run, temperature, figures, method)
         measure_interpolation(run, real, rec)
     run.results["personalisation"] = {k: vars(v) for k, v in figures.items()}
     run.results["personalisation_setup"] = {
@@ -889,6 +1222,12 @@ def evaluate(opt: argparse.Namespace) -> tuple[Run, list[Shopper], list[Outputs]
         "history": opt.history,
         "count": opt.count,
         "temperature": temperature,
+        "method": {
+            "name": methods[0].name,
+            "plain_name": PLAIN.name(temperature),
+            "candidates": method.candidates,
+            "max_shift": method.max_shift,
+        },
     }
     run.results["type_agreement_ratio"] = (
         figures[methods[0].name].type_agreement / run.results["real"]["accuracy"]

@@ -1,4 +1,5 @@
-"""personalize on the real embedded tritonserver: contract, determinism under load, bad inputs."""
+"""personalize on the real embedded tritonserver: contract, determinism under load, bad inputs, and
+that a shopper who browsed red items gets mostly red ones."""
 
 from __future__ import annotations
 
@@ -13,9 +14,17 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ecomgen.numerics import from_uint8_hwc, to_uint8_hwc
-from ecomgen.serving.aggregate import request_latents
+from ecomgen.serving.aggregate import (
+    ColourChoice,
+    check_weights,
+    dominant_colour,
+    history_colour,
+    load_colour_predictor,
+    recolour,
+    request_latents,
+)
 from ecomgen.serving.handlers.personalize import fit_product
-from ecomgen.specs.personalize import LATENT, TEMPERATURE
+from ecomgen.specs.personalize import LATENT, MAX_SHIFT, PERSONALIZE, TEMPERATURE
 from ecomgen_client import AsyncProductClient, InvalidInputError, ProductClient
 from ecomgen_client.contracts import PRODUCT_CLASSES
 
@@ -32,13 +41,34 @@ def history(n: int = 8, offset: int = 0) -> np.ndarray:
     return np.stack(photos)
 
 
-def reference(served, hist: np.ndarray, count: int, seed: int, weights=None) -> np.ndarray:
-    """The PyTorch encoder and decoder around the exact numpy maths the server runs."""
-    x = torch.from_numpy(from_uint8_hwc(np.stack([fit_product(im) for im in hist])))
+def colour_choice(served, target: np.ndarray) -> ColourChoice | None:
+    """The aggregate step's colour choice of latents, if the spec turns it on (off as shipped)."""
+    (step,) = [s for s in PERSONALIZE.steps if s.name == "personalize_aggregate"]
+    params = dict(step.params)  # type: ignore[union-attr]
+    if int(params.get("candidates", "0")) == 0:
+        return None
+    path = served.repository / "cpu" / "personalize_aggregate" / "1" / params["colour_predictor"]
+    return ColourChoice(load_colour_predictor(path), target, int(params["candidates"]))
+
+
+def reference(
+    served, hist: np.ndarray, count: int, seed: int, weights=None, max_shift: float = float(MAX_SHIFT)
+) -> np.ndarray:
+    """The PyTorch encoder and decoder around the exact numpy maths the server runs: the history's
+    colour (pre, aggregate), the latents, the bounded recolouring (post)."""
+    fitted = np.stack([fit_product(im) for im in hist])
+    palette = dominant_colour(fitted).astype(np.float32)
+    pi = check_weights(weights, len(hist)).astype(np.float32)
+    target = history_colour(palette, pi)
+    x = torch.from_numpy(from_uint8_hwc(fitted))
     with torch.no_grad():
         mu, logvar = served.network("personalize_encoder")(x)
-        z = request_latents(mu.numpy(), logvar.numpy(), weights, count, seed, float(TEMPERATURE))
-        return to_uint8_hwc(served.network("personalize_decoder")(torch.from_numpy(z)).numpy())
+        z = request_latents(
+            mu.numpy(), logvar.numpy(), pi, count, seed, float(TEMPERATURE), colour_choice(served, target)
+        )
+        images = to_uint8_hwc(served.network("personalize_decoder")(torch.from_numpy(z)).numpy())
+    targets = np.repeat(target[None].astype(np.float32), count, 0)
+    return recolour(images, targets, max_shift)
 
 
 def test_the_served_networks_use_the_spec_latent_size(served):
@@ -151,3 +181,33 @@ def test_a_one_type_history_yields_that_type(served):
         result = client.personalize(photos, count=16, seed=3)
     predicted = predict(load_classifier(DEFAULT_CHECKPOINT), result.images)
     assert (predicted == label).mean() >= 0.5, predicted
+
+
+def test_a_red_history_yields_mostly_red_images(served):
+    """The README's red shopper (six held-out red items of six types): most images are red by the
+    evaluation's colour rule (the nearest colour centroid to the median L*a*b* of the product's
+    pixels), and the colour step brings them closer to the browsed red than the decoder alone."""
+    from training.vae_eval import colour_assign, colour_centroids
+
+    if not served.trained["personalize"]:
+        pytest.skip("needs the shipped VAE")
+    try:
+        names, centroids = colour_centroids()
+    except FileNotFoundError:
+        pytest.skip("needs the product photos in ../shared/data for the colour centroids")
+    shopper = PRODUCTS.parent / "shopper-red"
+    photos = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(shopper.glob("*.jpg"))])
+    palette = dominant_colour(np.stack([fit_product(p) for p in photos]))
+    red = names.index("Red")
+    assert (colour_assign(palette, centroids) == red).all()
+    with ProductClient(served.url) as client:
+        result = client.personalize(photos, count=16, seed=1)
+    got = colour_assign(dominant_colour(result.images), centroids)
+    assert (got == red).mean() >= 0.75, [names[g] for g in got]
+    assert colour_assign(dominant_colour(result.images).mean(0)[None], centroids)[0] == red
+    # The same latents decoded without the colour step land further from the history's colour.
+    target = history_colour(palette)
+    plain = reference(served, photos, 16, 1, max_shift=0.0)
+    far = np.linalg.norm(dominant_colour(plain) - target, axis=1).mean()
+    near = np.linalg.norm(dominant_colour(result.images) - target, axis=1).mean()
+    assert near < far - 5.0, (near, far)

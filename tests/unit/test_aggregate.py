@@ -245,3 +245,131 @@ def test_request_latents_is_validate_aggregate_sample():
         request_latents(mu, logvar, np.zeros(3), 1, 0, 0.5)
     with pytest.raises(RequestError, match="seed"):
         request_latents(mu, logvar, None, 1, np.array([-5]), 0.5)
+
+
+# --- colour --------------------------------------------------------------------------
+
+
+def test_lab_round_trip_and_reference_values():
+    from ecomgen.serving.aggregate import lab_to_srgb, srgb_to_lab
+
+    rgb = np.random.default_rng(0).integers(0, 256, (500, 3))
+    np.testing.assert_allclose(lab_to_srgb(srgb_to_lab(rgb)), rgb, atol=1e-9)
+    np.testing.assert_allclose(srgb_to_lab(np.array([255, 255, 255])), [100, 0, 0], atol=0.05)
+    np.testing.assert_allclose(srgb_to_lab(np.array([255, 0, 0])), [53.24, 80.09, 67.20], atol=0.1)
+    assert lab_to_srgb(np.array([50.0, 200.0, 0.0])).max() <= 255  # out of gamut: clipped
+
+
+def test_dominant_colour_ignores_the_white_background_and_white_products_use_all_pixels():
+    from ecomgen.serving.aggregate import dominant_colour, srgb_to_lab
+
+    img = np.full((2, 64, 48, 3), 255, np.uint8)
+    img[0, 20:40, 10:30] = (200, 30, 30)  # a red product on white
+    img[1, 0:2, 0:2] = (0, 0, 0)  # 4 dark pixels: under 3% foreground, so the median of all pixels
+    lab = dominant_colour(img)
+    np.testing.assert_allclose(lab[0], srgb_to_lab(np.array([200, 30, 30])), atol=1e-6)
+    np.testing.assert_allclose(lab[1], [100, 0, 0], atol=0.05)
+
+
+def test_weighted_median_is_the_median_for_equal_weights_and_follows_weights():
+    from ecomgen.serving.aggregate import weighted_median
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 5, 8):
+        x = rng.normal(size=(n, 3))
+        np.testing.assert_allclose(weighted_median(x, np.ones(n)), np.median(x, 0), rtol=1e-12)
+    x = np.array([[0.0], [1.0], [10.0]])
+    assert weighted_median(x, np.array([1.0, 1.0, 5.0]))[0] == 10.0
+    assert weighted_median(x, np.array([5.0, 1.0, 1.0]))[0] == 0.0
+
+
+def test_history_colour_drops_zero_weights_and_resists_an_outlier():
+    from ecomgen.serving.aggregate import history_colour
+
+    red, black = [50.0, 70.0, 50.0], [10.0, 0.0, 0.0]
+    palette = np.array([red, red, red, black])
+    np.testing.assert_allclose(history_colour(palette), red)  # the median, not the mean
+    np.testing.assert_allclose(history_colour(palette, np.array([0, 0, 0, 1.0])), black)
+    with pytest.raises(RequestError, match="weights"):
+        history_colour(palette, np.zeros(4))
+
+
+def linear_predictor(dim: int):
+    """A ColourPredictor that reads L*a*b* straight off z[:3] (identity layers, no hidden SiLU)."""
+    from ecomgen.serving.aggregate import ColourPredictor
+
+    w = np.zeros((dim, 3))
+    w[:3, :3] = np.eye(3)
+    return ColourPredictor((w,), (np.zeros(3),), np.ones(3), {})
+
+
+def test_choose_by_colour_keeps_the_nearest_candidates_in_order():
+    from ecomgen.serving.aggregate import choose_by_colour
+
+    pred = np.array([[0.0, 0, 0], [5, 0, 0], [1, 0, 0], [1, 0, 0], [9, 9, 9]])
+    np.testing.assert_array_equal(choose_by_colour(pred, np.array([1.0, 0, 0]), 3), [2, 3, 0])
+
+
+def test_request_latents_choose_by_colour_from_the_same_stream():
+    from ecomgen.serving.aggregate import ColourChoice, request_latents
+
+    mu, logvar = posteriors(4, 8)
+    m, v = aggregate(mu, logvar)
+    target = np.array([2.0, -1.0, 0.5])
+    choice = ColourChoice(linear_predictor(8), target, 64)
+    z = request_latents(mu, logvar, None, 4, 9, 0.75, choice)
+    cands = np.random.Generator(np.random.Philox(9)).standard_normal((64, 8))
+    m64, v64 = m.astype(np.float64), v.astype(np.float64)
+    cands = (m64[None] + 0.75 * np.sqrt(v64)[None] * cands).astype(np.float32)
+    # The first `count` candidates are exactly what plain sampling returns...
+    np.testing.assert_array_equal(cands[:4], sample(m, v, 4, 9, 0.75))
+    # ...and the kept ones are the 4 candidates whose predicted colour is nearest the target.
+    d = ((cands[:, :3].astype(np.float64) - target) ** 2).sum(1)
+    np.testing.assert_array_equal(z, cands[np.argsort(d, kind="stable")[:4]])
+    np.testing.assert_array_equal(z, request_latents(mu, logvar, None, 4, 9, 0.75, choice))  # deterministic
+    assert ((z[:, :3] - target) ** 2).sum(1).mean() < ((cands[:4, :3] - target) ** 2).sum(1).mean()
+    # No more candidates than `count`: plain sampling.
+    few = ColourChoice(linear_predictor(8), target, 4)
+    np.testing.assert_array_equal(
+        request_latents(mu, logvar, None, 4, 9, 0.75, few), sample(m, v, 4, 9, 0.75)
+    )
+
+
+def test_recolour_moves_the_product_a_bounded_step_and_keeps_the_background():
+    from ecomgen.serving.aggregate import dominant_colour, recolour, srgb_to_lab
+
+    img = np.full((1, 64, 48, 3), 255, np.uint8)
+    img[0, 16:48, 8:40] = (120, 90, 60)  # a brown product
+    img[0, 16:48, 8:12] = (100, 75, 50)  # with some shading
+    red = srgb_to_lab(np.array([200, 30, 30]))
+    before = dominant_colour(img)[0]
+    far = float(np.linalg.norm(red - before))
+    out = recolour(img, red[None], max_shift=10.0)
+    after = dominant_colour(out)[0]
+    assert np.linalg.norm(after - before) == pytest.approx(10.0, abs=1.0)  # capped
+    assert np.linalg.norm(red - after) == pytest.approx(far - 10.0, abs=1.0)  # towards red
+    np.testing.assert_array_equal(out[0, :16], img[0, :16])  # the white background is untouched
+    # Shading survives: the two tones stay different.
+    assert not np.array_equal(out[0, 20, 9], out[0, 20, 20])
+    full = recolour(img, red[None], max_shift=1000.0)
+    np.testing.assert_allclose(dominant_colour(full)[0], red, atol=2.0)
+    np.testing.assert_array_equal(recolour(img, red[None], 0.0), img)
+    assert img[0, 20, 20].tolist() == [120, 90, 60]  # the input is not modified
+
+
+def test_recolour_is_continuous_across_the_background_boundary():
+    """A pixel that one level moves across the background rule (another runtime, another batch)
+    changes by about a level, not by the whole shift."""
+    from ecomgen.serving.aggregate import foreground, recolour, srgb_to_lab
+
+    img = np.full((1, 64, 48, 3), 255, np.uint8)
+    img[0, 16:48, 8:40] = (120, 90, 60)
+    red = srgb_to_lab(np.array([200, 30, 30]))[None]
+    grey = [v for v in range(200, 256) if foreground(srgb_to_lab(np.array([v, v, v])))[()]]
+    edge = max(grey)  # the lightest grey still counted as product; one level lighter is background
+    a, b = img.copy(), img.copy()
+    a[0, 2, 2], b[0, 2, 2] = edge, edge + 1
+    assert foreground(srgb_to_lab(a[0, 2, 2])) and not foreground(srgb_to_lab(b[0, 2, 2]))
+    ra, rb = recolour(a, red, 20.0), recolour(b, red, 20.0)
+    assert np.abs(ra[0, 2, 2].astype(int) - rb[0, 2, 2].astype(int)).max() <= 3
+    np.testing.assert_array_equal(ra[0, 16:], rb[0, 16:])
