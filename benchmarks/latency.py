@@ -53,7 +53,12 @@ def measure(url: str, model: str, upload: bool, requests: int, concurrency: int)
 
     def worker() -> None:
         with grpcclient.InferenceServerClient(url) as c:
-            c.infer(model, infer_inputs(arrays, model), client_timeout=120)  # warm this connection
+            try:
+                c.infer(model, infer_inputs(arrays, model), client_timeout=120)  # warm this connection
+            except Exception as e:  # a refused warm-up is the run's result, not a dead thread
+                with lock:
+                    errors.append(f"warm-up: {str(e)[:200]}")
+                return
             while True:
                 with lock:
                     if next(todo, None) is None:
