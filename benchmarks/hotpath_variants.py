@@ -63,6 +63,35 @@ def _one_thread(c: mc.ModelConfig) -> None:
     c.parameters["threads"].string_value = "1"
 
 
+def _on_spec(*edits: Edit) -> Edit:
+    """Knobs changed on top of the spec's own config (the shipped settings), not the old ones."""
+
+    def edit(c: mc.ModelConfig) -> None:
+        for e in edits:
+            e(c)
+
+    return edit
+
+
+def _delay(us: int) -> Edit:
+    def edit(c: mc.ModelConfig) -> None:
+        c.dynamic_batching.max_queue_delay_microseconds = us
+
+    return edit
+
+
+def _one_instance(c: mc.ModelConfig) -> None:
+    c.instance_group[0].count = 1
+
+
+def _preferred(*sizes: int) -> Edit:
+    def edit(c: mc.ModelConfig) -> None:
+        del c.dynamic_batching.preferred_batch_size[:]
+        c.dynamic_batching.preferred_batch_size.extend(sizes)
+
+    return edit
+
+
 VARIANTS: dict[str, Edit] = {
     "spec": lambda c: None,
     "before": _before,
@@ -75,6 +104,13 @@ VARIANTS: dict[str, Edit] = {
     "no_default_timeout+no_delay": _with(_no_default_timeout, _no_delay),
     "no_default_timeout+2_instances": _with(_no_default_timeout, _two_instances),
     "no_default_timeout+no_delay+2_instances": _with(_no_default_timeout, _no_delay, _two_instances),
+    # This round (issue 21.8), each on top of the shipped spec:
+    "spec+delay_250us": _on_spec(_delay(250)),
+    "spec+delay_1ms": _on_spec(_delay(1000)),
+    "spec+1_instance": _on_spec(_one_instance),
+    "spec+1_instance+delay_1ms": _on_spec(_one_instance, _delay(1000)),
+    "spec+preferred_16_32": _on_spec(_preferred(16, 32)),
+    "spec+1_thread": _on_spec(_one_thread),
 }
 
 

@@ -157,32 +157,62 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overload", type=float, default=2.0, help="offered load / capacity")
     p.add_argument("--timeout-s", type=float, default=5.0, help="each request's deadline")
     p.add_argument("--models", default=",".join(sorted({m for m, _, _ in MIX})))
+    p.add_argument("--idle-s", type=float, default=30.0, help="idle wait before and after the overload")
     p.add_argument("--out-dir", type=Path, default=report.RESULTS_DIR)
     return p.parse_args(argv)
 
 
+def memory_now(rss: Sampler) -> dict[str, float]:
+    """The server tree's memory now, MiB: RSS, PSS (shared pages split between their processes) and
+    its /dev/shm regions and tables."""
+    rss.sample()
+    s = rss.latest("server")
+    assert s is not None
+    return {"rss": round(s.rss / 2**20, 1), "pss": round(s.pss / 2**20, 1), "shm": round(s.shm / 2**20, 1)}
+
+
 def load(url: str, opt: argparse.Namespace, rss: Sampler) -> dict[str, Any]:
-    """Capacity, then twice it (``--overload``) for ``--minutes``: the figures of the load."""
+    """Capacity, then twice it (``--overload``) for ``--minutes``, then ``--idle-s`` of nothing: the
+    figures of the load, with the memory before any request, idle after the capacity probe (warm),
+    at its peak under the overload, and after the idle wait."""
     time.sleep(2)
-    idle_mib = rss.series("server")[-1][1] if rss.snapshots else 0.0
+    cold = memory_now(rss)
     mix = payloads(set(opt.models.split(",")))
     capacity = asyncio.run(closed_loop(url, mix, opt.probe_s, opt.users))
+    time.sleep(opt.idle_s)
+    warm = memory_now(rss)
+    rss.take_peak("server")
     rate = opt.overload * capacity
     print(f"capacity {capacity:.1f} req/s; offering {rate:.1f} req/s for {opt.minutes} min", flush=True)
     start = time.monotonic()
     tally = asyncio.run(open_loop(url, mix, rate, opt.minutes * 60, opt.timeout_s))
     duration = time.monotonic() - start
+    peak = rss.take_peak("server")
+    end = memory_now(rss)
+    time.sleep(opt.idle_s)
+    after = memory_now(rss)
     lat = sorted(tally.latencies)
+    mib = 2**20
     return {
         "capacity_req_s": round(capacity, 2),
         "offered_req_s": round(rate, 2),
         "duration_s": round(duration, 1),
         "requests": tally.started,
         "answers": dict(tally.answers),
+        "goodput_req_s": round(tally.answers["ok"] / duration, 2),
+        "goodput_of_capacity": round(tally.answers["ok"] / duration / capacity, 3) if capacity else None,
         "p50_ok_s": round(lat[len(lat) // 2], 3) if lat else None,
         "p99_ok_s": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
-        "rss_idle_mib": round(idle_mib, 1),
-        "rss_end_mib": round(rss.series("server")[-1][1], 1),  # before the drain frees it all
+        "idle_s": opt.idle_s,
+        "memory_mib": {
+            "before any request": cold,
+            "idle after the capacity probe": warm,
+            "peak under overload": {k: round(getattr(peak, k) / mib, 1) for k in ("rss", "pss", "shm")},
+            "end of the overload": end,
+            f"after {opt.idle_s:g} s idle": after,
+        },
+        "rss_idle_mib": warm["rss"],
+        "rss_end_mib": end["rss"],  # before the drain frees it all
     }
 
 
@@ -191,7 +221,7 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
     opt.out_dir.mkdir(parents=True, exist_ok=True)
     root = ["--allow-root"] if os.geteuid() == 0 else []
     server = Launched(opt.repository.resolve(), *root, serve=True, cwd=REPO_ROOT, log=log, stop_timeout_s=120)
-    with server, Sampler({"server": server.pid}, interval_s=0.5, memory=False, machine=False) as rss:
+    with server, Sampler({"server": server.pid}, interval_s=0.5, memory=True, machine=False) as rss:
         try:
             figures = load(server.grpc_url, opt, rss)
         finally:
@@ -203,7 +233,7 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
         "mix": [{"model": m, "rows": r, "weight": w} for m, r, w in MIX if m in opt.models.split(",")],
         **{k: v for k, v in figures.items() if k != "rss_end_mib"},
-        "rss_peak_mib": round(rss.peak("server").rss / 2**20, 1),
+        "rss_peak_mib": figures["memory_mib"]["peak under overload"]["rss"],
         "rss_end_mib": figures["rss_end_mib"],
         "rss_series": series[::4],
         "launcher_exit_code": code,
@@ -211,6 +241,24 @@ def run(opt: argparse.Namespace) -> dict[str, Any]:
         "timeout_s": opt.timeout_s,
         "orphaned_stubs": len(stubs_of(server.output())),
     }
+
+
+def memory_table(result: dict[str, Any]) -> str:
+    """Memory at each moment of the run, and the verdict: back within 20% of the warm idle level."""
+    rows = result["memory_mib"]
+    warm = rows["idle after the capacity probe"]
+    after = rows[f"after {result['idle_s']:g} s idle"]
+    lines = ["| server tree memory (MiB) | RSS | PSS | /dev/shm |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['rss']:,.0f} | {v['pss']:,.0f} | {v['shm']:,.0f} |" for k, v in rows.items()]
+    ratio = after["pss"] / warm["pss"] if warm["pss"] else float("nan")
+    verdict = "met" if ratio <= 1.2 else "missed"
+    lines += [
+        "",
+        f"After {result['idle_s']:g} s idle the PSS is **{ratio:.2f}×** its idle level after the capacity "
+        f"probe (target ≤ 1.20: {verdict}); the first row is before any request, when no step has "
+        "loaded its runtime's buffers yet.",
+    ]
+    return "\n".join(lines)
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> Path:
@@ -228,6 +276,8 @@ def write_report(result: dict[str, Any], out_dir: Path) -> Path:
     answers = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["answers"].items()))
     rss = f"{result['rss_idle_mib']} / {result['rss_peak_mib']} / {result['rss_end_mib']} MiB"
     mix = ", ".join(f"{m['model']} x{m['rows']} ({m['weight']})" for m in result["mix"])
+    share = f"**{result['goodput_of_capacity']:.0%} of capacity** (target ≥ 90%)"
+    goodput = f"{result['goodput_req_s']} req/s = {share}"
     text = f"""# Soak: twice the capacity for {result["duration_s"] / 60:.1f} minutes
 
 Command: `{result["command"]}` (the real launcher, `ecomgen serve --no-build`, supervision on).
@@ -239,6 +289,7 @@ Command: `{result["command"]}` (the real launcher, `ecomgen serve --no-build`, s
 | capacity (closed loop, the mix below) | {result["capacity_req_s"]} req/s |
 | offered (open loop, Poisson arrivals) | {result["offered_req_s"]} req/s |
 | requests sent | {result["requests"]} |
+| goodput (answered with images, per second of overload) | {goodput} |
 | p50 / p99 of the successful ones | {result["p50_ok_s"]} s / {result["p99_ok_s"]} s |
 | RSS of the server tree: idle / peak / end of the load | {rss} |
 | Triton crashes (the launcher restarts it) | {result["crashes"]} |
@@ -248,6 +299,8 @@ Command: `{result["command"]}` (the real launcher, `ecomgen serve --no-build`, s
 | answer | count |
 |---|---:|
 {answers}
+
+{memory_table(result)}
 
 Mix (model, rows per request, weight): {mix}.
 Every request carries a {result["timeout_s"]:g} s deadline and is not retried, so the offered load stays
