@@ -262,9 +262,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--data-dir", type=Path, default=DEFAULT_VITON_DIR, help="VITON root (reads <root>/train only)"
     )
     p.add_argument("--dataset", choices=["viton", "fake"], default="viton")
-    p.add_argument(
-        "--products-dir", type=Path, default=SHARED_DATA / "fashion-products"
-    )
+    p.add_argument("--products-dir", type=Path, default=SHARED_DATA / "fashion-products")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="decoded-data cache (--dry-run: none)")
     p.add_argument("--iters", type=int, default=8000)
