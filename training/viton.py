@@ -7,15 +7,24 @@
     <root>/<split>/image-parse/  20-label LIP parse maps (palette PNG); VITON-HD's
                                  ``image-parse-v3`` is read as well
 
-The 256x192 copy in ``../shared/data/viton`` has this layout, and so does a user's own
-full VITON or VITON-HD download (1024x768): images are read at their native resolution
-and resized to the training size. Pairs files may also sit inside ``<split>/``.
+The 256x192 copy in ``../shared/data/viton`` (3,000 train pairs, the full 2,032-pair test
+split) has this layout, and so does the full VITON set that ``python -m training.viton_full``
+places in ``data/viton-full`` (14,221 train pairs; its test split is byte-identical to the
+shared one), and a user's own VITON-HD download (1024x768): images are read at their native
+resolution and resized to the training size. Pairs files may also sit inside ``<split>/``.
+
+``cached_split`` decodes a split once into uint8 ``.npy`` files under ``build/viton_cache/``
+(git-ignored) and memory-maps them, so training does not decode JPEGs. ``is_validation``
+holds out a stable 3% of the *train* persons (by a hash of the id) for ablations and model
+choice; the test split is only ever evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +33,15 @@ from tqdm import tqdm
 
 from ecomgen.creative.images import fit
 from ecomgen.models.tryon import ARMS, HEAD, LOWER, UPPER
-from ecomgen.serving.handlers.tryon import HEIGHT, WIDTH
-from training.paths import SHARED_DATA
+from ecomgen.serving.handlers.tryon import HEIGHT, WIDTH, garment_mask
+from training.paths import BUILD_DIR, SHARED_DATA
 
 DEFAULT_VITON_DIR = Path(os.environ.get("ECOMGEN_VITON_DIR", SHARED_DATA / "viton"))
+FULL_VITON_DIR = Path(__file__).resolve().parents[1] / "data" / "viton-full"
+CACHE_DIR = BUILD_DIR / "viton_cache"
+VALIDATION_PERCENT = 3
+# OpenPose COCO-18 keypoints of an arm: shoulder, elbow, wrist (right arm, then left arm).
+ARM_KEYPOINTS = ((2, 3, 4), (5, 6, 7))
 
 # The try-on networks see five regions, merged from the 20 LIP labels.
 # LIP: 0 bg, 1 hat, 2 hair, 3 glove, 4 sunglasses, 5 upper-clothes, 6 dress, 7 coat, 8 socks,
@@ -117,15 +131,73 @@ def load_regions(path: Path, size: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndar
 
 @dataclass
 class TryOnData:
-    """uint8 arrays in memory: person/cloth NxHxWx3, regions NxHxW (0 where unknown)."""
+    """uint8 arrays (in memory or memory-mapped): person/cloth NxHxWx3, regions NxHxW (0 where
+    unknown); ``gmask`` NxHxW uint8 {0, 1}: the served garment mask of each cloth (optional)."""
 
     person: np.ndarray
     cloth: np.ndarray
     regions: np.ndarray
     pairs: list[TryOnPair]
+    gmask: np.ndarray | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def garment_masks(self, idx: np.ndarray) -> np.ndarray:
+        if self.gmask is not None:
+            return self.gmask[idx].astype(np.float32)
+        return np.stack([garment_mask(c) for c in self.cloth[idx]])
+
+    def subset(self, idx: np.ndarray) -> TryOnData:
+        gm = None if self.gmask is None else self.gmask[idx]
+        pairs = [self.pairs[i] for i in idx]
+        return TryOnData(self.person[idx], self.cloth[idx], self.regions[idx], pairs, gm)
+
+
+def is_validation(person: Path | str) -> bool:
+    """A stable ``VALIDATION_PERCENT``% of persons, by a hash of the file name."""
+    digest = hashlib.sha1(Path(person).stem.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT
+
+
+def read_pose(path: Path) -> np.ndarray:
+    """OpenPose JSON -> 18 x 3 (x, y, confidence); zeros where missing."""
+    out = np.zeros((18, 3), np.float32)
+    if path.exists():
+        people = json.loads(path.read_text()).get("people") or []
+        if people:
+            k = np.asarray(people[0].get("pose_keypoints") or people[0].get("pose_keypoints_2d") or [])
+            k = k.reshape(-1, 3)[:18]
+            out[: len(k)] = k
+    return out
+
+
+def pose_path(pair: TryOnPair) -> Path:
+    return pair.person.parent.parent / "pose" / f"{pair.person.stem}_keypoints.json"
+
+
+def cached_split(
+    root: Path = DEFAULT_VITON_DIR, split: str = "train", paired: bool = True, cache: Path = CACHE_DIR
+) -> TryOnData:
+    """The whole split as memory-mapped uint8 arrays, decoded once into ``cache``.
+
+    The cache key is the resolved root, the split, ``paired`` and the pairs file's size and
+    modification time: a new download is decoded again.
+    """
+    pairs = read_pairs(root, split, paired)
+    pf = _pairs_file(Path(root), split)
+    key = f"{Path(root).resolve()}|{split}|{paired}|{pf.stat().st_size}|{pf.stat().st_mtime_ns}|v1"
+    folder = cache / hashlib.sha1(key.encode()).hexdigest()[:16]
+    names = ("person", "cloth", "regions", "gmask")
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        data = load_pairs(pairs, desc=f"caching viton {split}")
+        gm = np.stack([garment_mask(c) for c in data.cloth]).astype(np.uint8)
+        for name, arr in zip(names, (data.person, data.cloth, data.regions, gm), strict=True):
+            np.save(folder / f"{name}.npy", arr)
+        (folder / "done").write_text(key + "\n")
+    arrays = [np.load(folder / f"{name}.npy", mmap_mode="r") for name in names]
+    return TryOnData(arrays[0], arrays[1], arrays[2], pairs, arrays[3])
 
 
 def load_pairs(

@@ -86,3 +86,66 @@ def test_fake_data_has_the_same_layout():
     data = fake_tryon(3)
     assert data.person.shape == (3, 256, 192, 3) and len(data) == 3
     assert (data.regions == UPPER).any()
+
+
+def test_cached_split_memory_maps_the_same_arrays(tmp_path):
+    from training.viton import cached_split
+
+    cached = cached_split(FIXTURES, "test", cache=tmp_path)
+    again = cached_split(FIXTURES, "test", cache=tmp_path)  # read back, not decoded again
+    direct = load_pairs(read_pairs(FIXTURES, "test"))
+    assert isinstance(again.person, np.memmap)
+    for name in ("person", "cloth", "regions"):
+        assert np.array_equal(getattr(cached, name), getattr(direct, name))
+    assert cached.gmask is not None and set(np.unique(cached.gmask).tolist()) <= {0, 1}
+    assert cached.subset(np.array([2, 0])).pairs == [direct.pairs[2], direct.pairs[0]]
+
+
+def test_validation_hold_out_is_stable_and_small():
+    from training.viton import is_validation
+
+    names = [f"{i:06d}_0.jpg" for i in range(4000)]
+    share = np.mean([is_validation(n) for n in names])
+    assert 0.015 < share < 0.045
+    assert [is_validation(n) for n in names[:50]] == [is_validation(Path("x") / n) for n in names[:50]]
+
+
+def test_read_pose_gives_18_keypoints_or_zeros(tmp_path):
+    from training.viton import read_pose
+
+    path = tmp_path / "p_keypoints.json"
+    path.write_text('{"people": [{"pose_keypoints": [' + ", ".join(["1.5, 2.5, 0.9"] * 18) + "]}]}")
+    pose = read_pose(path)
+    assert pose.shape == (18, 3) and pose[17].tolist() == [1.5, 2.5, pytest.approx(0.9)]
+    assert not read_pose(tmp_path / "missing.json").any()
+
+
+def _tiny_release(root: Path) -> Path:
+    """A folder laid out like the cp-vton-plus repository: data/<split>/..., data/*_pairs.txt."""
+    data = root / "data"
+    for split in ("train", "test"):
+        for folder in ("image", "cloth", "cloth-mask", "image-parse", "pose"):
+            (data / split / folder).mkdir(parents=True)
+            (data / split / folder / "000001_0.x").write_bytes(f"{split}{folder}".encode())
+        (data / f"{split}_pairs.txt").write_text("000001_0.jpg 000001_1.jpg\n")
+    return root
+
+
+def test_viton_full_places_from_a_folder_and_from_git(tmp_path):
+    import subprocess
+
+    from training.viton_full import compare_splits, place
+
+    repo = _tiny_release(tmp_path / "repo")
+    from_folder = place(repo, tmp_path / "a")
+    assert (from_folder / "test" / "pose" / "000001_0.x").read_bytes() == b"testpose"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "data"], check=True)
+    subprocess.run([*git, "commit", "-qm", "data"], check=True)
+    from_git = place(repo / ".git", tmp_path / "b")
+    assert compare_splits(from_git, from_folder)["identical"] is True
+    (from_git / "test" / "cloth" / "000001_0.x").write_bytes(b"changed")
+    check = compare_splits(from_git, from_folder)
+    assert check["identical"] is False and check["folders"]["cloth"]["differ"] == 1
+    assert compare_splits(tmp_path / "nowhere", from_folder)["identical"] is None
