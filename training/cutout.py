@@ -1,36 +1,53 @@
 """cutout: train the product cut-out (salient-object matting) network on CPU.
 
-Objects: the VITON ``train`` garments and their cloth-masks (``training.cutout_data``; never
-``test``, the evaluation set). Masks that VITON's own threshold got wrong (near-empty or
-shredded, solidity < 0.75) are left out, and enclosed holes are filled. The last ``--val``
-usable garments (by file name) are kept out of training to watch the IoU on white and on
-textured composites (over *training* backgrounds: the evaluation's backgrounds stay unseen).
+Objects (``training.cutout_data``), two sources:
 
-Each sample is composited on the fly at the network's fixed size (``INPUT_HW``): about 28% on
-white / near-white (half of them the original studio photo), the rest on procedural surfaces,
-photographs of real surfaces and scenes, fabric close-ups and shelves of other products, with
-cast and contact shadows, colour jitter, noise, blur and JPEG (see ``training/cutout_data.py``).
+* the VITON ``train`` garments and their cloth-masks (never ``test``, the evaluation set). Masks
+  that VITON's own threshold got wrong (near-empty or shredded, solidity < 0.75) are left out,
+  and enclosed holes are filled. The last ``--val`` usable garments (by file name) are kept out
+  of training to watch the IoU on white and on textured composites (over *training*
+  backgrounds: the evaluation's backgrounds stay unseen);
+* the Fashion Product photos of the ``train`` ids (``training.data.is_heldout``; the held-out
+  ids are never read here) with masks derived from their plain backdrops, only those that pass
+  the quality filter; the last ``--val-products`` of them (in ``styles.csv`` order) are kept out
+  to watch the IoU and the empty-matte rate on the photos as shot, stretched as serving does.
+  ``CompositeConfig.product_prob`` of the samples come from them.
+
+Each sample is composited on the fly at the network's fixed size (``INPUT_HW``): part on white /
+near-white (some the original photo on its own backdrop, some product photos stretched whole as
+serving does), the rest on procedural surfaces, photographs of real surfaces and scenes and
+fabric close-ups, with cast and contact shadows, colour jitter, noise, blur and JPEG (see
+``training/cutout_data.py``). Other products' photos are never a background.
 
 Loss: BCE + soft IoU on the full-size logits, an L1 between the Sobel gradients of the predicted
 and target mattes (crisp edges), and BCE + IoU deep supervision at 1/8, 1/4 and 1/2 (weight 0.4).
 AdamW, linear warm-up, then cosine decay over ``--iters`` or ``--max-minutes``, whichever ends
 first (the CPU is shared, so a wall-time budget is what can be promised).
 
+``--init`` fine-tunes from a checkpoint (its fp16 weights and BatchNorm statistics) instead of
+starting from scratch.
+
 Writes ``<out-dir>/product_cutout.safetensors`` (fp16), ``product_cutout.json`` (command, data,
 wall time, losses, validation IoU, machine) and ``product_cutout_samples.png``.
 
-    flock /tmp/ecomgen-cpu.lock python -m training.cutout --data-dir data/viton-full  # shipped
+    # shipped: fine-tuned from the VITON-only checkpoint (commit 4bebf08)
+    flock /tmp/ecomgen-cpu.lock python -m training.cutout --data-dir data/viton-full \\
+        --init checkpoints/product_cutout --lr 8e-4 --warmup 100 --max-minutes 35 --iters 4000 \\
+        --out-dir runs/cutout_ft  # then copied into checkpoints/
     python -m training.cutout --dry-run --out-dir /tmp/cutout    # smoke run, seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import shlex
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -48,24 +65,30 @@ from ecomgen.models.cutout import (
     build,
     count_params,
     flops_per_image,
+    load_checkpoint,
     save_checkpoint,
 )
 from training.cutout_data import (
     CACHE_DIR,
+    DEFAULT_PRODUCTS_DIR,
     DEFAULT_VITON_DIR,
     TRAIN_KINDS,
     TRAIN_TAG,
     Backgrounds,
+    CompositeConfig,
+    MaskRule,
     Objects,
+    ProductSet,
     clean_indices,
     composite,
     fake_objects,
     load_objects,
     load_photo,
+    load_product_objects,
     photo_split,
     training_sample,
 )
-from training.paths import CHECKPOINT_DIR, REPO_ROOT, SHARED_DATA
+from training.paths import CHECKPOINT_DIR, REPO_ROOT
 
 TRAIN_SPLIT = "train"  # the only split this module reads
 
@@ -78,8 +101,22 @@ def machine() -> str:
 # --- data ------------------------------------------------------------------------
 
 
-def load_data(opt: argparse.Namespace) -> tuple[Objects, Objects, Backgrounds, np.ndarray, dict]:
-    """(objects, raw photos, backgrounds, validation indices, description) from the train split."""
+@dataclass
+class TrainData:
+    """What training draws from: VITON objects (decontaminated and as shot), Fashion Product
+    photos with derived masks (None without them), backgrounds, the validation items."""
+
+    objects: Objects
+    raw: Objects
+    products: ProductSet | None
+    backgrounds: Backgrounds
+    val: np.ndarray  # VITON indices kept out of training
+    val_products: np.ndarray  # product indices kept out of training
+    desc: dict
+
+
+def load_data(opt: argparse.Namespace) -> TrainData:
+    """Everything training reads, from the train splits only, and its description."""
     limit = opt.limit
     if opt.dataset == "fake":
         objects = fake_objects(opt.limit or 16, seed=opt.seed)
@@ -98,24 +135,42 @@ def load_data(opt: argparse.Namespace) -> tuple[Objects, Objects, Backgrounds, n
         for p in tqdm(photo_paths, desc="photos", disable=opt.dry_run or not photo_paths)
     ]
     products = None
-    if opt.products_dir is not None and Path(opt.products_dir).is_dir():
-        from training.data import load_products  # only its train split (the held-out ids stay out)
-
-        images, _ = load_products(Path(opt.products_dir), "train", limit=opt.max_products, progress=False)
-        products = images.permute(0, 2, 3, 1).numpy()
-    backgrounds = Backgrounds(photos, objects, products, TRAIN_KINDS)
+    val_products = np.zeros(0, np.int64)
+    if opt.products_dir is not None and (Path(opt.products_dir) / "styles.csv").is_file():
+        products = load_product_objects(
+            opt.products_dir, TRAIN_SPLIT, opt.max_products, opt.cache_dir, progress=not opt.dry_run
+        )
+        passed = products.objects.usable()
+        n_pval = min(opt.val_products, max(len(passed) - 1, 0))
+        val_products = passed[len(passed) - n_pval :] if n_pval else passed[:0]
+        products.objects.keep = products.raw.keep = passed[: len(passed) - n_pval]
+        if not len(products.objects.usable()):
+            products = None
+    backgrounds = Backgrounds(photos, objects, TRAIN_KINDS)
+    composite_config = CompositeConfig(product_prob=opt.product_prob)
     desc = {
         "objects": f"{opt.dataset}: {opt.data_dir}/{TRAIN_SPLIT} cloth + cloth-mask (threshold 128)",
         "pairs": len(objects),
         "trained_on": len(objects.keep),
         "left_out_bad_masks": int(len(objects) - len(usable)),
         "validation": len(val),
+        "product_objects": None
+        if products is None
+        else {
+            "source": f"{opt.products_dir}: Fashion Product photos of the train ids "
+            "(training.data.is_heldout false), 60x80, masks derived from the plain backdrop "
+            "(training.cutout_data.derive_product_mask), only those passing mask_passes",
+            "mask_rule": asdict(MaskRule()),
+            "derived": products.counts(),
+            "trained_on": len(products.objects.usable()),
+            "validation": len(val_products),
+        },
+        "composite": asdict(composite_config),
         "background_photos": [str(p) for p in photo_paths],
         "background_sources": [s for s, _ in backgrounds.sources()],
         "procedural_kinds": list(TRAIN_KINDS),
-        "product_photos": 0 if products is None else len(products),
     }
-    return objects, raw, backgrounds, val, desc
+    return TrainData(objects, raw, products, backgrounds, val, val_products, desc)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -125,40 +180,67 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def sample_batch(
-    objects: Objects,
-    raw: Objects,
-    backgrounds: Backgrounds,
+    data: TrainData,
     rng: np.random.Generator,
     batch: int,
     hw: tuple[int, int] = INPUT_HW,
+    config: CompositeConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    samples = [training_sample(objects, backgrounds, rng, hw, raw=raw) for _ in range(batch)]
+    p = data.products
+    samples = [
+        training_sample(
+            data.objects,
+            data.backgrounds,
+            rng,
+            hw,
+            raw=data.raw,
+            config=config or CompositeConfig(),
+            products=None if p is None else p.objects,
+            products_raw=None if p is None else p.raw,
+        )
+        for _ in range(batch)
+    ]
     images = np.stack([s[0] for s in samples])
     alphas = torch.from_numpy(np.stack([s[1] for s in samples]))[:, None]
     return to_tensor(images), alphas, [s[2] for s in samples]
 
 
-def validation_set(
-    objects: Objects, raw: Objects, backgrounds: Backgrounds, val: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Fixed validation images at INPUT_HW: ``white`` (the original photo, stretched as serving
-    does) and ``textured`` (the garment in place over a training background, fixed seeds)."""
-    white, textured, masks = [], [], []
+def stretch(image: np.ndarray) -> np.ndarray:
+    """What serving does before the network: the whole photo stretched to INPUT_HW."""
+    h, w = INPUT_HW
+    shrink = image.shape[0] > h or image.shape[1] > w
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def validation_set(data: TrainData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fixed validation images at INPUT_HW: ``white`` (the original VITON photo, stretched as
+    serving does), ``textured`` (the garment in place over a training background, fixed seeds),
+    and with product photos ``products`` (the Fashion Product photo as shot, stretched) and
+    ``products_textured`` (the product in place over a training background, fixed seeds)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     size = (INPUT_HW[1], INPUT_HW[0])
-    for k, i in enumerate(val):
-        mask = cv2.resize(np.asarray(objects.masks[i]), size, interpolation=cv2.INTER_LINEAR)
-        masks.append(mask.astype(np.float32) / 255)
-        white.append(cv2.resize(np.asarray(raw.images[i]), size, interpolation=cv2.INTER_LINEAR))
-        rng = np.random.default_rng([TRAIN_TAG, 10**6 + k])
-        bg, _ = backgrounds.textured(rng, INPUT_HW)
-        fg = cv2.resize(np.asarray(objects.images[i]), size, interpolation=cv2.INTER_LINEAR)
-        img = composite(fg.astype(np.float32) / 255, masks[-1], bg, rng)
-        textured.append(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
-    m = np.stack(masks) if masks else np.zeros((0, *INPUT_HW), np.float32)
-    return {
-        "white": (np.stack(white) if white else np.zeros((0, *INPUT_HW, 3), np.uint8), m),
-        "textured": (np.stack(textured) if textured else np.zeros((0, *INPUT_HW, 3), np.uint8), m),
-    }
+    sources: list[tuple[str, Objects, Objects, np.ndarray, int]] = [
+        ("", data.objects, data.raw, data.val, 10**6)
+    ]
+    if data.products is not None and len(data.val_products):
+        sources.append(("products", data.products.objects, data.products.raw, data.val_products, 2 * 10**6))
+    for prefix, objects, raw, val, seed0 in sources:
+        white, textured, masks = [], [], []
+        for k, i in enumerate(val):
+            mask = cv2.resize(np.asarray(objects.masks[i]), size, interpolation=cv2.INTER_LINEAR)
+            masks.append(mask.astype(np.float32) / 255)
+            white.append(stretch(np.asarray(raw.images[i])))
+            rng = np.random.default_rng([TRAIN_TAG, seed0 + k])
+            bg, _ = data.backgrounds.textured(rng, INPUT_HW)
+            fg = cv2.resize(np.asarray(objects.images[i]), size, interpolation=cv2.INTER_LINEAR)
+            img = composite(fg.astype(np.float32) / 255, masks[-1], bg, rng)
+            textured.append(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+        m = np.stack(masks) if masks else np.zeros((0, *INPUT_HW), np.float32)
+        empty = np.zeros((0, *INPUT_HW, 3), np.uint8)
+        names = ("products", "products_textured") if prefix else ("white", "textured")
+        out[names[0]] = (np.stack(white) if white else empty, m)
+        out[names[1]] = (np.stack(textured) if textured else empty, m)
+    return out
 
 
 # --- losses ----------------------------------------------------------------------
@@ -186,7 +268,7 @@ def losses(logits: torch.Tensor, sides: list[torch.Tensor], target: torch.Tensor
     }
     side = torch.zeros(())
     for s in sides:
-        t = F.adaptive_avg_pool2d(target, s.shape[-2:])
+        t = F.adaptive_avg_pool2d(target, (s.shape[-2], s.shape[-1]))
         side = side + F.binary_cross_entropy_with_logits(s, t) + soft_iou_loss(torch.sigmoid(s), t)
     out["side"] = 0.4 * side
     out["total"] = out["bce"] + out["iou"] + out["grad"] + out["side"]
@@ -212,6 +294,14 @@ def iou(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
 
 
+EMPTY_FRACTION = 0.02  # a matte with fewer pixels above 0.5 than this is "no product found"
+
+
+def empty_rate(pred: np.ndarray) -> float:
+    """Share of mattes with under EMPTY_FRACTION of their pixels at or above 0.5."""
+    return float(((pred >= 0.5).mean(axis=(1, 2)) < EMPTY_FRACTION).mean()) if len(pred) else 0.0
+
+
 def validate(model: CutoutNet, val_set: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     out = {}
     for name, (images, masks) in val_set.items():
@@ -219,18 +309,23 @@ def validate(model: CutoutNet, val_set: dict[str, tuple[np.ndarray, np.ndarray]]
             pred = predict(model, images)
             out[f"iou_{name}"] = round(iou(pred, masks), 4)
             out[f"mae_{name}"] = round(float(np.abs(pred - masks).mean()), 4)
+            if name.startswith("products"):
+                out[f"empty_{name}"] = round(empty_rate(pred), 4)
     return out
 
 
 def save_samples(
     model: CutoutNet, val_set: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n: int = 6
 ) -> None:
-    """Rows: white then textured validation items; columns: photo | predicted matte | cut-out over
-    a grey checkerboard | target."""
+    """Rows: VITON white, VITON textured, product photo as shot, product textured validation
+    items (``n`` each, where present); columns: photo | predicted matte | cut-out over a grey
+    checkerboard | target (for product photos: the derived mask)."""
     rows = []
     yy, xx = np.mgrid[0 : INPUT_HW[0], 0 : INPUT_HW[1]]
     checker = np.where(((yy // 16) + (xx // 16)) % 2 == 0, 200, 140).astype(np.float32)[..., None]
-    for name in ("white", "textured"):
+    for name in ("white", "textured", "products", "products_textured"):
+        if name not in val_set:
+            continue
         images, masks = val_set[name]
         if not len(images):
             continue
@@ -262,7 +357,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--data-dir", type=Path, default=DEFAULT_VITON_DIR, help="VITON root (reads <root>/train only)"
     )
     p.add_argument("--dataset", choices=["viton", "fake"], default="viton")
-    p.add_argument("--products-dir", type=Path, default=SHARED_DATA / "fashion-products")
+    p.add_argument(
+        "--products-dir",
+        type=Path,
+        default=DEFAULT_PRODUCTS_DIR,
+        help="Fashion Product photos (styles.csv + images/; reads the train ids only); absent: VITON only",
+    )
+    p.add_argument("--product-prob", type=float, default=CompositeConfig.product_prob)
+    p.add_argument("--val-products", type=int, default=120, help="train product photos kept out")
+    p.add_argument(
+        "--init", type=Path, default=None, help="fine-tune from this checkpoint (path without suffix)"
+    )
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="decoded-data cache (--dry-run: none)")
     p.add_argument("--iters", type=int, default=8000)
@@ -290,7 +395,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         opt.limit = opt.limit or 16
         opt.cache_dir = None
         opt.max_photos = 2 if opt.max_photos is None else opt.max_photos
-        opt.max_products = 16 if opt.max_products is None else opt.max_products
+        opt.max_products = 24 if opt.max_products is None else opt.max_products
+        opt.val_products = min(opt.val_products, 2)
     if opt.out_dir is None:
         opt.out_dir = REPO_ROOT / "runs" / "cutout_dry_run" if opt.dry_run else CHECKPOINT_DIR
     return opt
@@ -304,10 +410,25 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng([TRAIN_TAG, opt.seed])
     start = time.time()
 
-    objects, raw, backgrounds, val, data_desc = load_data(opt)
-    val_set = validation_set(objects, raw, backgrounds, val)
-    config = TINY_CONFIG if opt.tiny else DEFAULT_CONFIG
-    model = build(config).to(memory_format=torch.channels_last)
+    data = load_data(opt)
+    data_desc = data.desc
+    composite_config = CompositeConfig(product_prob=opt.product_prob)
+    val_set = validation_set(data)
+    init = None
+    if opt.init is not None:
+        init_path = Path(opt.init)
+        model = load_checkpoint(init_path.parent, init_path.name).train()
+        weights = init_path.with_suffix(".safetensors").read_bytes()
+        init = {
+            "checkpoint": str(opt.init),
+            "sha256": hashlib.sha256(weights).hexdigest(),
+            "its_command": json.loads(init_path.with_suffix(".json").read_text()).get("command"),
+            "validation_before": validate(model, val_set),
+        }
+        print(f"cutout: fine-tuning from {opt.init}; before: {init['validation_before']}")
+    else:
+        model = build(TINY_CONFIG if opt.tiny else DEFAULT_CONFIG)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     # FlopCounterMode takes seconds to warm up: the smoke run skips it.
     params, flops = count_params(model), (None if opt.dry_run else flops_per_image(model))
     print(f"cutout: {params / 1e6:.2f} M params, {flops} FLOPs at {INPUT_HW}; {data_desc}")
@@ -328,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
             group["lr"] = lr_at(progress, it, opt.lr, opt.warmup)
         # Progressive resizing: cheaper low-resolution composites first, the fixed size at the end.
         hw = (opt.low_res, opt.low_res) if progress < opt.low_res_until else INPUT_HW
-        x, y, _ = sample_batch(objects, raw, backgrounds, rng, opt.batch, hw)
+        x, y, _ = sample_batch(data, rng, opt.batch, hw, composite_config)
         model.train()
         logits, sides = model(x)
         parts = losses(logits, sides, y)
@@ -355,6 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = model.to(memory_format=torch.contiguous_format).eval()
     meta = {
         "command": opt.command,
+        "init": init,
         "data": data_desc,
         "iters": iters_done,
         "batch": opt.batch,

@@ -1,17 +1,28 @@
-"""Data for the product cut-out network: objects with real masks, backgrounds, composites.
+"""Data for the product cut-out network: objects with masks, backgrounds, composites.
 
-Objects: the VITON garment photos (``<root>/<split>/cloth``) and their masks
-(``<root>/<split>/cloth-mask``, L JPEGs thresholded at 128). Training reads only ``train``;
-the evaluation reads ``test``. Each split is decoded once and cached as uint8 ``.npy`` under
-``build/cutout_cache/`` (git-ignored). The garment colours of the edge band are
-"decontaminated" at load time (filled in from the interior), so a composite has no white
-halo that would tell the network "an edge is where white starts".
+Objects, two sources:
+
+* the VITON garment photos (``<root>/<split>/cloth``) and their masks
+  (``<root>/<split>/cloth-mask``, L JPEGs thresholded at 128). Training reads only ``train``;
+  the evaluation reads ``test``;
+* the Fashion Product photos (``../shared/data/fashion-products``: 60x80 shop photos of shoes,
+  bags, watches, sunglasses, shirts, jeans ..., mostly on a plain near-white backdrop) with
+  masks *derived* from that backdrop (:func:`derive_product_mask`: the border's colour, a flood
+  fill from the border within a Lab tolerance, closing, holes filled) and kept only when they
+  pass a quality filter (:func:`mask_passes`: plain backdrop, area, solidity, border contact,
+  stable under a change of tolerance). They are split by the project's fixed rule on the image
+  id (``training.data.is_heldout``: sha256 of the id, 20% held out, the same split every
+  generator uses); training reads only the ``train`` ids, the evaluation only the held-out ones.
+
+Each source is decoded once and cached as uint8 ``.npy`` under ``build/cutout_cache/``
+(git-ignored). The object colours of the edge band are "decontaminated" at load time (filled
+in from the interior), so a composite has no white halo that would tell the network "an edge
+is where white starts".
 
 Backgrounds (:class:`Backgrounds`), each drawn at the canvas size:
 
-* ``white``: plain white / near-white, sometimes a faint gradient; also the original VITON
-  photo itself on its own studio white (about 28% of samples together, so the white
-  marketplace case stays excellent);
+* ``white``: plain white / near-white, sometimes a faint gradient; also the original photo
+  itself on its own studio white (so the white marketplace case stays excellent);
 * procedural surfaces: gradients, fractal noise, wood, marble, fabric weaves, concrete,
   stripes and coloured studio sweeps with a floor line (``TRAIN_KINDS``); the evaluation
   adds kinds training never draws (``EVAL_ONLY_KINDS``: floor tiles, terrazzo) and always
@@ -25,18 +36,21 @@ Backgrounds (:class:`Backgrounds`), each drawn at the canvas size:
   ``PHOTO_NAMES`` lists the photographs used (renders and illustrations are left out). The list
   is sorted by path and split by a fixed rule: every 4th photo (index % 4 == 3) is reserved for
   the evaluation's unseen backgrounds, the rest are training backgrounds;
-* other products' photos: zoomed-in crops of other training garments (fabric close-ups) and
-  grids of Fashion Product photos (their ``train`` split only, ``training.data.is_heldout``).
+* fabric close-ups: zoomed-in crops from the inside of other training garments (surfaces).
+  Whole product photos are never a background: that taught "a product photo is background".
 
 Composites (:func:`composite`): the object is placed with scale, aspect, small rotation and
 position jitter (sometimes cut by the border), a cast shadow (blurred, offset, sheared) and a
 contact shadow multiply the surface, then colour jitter, noise, blur and JPEG re-encoding.
-The target is the warped mask (soft at the edges from the bilinear warp).
+The small product photos are upsampled by the placement (bilinear) to 25-95% of the canvas,
+or stretched whole over it as serving does. The target is the warped mask (soft at the edges
+from the bilinear warp).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +71,9 @@ TRAIN_KINDS = ("gradient", "noise", "wood", "marble", "fabric", "concrete", "str
 EVAL_ONLY_KINDS = ("tiles", "terrazzo")
 EVAL_KINDS = (*TRAIN_KINDS, *EVAL_ONLY_KINDS)
 PHOTO_SHORT_SIDE = 384  # photos are cached at this short side; crops are resized to the canvas
+DEFAULT_PRODUCTS_DIR = SHARED_DATA / "fashion-products"
+PRODUCT_HW = (80, 60)  # the Fashion Product photos' native size; the odd ones are resized to it
+BACKGROUND_SOURCES = ("procedural", "photo", "fabric")  # what a textured background can be
 
 # Photographs (not renders) shipped by the Debian packages named in the module docstring.
 PLASMA = "/usr/share/wallpapers/{}/contents/images"
@@ -243,7 +260,7 @@ def load_objects(
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """The mask with every background region not connected to the image border filled."""
     pad = np.pad((mask == 0).astype(np.uint8), 1, constant_values=1)
-    cv2.floodFill(pad, None, (0, 0), 2)
+    cv2.floodFill(pad, None, (0, 0), (2,))
     return np.where(pad[1:-1, 1:-1] == 1, np.uint8(255), mask)
 
 
@@ -279,7 +296,7 @@ def fake_objects(n: int = 8, seed: int = 0) -> Objects:
     for i in range(n):
         centre = (int(rng.integers(60, w - 60)), int(rng.integers(80, h - 80)))
         axes = (int(rng.integers(30, 80)), int(rng.integers(40, 110)))
-        cv2.ellipse(masks[i], centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        cv2.ellipse(masks[i], centre, axes, float(rng.uniform(0, 180)), 0, 360, (255,), -1)
         colour = rng.integers(0, 256, 3)
         tex = (fractal_noise(rng, (h, w), 3) * 80 - 40)[..., None]
         fill = np.clip(colour[None, None, :] + tex, 0, 255).astype(np.uint8)
@@ -562,15 +579,6 @@ def fabric_closeup(objects: Objects, rng: np.random.Generator, hw: tuple[int, in
     return procedural("fabric", rng, hw)
 
 
-def product_grid(products: np.ndarray, rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
-    """A shelf of other products' photos (uint8 N x h x w x 3 thumbnails) filling the canvas."""
-    rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-    th, tw = products.shape[1:3]
-    tiles = products[rng.integers(0, len(products), rows * cols)]
-    grid = tiles.reshape(rows, cols, th, tw, 3).transpose(0, 2, 1, 3, 4).reshape(rows * th, cols * tw, 3)
-    return cv2.resize(grid, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
-
-
 class Backgrounds:
     """Draws training (or evaluation) backgrounds at the canvas size, float32 [0, 1]."""
 
@@ -578,20 +586,23 @@ class Backgrounds:
         self,
         photos: list[np.ndarray],
         objects: Objects | None = None,
-        products: np.ndarray | None = None,
         kinds: Sequence[str] = TRAIN_KINDS,
     ) -> None:
-        self.photos, self.objects, self.products, self.kinds = photos, objects, products, tuple(kinds)
+        self.photos, self.objects, self.kinds = photos, objects, tuple(kinds)
 
     def sources(self) -> list[tuple[str, float]]:
-        """(source, weight) of a textured background; absent sources drop out."""
+        """(source, weight) of a textured background; absent sources drop out.
+
+        Whole product photos are never a background (``BACKGROUND_SOURCES``): a shelf of other
+        products' photos behind the object taught the network that product photos are background,
+        and it then returned empty mattes for shops' own photos. Fabric close-ups (a zoomed crop
+        inside another garment) are surfaces, not products, and stay.
+        """
         out = [("procedural", 0.45)]
         if self.photos:
-            out.append(("photo", 0.35))
+            out.append(("photo", 0.4))
         if self.objects is not None:
-            out.append(("fabric", 0.12))
-        if self.products is not None and len(self.products):
-            out.append(("products", 0.08))
+            out.append(("fabric", 0.15))
         return out
 
     def textured(self, rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -603,9 +614,6 @@ class Backgrounds:
         if source == "fabric":
             assert self.objects is not None
             return fabric_closeup(self.objects, rng, hw), "fabric"
-        if source == "products":
-            assert self.products is not None
-            return product_grid(self.products, rng, hw), "products"
         kind = str(rng.choice(self.kinds))
         return procedural(kind, rng, hw), kind
 
@@ -614,12 +622,16 @@ class Backgrounds:
 
 
 def placement(
-    mask: np.ndarray, rng: np.random.Generator, hw: tuple[int, int], border_cut_prob: float = 0.15
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    hw: tuple[int, int],
+    border_cut_prob: float = 0.15,
+    fill_range: tuple[float, float] = (0.4, 0.95),
 ) -> np.ndarray:
     """A 2x3 affine matrix from object coordinates to the canvas: scale, aspect, rotation, position.
 
-    The object's long side covers 40-95% of the canvas; some objects are pushed partly out of
-    the frame, as crops of shop photos are.
+    The object's long side covers ``fill_range`` (40-95%) of the canvas; some objects are pushed
+    partly out of the frame, as crops of shop photos are.
     """
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
@@ -628,7 +640,7 @@ def placement(
     oh, ow = y1 - y0, x1 - x0
     h, w = hw
     aspect = float(np.exp(rng.uniform(-0.35, 0.35)))  # the serving resize stretches photos to square
-    fill = rng.uniform(0.4, 0.95)
+    fill = rng.uniform(*fill_range)
     s = fill * min(h / (oh / np.sqrt(aspect)), w / (ow * np.sqrt(aspect)))
     sx, sy = s * np.sqrt(aspect), s / np.sqrt(aspect)
     angle = np.deg2rad(rng.uniform(-12, 12)) if rng.random() < 0.3 else 0.0
@@ -734,6 +746,12 @@ class CompositeConfig:
     white_prob: float = 0.28  # plain white / near-white backgrounds (half of them the original photo)
     original_prob: float = 0.5  # of the white ones: the VITON photo on its own studio white
     object_jitter_prob: float = 0.5
+    # Fashion Product photos (when given): the share of samples, and how they are shown.
+    product_prob: float = 0.45
+    product_white_prob: float = 0.45  # on white: the photo itself on its own backdrop, or near-white
+    product_original_prob: float = 0.6  # of the white ones: the photo itself ...
+    full_frame_prob: float = 0.5  # ... of those: stretched whole over the canvas, as serving does
+    product_fill: tuple[float, float] = (0.25, 0.95)  # placed: long side, of the canvas
 
 
 def training_sample(
@@ -743,12 +761,17 @@ def training_sample(
     hw: tuple[int, int],
     raw: Objects | None = None,
     config: CompositeConfig = CompositeConfig(),
+    products: Objects | None = None,
+    products_raw: Objects | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """One (uint8 H x W x 3 image, float32 H x W alpha, background source) training sample.
 
     ``raw``: the same objects without edge decontamination (the original photos), used for the
-    "original photo on its own white" case.
+    "original photo on its own white" case. ``products`` / ``products_raw``: Fashion Product
+    photos with derived masks (decontaminated / as shot), drawn with ``config.product_prob``.
     """
+    if products is not None and len(products.usable()) and rng.random() < config.product_prob:
+        return product_sample(products, backgrounds, rng, hw, products_raw, config)
     usable = objects.usable()
     i = int(usable[rng.integers(len(usable))])
     # Enclosed holes in a garment mask are failures of VITON's threshold (white stripes, logos).
@@ -785,6 +808,62 @@ def training_sample(
     return degrade(np.ascontiguousarray(img), rng), np.ascontiguousarray(alpha), source
 
 
+def stretch_matrix(src_hw: tuple[int, int], hw: tuple[int, int]) -> np.ndarray:
+    """The 2x3 affine of ``cv2.resize`` from ``src_hw`` to ``hw`` (pixel centres aligned)."""
+    sy, sx = hw[0] / src_hw[0], hw[1] / src_hw[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]], np.float32)
+
+
+def product_sample(
+    products: Objects,
+    backgrounds: Backgrounds,
+    rng: np.random.Generator,
+    hw: tuple[int, int],
+    raw: Objects | None = None,
+    config: CompositeConfig = CompositeConfig(),
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """One training sample from a Fashion Product photo and its derived mask (see
+    :func:`training_sample`): the photo itself on its own backdrop (placed, or stretched whole as
+    serving does), the product over near-white, or the product over a textured background at a
+    random scale. The small photo is upsampled by the warp; degradations as for VITON."""
+    usable = products.usable()
+    i = int(usable[rng.integers(len(usable))])
+    mask = np.asarray(products.masks[i])
+    size = (hw[1], hw[0])
+    u = rng.random()  # which of the three: the photo itself, over near-white, over a texture
+    if raw is not None and u < config.product_white_prob * config.product_original_prob:
+        if rng.random() < config.full_frame_prob:
+            m, source = stretch_matrix((mask.shape[0], mask.shape[1]), hw), "product-full-frame"
+        else:
+            m, source = placement(mask, rng, hw, fill_range=config.product_fill), "product-original"
+        # The backdrop is plain, so replicating the border extends it (and a product cut by the
+        # border stays cut, in the photo and in its mask alike).
+        img = cv2.warpAffine(raw.images[i], m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(
+            mask.astype(np.float32) / 255, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        img = jitter_colour(img.astype(np.float32) / 255, rng, 0.3)
+    else:
+        m = placement(mask, rng, hw, fill_range=config.product_fill)
+        alpha = cv2.warpAffine(mask.astype(np.float32) / 255, m, size, flags=cv2.INTER_LINEAR)
+        fg = cv2.warpAffine(products.images[i], m, size, flags=cv2.INTER_LINEAR).astype(np.float32) / 255
+        if rng.random() < config.object_jitter_prob:
+            fg = jitter_colour(fg, rng, 0.6)
+        if u < config.product_white_prob:
+            img = composite(fg, alpha, near_white(rng, hw), rng, shadow_prob=0.4, contact_prob=0.4)
+            source = "product-white"
+        else:
+            bg, kind = backgrounds.textured(rng, hw)
+            if rng.random() < 0.5:
+                bg = jitter_colour(bg, rng, 1.0)
+            img = composite(fg, alpha, bg, rng)
+            img = jitter_colour(img, rng, 0.4) if rng.random() < 0.5 else img
+            source = f"product-{kind}"
+    if rng.random() < 0.5:
+        img, alpha = img[:, ::-1], alpha[:, ::-1]
+    return degrade(np.ascontiguousarray(img), rng), np.ascontiguousarray(np.clip(alpha, 0, 1)), source
+
+
 def eval_background(
     index: int, hw: tuple[int, int], photos: list[np.ndarray], kinds: Sequence[str] = EVAL_KINDS
 ) -> tuple[np.ndarray, str]:
@@ -804,3 +883,221 @@ def eval_composite(fg: np.ndarray, mask: np.ndarray, bg: np.ndarray, index: int)
     alpha = mask.astype(np.float32) / 255
     img = composite(fg.astype(np.float32) / 255, alpha, bg, rng)
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+# --- product photos: masks derived from their plain backgrounds ---------------------
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """How a Fashion Product photo's mask is derived from its plain backdrop, and which pass.
+
+    Distances are CIE76 Delta E in CIE Lab (L in [0, 100]); areas are fractions of the image.
+    """
+
+    band: int = 2  # px of each side whose median colour is the backdrop colour
+    tol: float = 9.0  # Delta E from the backdrop colour that still counts as backdrop
+    noise_tol: float = 3.0  # the tolerance grows by this many times the band's own noise ...
+    max_tol: float = 16.0  # ... up to this
+    stability: tuple[float, float] = (0.6, 1.6)  # the mask is derived again at these x tolerance
+    min_part: float = 0.1  # components smaller than this fraction of the largest are dropped
+    min_see_through: float = 0.01  # enclosed holes at least this big may stay backdrop ...
+    max_strap: int = 3  # ... when a strap at most this wide separates them from the outside
+    # The quality filter (mask_passes):
+    max_band_noise: float = 2.5  # Delta E spread of the band's backdrop pixels: a plain backdrop
+    min_band_plain: float = 0.6  # of the band within the tolerance of the backdrop colour
+    min_area: float = 0.04
+    max_area: float = 0.9
+    min_solidity: float = 0.5  # area / convex-hull area (a pair of shoes or sunglasses is ~0.6)
+    max_border_touch: float = 0.3  # of the outermost pixel ring covered by the product
+    min_stable: float = 0.9  # of the mask unchanged (beyond its 1 px edge) at both other tolerances
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """float32 CIE Lab (L in [0, 100]) of a uint8 RGB image."""
+    return cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+
+
+def outer_ring(hw: tuple[int, int], width: int) -> np.ndarray:
+    """bool H x W: the outermost ``width`` px of each side."""
+    ring = np.zeros(hw, bool)
+    ring[:width], ring[-width:], ring[:, :width], ring[:, -width:] = True, True, True, True
+    return ring
+
+
+def _segment(dist: np.ndarray, tol: float, rule: MaskRule, plain: float) -> np.ndarray:
+    """bool: the pixels beyond ``tol`` of the backdrop, closed by a 3x3 cross, with components
+    under ``min_part`` of the largest dropped (specks) and its holes filled, except see-through
+    ones (:func:`_see_through`, backdrop-like: median Delta E under ``plain``, the same at every
+    tolerance). No opening: at 60x80 a sunglasses temple or a strap is one pixel wide."""
+    # The product-coloured pixels; what they enclose is filled below (the flood from the border),
+    # so that an enclosed backdrop-like region stays a hole that can be judged see-through.
+    fg = (dist >= tol).astype(np.uint8)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, cross)
+    n, labels, cc, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n > 1:
+        areas = cc[1:, cv2.CC_STAT_AREA]
+        fg = np.isin(labels, 1 + np.nonzero(areas >= rule.min_part * areas.max())[0]).astype(np.uint8)
+    filled = fill_holes(fg * 255) > 0
+    holes = filled & (fg == 0)
+    if holes.any():
+        outside = ~filled
+        n, labels, cc, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+        for k in range(1, n):
+            if cc[k, cv2.CC_STAT_AREA] >= rule.min_see_through * dist.size:
+                hole = labels == k
+                if _see_through(hole, dist, plain, outside, rule.max_strap):
+                    filled[hole] = False
+    return filled
+
+
+def _see_through(hole: np.ndarray, dist: np.ndarray, plain: float, outside: np.ndarray, strap: int) -> bool:
+    """Whether an enclosed hole is the backdrop seen through the product (a handle or strap loop)
+    rather than a light part of it (a white logo, a watch face, a shoe's stripes): it looks like
+    the backdrop (median Delta E under ``plain``), has nothing of the product inside it (no islands:
+    a watch's hands and numerals are), is open (a disc of radius ``strap`` fits inside: stripes
+    do not) and only a thin band (``strap`` px) separates a good part of it from the outside."""
+    if float(np.median(dist[hole])) >= plain:
+        return False
+    islands = int((fill_holes(hole.astype(np.uint8) * 255) > 0).sum() - hole.sum())
+    if islands > 0.001 * hole.size:  # a few pixels are JPEG noise, not a watch's hands
+        return False
+    # Open, not a stripe: a white stripe on a shoe is as plain, but no wider than a few pixels.
+    if float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3).max()) < strap:
+        return False
+    # The product pixels around the hole; 30% of them within ``strap`` px of the outside
+    # make a strap (all of them would be too strict: a bag's body below its handle is thick).
+    ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~hole
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * strap + 1, 2 * strap + 1))
+    near = cv2.dilate(outside.astype(np.uint8), k) > 0
+    return bool(ring.any()) and float(near[ring].mean()) >= 0.3
+
+
+def derive_product_mask(rgb: np.ndarray, rule: MaskRule = MaskRule()) -> tuple[np.ndarray, dict[str, float]]:
+    """(uint8 {0, 255} mask, quality stats) of a product photo on a plain backdrop.
+
+    The backdrop colour is the median (Lab) of the border band; pixels within a tolerance of it
+    (Delta E, widened by the band's own noise) and connected to the border are the backdrop, a
+    flood fill from every border pixel at once. The rest is the product: closed by a 3x3 cross,
+    components under ``min_part`` of the largest dropped (specks; a pair of shoes stays two),
+    enclosed holes filled (white logos, watch faces) unless the backdrop is seen through a strap
+    or handle loop (:func:`_see_through`). ``stable`` is the
+    share of the mask that does not change, beyond its 1 px edge, when it is derived again at
+    0.6x and 1.6x the tolerance: a white product on white leaks at one of them.
+    """
+    h, w = rgb.shape[:2]
+    lab = to_lab(rgb)
+    band = outer_ring((h, w), rule.band)
+    colour = np.median(lab[band], axis=0)
+    dist = np.linalg.norm(lab - colour, axis=2)
+    near = dist[band] < rule.tol
+    noise = float(lab[band][near].std(axis=0).mean()) if near.any() else float("inf")
+    tol = float(min(rule.max_tol, rule.tol + rule.noise_tol * min(noise, 10.0)))
+    mask = _segment(dist, tol, rule, tol / 2)
+    area = float(mask.mean())
+    stable = 0.0
+    if area > 0:
+        edge = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > cv2.erode(
+            mask.astype(np.uint8), np.ones((3, 3), np.uint8)
+        )
+        lo, hi = (_segment(dist, tol * f, rule, tol / 2) for f in rule.stability)
+        stable = max(0.0, 1.0 - float(((lo ^ hi) & ~edge).sum()) / float(mask.sum()))
+    mask_u8 = np.where(mask, np.uint8(255), np.uint8(0))
+    solidity = mask_quality(mask_u8)[0] if area > 0 else 0.0
+    stats = {
+        "area": round(area, 4),
+        "solidity": round(float(solidity), 4),
+        "border_touch": round(float(mask[outer_ring((h, w), 1)].mean()), 4),
+        "stable": round(stable, 4),
+        "band_noise": round(noise, 3),
+        "band_plain": round(float(near.mean()), 4),
+        "backdrop_l": round(float(colour[0]), 1),
+        "tol": round(tol, 2),
+    }
+    return mask_u8, stats
+
+
+def mask_passes(stats: dict[str, float], rule: MaskRule = MaskRule()) -> str | None:
+    """None when a derived mask passes the quality filter, else the first reason it fails."""
+    checks = (
+        ("backdrop not plain", stats["band_noise"] <= rule.max_band_noise),
+        ("product fills the border", stats["band_plain"] >= rule.min_band_plain),
+        ("too small", stats["area"] >= rule.min_area),
+        ("too large", stats["area"] <= rule.max_area),
+        ("touches the border", stats["border_touch"] <= rule.max_border_touch),
+        ("shredded", stats["solidity"] >= rule.min_solidity),
+        ("unstable (product close to the backdrop)", stats["stable"] >= rule.min_stable),
+    )
+    return next((reason for reason, ok in checks if not ok), None)
+
+
+@dataclass
+class ProductSet:
+    """Fashion Product photos of one split with derived masks: ``objects`` (edge colours
+    decontaminated, ``keep`` = the items whose mask passes), ``raw`` (as shot, same masks and
+    ``keep``) and each item's failure reason (None: passed)."""
+
+    objects: Objects
+    raw: Objects
+    reasons: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def counts(self) -> dict[str, int]:
+        """How many photos passed and failed, by reason."""
+        out = {"photos": len(self), "passed": sum(r is None for r in self.reasons)}
+        for r in sorted({r for r in self.reasons if r is not None}):
+            out[f"failed: {r}"] = self.reasons.count(r)
+        return out
+
+
+def product_records(root: Path, split: str) -> list[tuple[str, Path]]:
+    """(id, path) of the Fashion Product photos of ``split`` (``train`` or ``heldout``, by the
+    project's fixed rule on the id, ``training.data.is_heldout``), in ``styles.csv`` order."""
+    from training.data import is_heldout, read_styles
+
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be train or heldout, not {split!r}")
+    return [(r.id, r.path) for r in read_styles(Path(root)) if is_heldout(r.id) == (split == "heldout")]
+
+
+def load_product_objects(
+    root: Path,
+    split: str,
+    limit: int | None = None,
+    cache_dir: Path | None = CACHE_DIR,
+    progress: bool = True,
+    rule: MaskRule = MaskRule(),
+) -> ProductSet:
+    """The photos of ``split`` (the first ``limit``) at ``PRODUCT_HW`` with derived masks, cached."""
+    records = product_records(root, split)[:limit]
+    names = [f"{i}.jpg" for i, _ in records]
+    h = hashlib.sha256(f"products v3 {PRODUCT_HW} {rule}".encode())
+    for _, p in records:
+        h.update(f"{p}|{p.stat().st_size}\n".encode())
+    key = h.hexdigest()[:16]
+    parts = ("rgb", "raw", "mask")
+    files = {k: Path(cache_dir) / f"{key}_product_{k}.npy" for k in parts} if cache_dir else {}
+    reasons_path = Path(cache_dir) / f"{key}_product_reasons.json" if cache_dir else None
+    if reasons_path is not None and reasons_path.exists() and all(f.exists() for f in files.values()):
+        rgb, raw, masks = (np.load(files[part]) for part in parts)
+        reasons: list[str | None] = json.loads(reasons_path.read_text())
+    else:
+        rgb = np.empty((len(records), *PRODUCT_HW, 3), np.uint8)
+        raw = np.empty_like(rgb)
+        masks = np.empty((len(records), *PRODUCT_HW), np.uint8)
+        reasons = []
+        for k, (_, path) in enumerate(tqdm(records, desc=f"products {split}", disable=not progress)):
+            raw[k] = read_rgb(path, PRODUCT_HW)
+            masks[k], stats = derive_product_mask(raw[k], rule)
+            reasons.append(mask_passes(stats, rule))
+            rgb[k] = decontaminate(raw[k], masks[k], band=1, sigma=1.5)
+        if reasons_path is not None:
+            reasons_path.parent.mkdir(parents=True, exist_ok=True)
+            for part, arr in zip(parts, (rgb, raw, masks), strict=True):
+                np.save(files[part], arr)
+            reasons_path.write_text(json.dumps(reasons))
+    keep = np.asarray([k for k, r in enumerate(reasons) if r is None], np.int64)
+    return ProductSet(Objects(rgb, masks, names, keep), Objects(raw, masks, names, keep.copy()), reasons)
