@@ -82,7 +82,7 @@ class Weights:
                 if path.suffix == ".safetensors" and path.exists():
                     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
                     files.append(f"{path.relative_to(REPO_ROOT)} (sha256 {digest}…)")
-        return "trained checkpoints: " + (", ".join(files) or "none listed in the specs")
+        return "trained checkpoints: " + (", ".join(dict.fromkeys(files)) or "none listed in the specs")
 
     def cli_args(self) -> list[str]:
         """Arguments that make another process (the baseline server) load the same weights."""

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,15 @@ def served_runs(
                 url, pid, model.name, opt.concurrency, opt.profile_seconds, opt.profile_rate, raw
             )
             out["profile"]["raw"] = raw.name
+            if raw.exists():
+                flame = flame_graph(
+                    raw,
+                    raw.with_name(raw.stem + "-flame.png"),
+                    title=(
+                        f"{model.name}: stub main threads, single-row load at c={opt.concurrency} (py-spy)"
+                    ),
+                )
+                out["profile"]["flame_graph"] = flame.name
     return served
 
 
@@ -406,6 +416,7 @@ def _profile_lines(p: dict[str, Any] | None) -> list[str]:
         f"`{p['command']}`: {p['samples']} samples of the stubs' main threads, waiting included "
         f"(`--idle`); an empty stack is its C++ side. Raw stacks: `{p['raw']}`.",
         "",
+        *([f"![flame graph]({p['flame_graph']})", ""] if p.get("flame_graph") else []),
         "| phase of the stub's main thread | share of wall time |",
         "|---|---:|",
     ]
@@ -413,6 +424,58 @@ def _profile_lines(p: dict[str, Any] | None) -> list[str]:
     lines += ["", "| innermost frame | share |", "|---|---:|"]
     lines += [f"| `{f}` | {v:.1%} |" for f, v in p["top_frames"]]
     return lines
+
+
+def flame_graph(raw: Path, path: Path, max_depth: int = 28, title: str = "") -> Path:
+    """A flame graph of py-spy's raw (collapsed) stacks: x is the share of samples, y the stack
+    depth from the root; a frame is labelled where its box is wide enough."""
+    root: dict[str, Any] = {"n": 0, "kids": {}}
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or stack.startswith("Thread._bootstrap"):
+            continue
+        node = root
+        node["n"] += int(n)
+        frames = [f for f in stack.split(";") if f.strip()] or [OUTSIDE]
+        for f in frames[:max_depth]:
+            node = node["kids"].setdefault(re.sub(r":\d+\)$", ")", f), {"n": 0, "kids": {}})
+            node["n"] += int(n)
+    total = root["n"] or 1
+    fig = report.pyplot().figure(figsize=(16, 9))
+    ax = fig.add_subplot(111)
+    cmap = report.pyplot().get_cmap("YlOrRd")
+
+    def draw(node: dict[str, Any], x: float, depth: int) -> None:
+        for name, kid in sorted(node["kids"].items(), key=lambda kv: -kv[1]["n"]):
+            w = kid["n"] / total
+            ax.add_patch(
+                report.pyplot().Rectangle(
+                    (x, depth),
+                    w,
+                    0.95,
+                    facecolor=cmap(0.25 + 0.5 * (zlib.crc32(name.encode()) % 97) / 97),
+                    lw=0.3,
+                    edgecolor="white",
+                )
+            )
+            if w > 0.035:
+                label = name.split(" (")[0]
+                ax.text(x + 0.003, depth + 0.45, f"{label} {w:.0%}", fontsize=6, va="center", clip_on=True)
+            draw(kid, x, depth + 1)
+            x += w
+
+    draw(root, 0.0, 0)
+
+    def height(node: dict[str, Any]) -> int:
+        return 1 + max((height(k) for k in node["kids"].values()), default=0)
+
+    depth = height(root) - 1
+    ax.set_xlim(0, 1)
+    ax.set_ylim(depth + 0.5, 0)  # the root at the top (an icicle), frames deeper below
+    ax.set_xlabel("share of the stubs' main-thread samples (waiting included)")
+    ax.set_ylabel("stack depth")
+    ax.set_title(title or f"py-spy flame graph: {raw.name}")
+    return report.save_figure(fig, path)
 
 
 def plot(r: dict[str, Any], path: Path) -> Path:

@@ -267,3 +267,20 @@ def test_dct4_matches_scipy() -> None:
     np.testing.assert_allclose(P._dct4(x), dctn(x, axes=(2, 3), norm="ortho"), atol=1e-12)
     np.testing.assert_allclose(P._idct4(P._dct4(x)), x, atol=1e-12)
     np.testing.assert_allclose(P._idct4(x), idctn(x, axes=(2, 3), norm="ortho"), atol=1e-12)
+
+
+def test_keep_white_leaves_the_background_pure_white_and_marks_the_product() -> None:
+    """A marketplace main image: RGB 255 stays 255 after the watermark, the product carries the mark,
+    and the caller's array is not touched."""
+    rng = np.random.default_rng(3)
+    image = np.full((768, 768, 3), 255, np.uint8)
+    image[96:672, 160:608] = rng.integers(40, 220, (576, 448, 3), dtype=np.uint8)
+    image[0, 0] = (255, 255, 254)  # near-white is product, not background
+    before = image.copy()
+    out = np.asarray(Image.open(io.BytesIO(P.encode_labelled(image, "png", keep_white=True))).convert("RGB"))
+    white = (before == 255).all(axis=2)
+    assert (out[white] == 255).all()
+    marked = P.embed_watermark(before)
+    assert (out[~white] == marked[~white]).all()
+    assert (out[96:672, 160:608] != before[96:672, 160:608]).any()
+    assert (image == before).all()
