@@ -402,40 +402,44 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return opt
 
 
-def main(argv: list[str] | None = None) -> dict:
-    opt = parse(argv)
-    torch.set_num_threads(opt.threads)
-    torch.set_flush_denormal(True)  # denormal weights/moments late in training slow CPU kernels
-    torch.manual_seed(opt.seed)
-    rng = np.random.default_rng([TRAIN_TAG, opt.seed])
-    start = time.time()
+def init_model(
+    opt: argparse.Namespace, val_set: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[CutoutNet, dict | None]:
+    """A fresh network, or (``--init``) a checkpoint to fine-tune with its record and scores before."""
+    if opt.init is None:
+        return build(TINY_CONFIG if opt.tiny else DEFAULT_CONFIG), None
+    init_path = Path(opt.init)
+    model = load_checkpoint(init_path.parent, init_path.name).train()
+    weights = init_path.with_suffix(".safetensors").read_bytes()
+    init = {
+        "checkpoint": str(opt.init),
+        "sha256": hashlib.sha256(weights).hexdigest(),
+        "its_command": json.loads(init_path.with_suffix(".json").read_text()).get("command"),
+        "validation_before": validate(model, val_set),
+    }
+    print(f"cutout: fine-tuning from {opt.init}; before: {init['validation_before']}")
+    return model, init
 
-    data = load_data(opt)
-    data_desc = data.desc
+
+@dataclass
+class TrainLog:
+    iters: int
+    seconds: float
+    history: list[dict]  # running losses every 50 iterations
+    validation: list[dict]  # validation scores every --val-every iterations
+
+
+def train(
+    opt: argparse.Namespace,
+    model: CutoutNet,
+    data: TrainData,
+    val_set: dict[str, tuple[np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+) -> TrainLog:
+    """The training loop: fresh composites every step, until --iters or --max-minutes."""
     composite_config = CompositeConfig(product_prob=opt.product_prob)
-    val_set = validation_set(data)
-    init = None
-    if opt.init is not None:
-        init_path = Path(opt.init)
-        model = load_checkpoint(init_path.parent, init_path.name).train()
-        weights = init_path.with_suffix(".safetensors").read_bytes()
-        init = {
-            "checkpoint": str(opt.init),
-            "sha256": hashlib.sha256(weights).hexdigest(),
-            "its_command": json.loads(init_path.with_suffix(".json").read_text()).get("command"),
-            "validation_before": validate(model, val_set),
-        }
-        print(f"cutout: fine-tuning from {opt.init}; before: {init['validation_before']}")
-    else:
-        model = build(TINY_CONFIG if opt.tiny else DEFAULT_CONFIG)
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    # FlopCounterMode takes seconds to warm up: the smoke run skips it.
-    params, flops = count_params(model), (None if opt.dry_run else flops_per_image(model))
-    print(f"cutout: {params / 1e6:.2f} M params, {flops} FLOPs at {INPUT_HW}; {data_desc}")
     optim = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-
-    history: list[dict] = []
-    val_history: list[dict] = []
+    log = TrainLog(0, 0.0, [], [])
     running: dict[str, float] = {}
     train_start = time.time()
     bar = tqdm(range(opt.iters), desc="train", disable=opt.dry_run, mininterval=5)
@@ -460,47 +464,72 @@ def main(argv: list[str] | None = None) -> dict:
             value = float(v.detach())
             running[k] = 0.98 * running.get(k, value) + 0.02 * value
         if it % 50 == 0 or opt.dry_run:
-            history.append({"iter": it, **{k: round(v, 4) for k, v in running.items()}})
+            log.history.append({"iter": it, **{k: round(v, 4) for k, v in running.items()}})
             bar.set_postfix(
                 loss=f"{running['total']:.3f}",
                 iou=f"{running['iou']:.3f}",
                 lr=f"{optim.param_groups[0]['lr']:.1e}",
             )
         if it > 0 and it % opt.val_every == 0:
-            val_history.append({"iter": it, **validate(model, val_set)})
-            tqdm.write(f"iter {it}: {val_history[-1]}")
-    iters_done = it + 1 if opt.iters else 0
-    train_s = time.time() - train_start
+            log.validation.append({"iter": it, **validate(model, val_set)})
+            tqdm.write(f"iter {it}: {log.validation[-1]}")
+    log.iters = it + 1 if opt.iters else 0
+    log.seconds = time.time() - train_start
+    return log
 
-    final = validate(model, val_set)
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    meta = {
+
+def record(
+    opt: argparse.Namespace, data: TrainData, init: dict | None, model: CutoutNet, log: TrainLog, extra: dict
+) -> dict:
+    """The checkpoint's JSON record: command, data, schedule, wall time, validation, machine."""
+    return {
         "command": opt.command,
         "init": init,
-        "data": data_desc,
-        "iters": iters_done,
+        "data": data.desc,
+        "iters": log.iters,
         "batch": opt.batch,
         "input_hw": list(INPUT_HW),
-        "params": params,
-        "flops_per_image": flops,
+        **extra,
         "optimiser": f"AdamW(lr={opt.lr}, wd={opt.weight_decay}), {opt.warmup} warm-up iters, cosine to 1% "
         f"over min({opt.iters} iters, {opt.max_minutes} min); composites at {opt.low_res} px for the first "
         f"{opt.low_res_until:.0%} of the schedule, then {INPUT_HW[0]}x{INPUT_HW[1]}",
         "loss": "BCE + soft IoU + 4 x L1(Sobel grad) + 0.4 x (BCE + IoU) deep supervision at 1/8, 1/4, 1/2",
-        "train_wall_time_s": round(train_s, 1),
-        "wall_time_s": round(time.time() - start, 1),
-        "validation": final,
-        "validation_history": val_history,
-        "history": history,
+        "train_wall_time_s": round(log.seconds, 1),
+        "validation_history": log.validation,
+        "history": log.history,
         "machine": machine(),
         "threads": opt.threads,
         "torch": torch.__version__,
         "dry_run": opt.dry_run,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    opt = parse(argv)
+    torch.set_num_threads(opt.threads)
+    torch.set_flush_denormal(True)  # denormal weights/moments late in training slow CPU kernels
+    torch.manual_seed(opt.seed)
+    rng = np.random.default_rng([TRAIN_TAG, opt.seed])
+    start = time.time()
+
+    data = load_data(opt)
+    val_set = validation_set(data)
+    model, init = init_model(opt, val_set)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # FlopCounterMode takes seconds to warm up: the smoke run skips it.
+    params, flops = count_params(model), (None if opt.dry_run else flops_per_image(model))
+    print(f"cutout: {params / 1e6:.2f} M params, {flops} FLOPs at {INPUT_HW}; {data.desc}")
+
+    log = train(opt, model, data, val_set, rng)
+
+    final = validate(model, val_set)
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    meta = record(opt, data, init, model, log, {"params": params, "flops_per_image": flops})
+    meta.update(wall_time_s=round(time.time() - start, 1), validation=final)
     out_dir = Path(opt.out_dir)
     save_checkpoint(model, out_dir, meta)
     save_samples(model, val_set, out_dir / "product_cutout_samples.png")
-    print(f"cutout: {iters_done} iters in {train_s / 60:.1f} min; validation {final}; wrote {out_dir}")
+    print(f"cutout: {log.iters} iters in {log.seconds / 60:.1f} min; validation {final}; wrote {out_dir}")
     return meta
 
 

@@ -93,6 +93,7 @@ from training.cutout_data import (
     EVAL_KINDS,
     EVAL_ONLY_KINDS,
     MaskRule,
+    Objects,
     clean_indices,
     eval_background,
     eval_composite,
@@ -244,6 +245,62 @@ def timings(model: torch.nn.Module, threads: int) -> dict[str, float]:
 # --- evaluation ------------------------------------------------------------------
 
 
+Scored = dict[str, dict[str, list[tuple[int, tuple[float, float, float]]]]]
+
+
+def test_composites(
+    opt: argparse.Namespace, clean: Objects, raw: Objects, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str], list[Path]]:
+    """(white photos, textured composites, each composite's background kind, the held-out photos)."""
+    hw = (raw.masks.shape[1], raw.masks.shape[2])
+    eval_photos = photo_split()["eval"]
+    photos = [load_photo(p) for p in eval_photos]
+    white = np.asarray(raw.images)
+    textured = np.empty_like(white)
+    sources = []
+    for i in tqdm(range(len(items)), desc="composite", disable=not opt.progress):
+        # Seeds follow the test item's index in the whole split, so a subset sees the same composites.
+        bg, src = eval_background(int(items[i]), hw, photos)
+        textured[i] = eval_composite(np.asarray(clean.images[i]), np.asarray(raw.masks[i]), bg, int(items[i]))
+        sources.append(src)
+    return white, textured, sources, eval_photos
+
+
+def score_garments(
+    opt: argparse.Namespace,
+    model: torch.nn.Module,
+    baseline: torch.nn.Module | None,
+    conditions: dict[str, np.ndarray],
+    masks: np.ndarray,
+    grabcut_items: set[int],
+) -> tuple[Scored, dict[str, dict[str, dict[int, np.ndarray]]]]:
+    """Every method on every item of each condition: (scores, the mattes kept for the picture)."""
+    hw = (masks.shape[1], masks.shape[2])
+    results: Scored = {}
+    picture: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+    for cond, images in conditions.items():
+        lowres = network_mattes(model, images)
+        lowres_base = None if baseline is None else network_mattes(baseline, images)
+        per: dict[str, list[tuple[int, tuple[float, float, float]]]] = {m: [] for m in METHODS}
+        pics: dict[str, dict[int, np.ndarray]] = {m: {} for m in METHODS}
+        for i in tqdm(range(len(images)), desc=cond, disable=not opt.progress):
+            preds = {
+                "ours": refine_alpha(images[i], lowres[i]).astype(np.float32) / 255,
+                "ours, bilinear": upsample_bilinear(lowres[i], hw).astype(np.float32) / 255,
+                "threshold-on-white": garment_mask(images[i]),
+            }
+            if lowres_base is not None:
+                preds["baseline"] = refine_alpha(images[i], lowres_base[i]).astype(np.float32) / 255
+            if i in grabcut_items:
+                preds["GrabCut"] = grabcut(images[i])
+            for m, p in preds.items():
+                per[m].append((i, scores(p, masks[i])))
+                if i % max(1, PICTURE_EVERY // opt.every) == 0:
+                    pics[m][i] = p
+        results[cond], picture[cond] = per, pics
+    return results, picture
+
+
 def evaluate(opt: argparse.Namespace) -> dict:
     torch.set_num_threads(opt.threads)
     cv2.setNumThreads(opt.threads)
@@ -262,40 +319,10 @@ def evaluate(opt: argparse.Namespace) -> dict:
     n = len(items)
     masks = np.asarray(raw.masks, dtype=np.float32) / 255
     hw = (masks.shape[1], masks.shape[2])
-    eval_photos = photo_split()["eval"]
-    photos = [load_photo(p) for p in eval_photos]
-    white = np.asarray(raw.images)
-    textured = np.empty_like(white)
-    sources = []
-    for i in tqdm(range(n), desc="composite", disable=not opt.progress):
-        # Seeds follow the test item's index in the whole split, so a subset sees the same composites.
-        bg, src = eval_background(int(items[i]), hw, photos)
-        textured[i] = eval_composite(np.asarray(clean.images[i]), np.asarray(raw.masks[i]), bg, int(items[i]))
-        sources.append(src)
+    white, textured, sources, eval_photos = test_composites(opt, clean, raw, items)
     grabcut_items = set(range(0, n, opt.grabcut_every))
-
-    results: dict[str, dict[str, list[tuple[int, tuple[float, float, float]]]]] = {}
-    picture: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-    for cond, images in (("white", white), ("textured", textured)):
-        lowres = network_mattes(model, images)
-        lowres_base = None if baseline is None else network_mattes(baseline, images)
-        per: dict[str, list[tuple[int, tuple[float, float, float]]]] = {m: [] for m in METHODS}
-        pics: dict[str, dict[int, np.ndarray]] = {m: {} for m in METHODS}
-        for i in tqdm(range(n), desc=cond, disable=not opt.progress):
-            preds = {
-                "ours": refine_alpha(images[i], lowres[i]).astype(np.float32) / 255,
-                "ours, bilinear": upsample_bilinear(lowres[i], hw).astype(np.float32) / 255,
-                "threshold-on-white": garment_mask(images[i]),
-            }
-            if lowres_base is not None:
-                preds["baseline"] = refine_alpha(images[i], lowres_base[i]).astype(np.float32) / 255
-            if i in grabcut_items:
-                preds["GrabCut"] = grabcut(images[i])
-            for m, p in preds.items():
-                per[m].append((i, scores(p, masks[i])))
-                if i % max(1, PICTURE_EVERY // opt.every) == 0:
-                    pics[m][i] = p
-        results[cond], picture[cond] = per, pics
+    conditions = {"white": white, "textured": textured}
+    results, picture = score_garments(opt, model, baseline, conditions, masks, grabcut_items)
 
     keep = set(clean_indices(np.asarray(raw.masks)).tolist())
     summary = summarise(results, keep, sources)
@@ -396,18 +423,7 @@ def evaluate_products(
         }
         for name in nets
     }
-    by_class: dict[str, dict] = {}
-    for c in sorted(set(classes)):
-        members = [i for i in range(n) if classes[i] == c]
-        members_ok = {i for i in members if ps.reasons[i] is None}
-        by_class[c] = {
-            name: {
-                "empty": empty_rates(lows[name], refined[name], members),
-                "scores": mean_scores(per[name], members_ok),
-            }
-            for name in nets
-        }
-        by_class[c]["threshold-on-white"] = {"scores": mean_scores(per["threshold-on-white"], members_ok)}
+    by_class = product_classes(classes, ps.reasons, nets, lows, refined, per)
     summary = {
         "data": f"{root}: the held-out ids (training.data.is_heldout), {n} photos at {hw[0]}x{hw[1]}",
         "derived_masks": ps.counts(),
@@ -417,6 +433,37 @@ def evaluate_products(
         "by_class": by_class,
         "picture_every": PRODUCT_PICTURE_EVERY,
     }
+    return summary, product_picture_rows(images, masks, ps.reasons, pics)
+
+
+def product_classes(
+    classes: list[str],
+    reasons: list[str | None],
+    nets: dict[str, torch.nn.Module],
+    lows: dict[str, np.ndarray],
+    refined: dict[str, list[np.ndarray]],
+    per: dict[str, list[tuple[int, tuple[float, float, float]]]],
+) -> dict[str, dict]:
+    """Per article type: each network's empty-matte rates and scores, and threshold-on-white's."""
+    by_class: dict[str, dict] = {}
+    for c in sorted(set(classes)):
+        members = [i for i in range(len(classes)) if classes[i] == c]
+        members_ok = {i for i in members if reasons[i] is None}
+        by_class[c] = {
+            name: {
+                "empty": empty_rates(lows[name], refined[name], members),
+                "scores": mean_scores(per[name], members_ok),
+            }
+            for name in nets
+        }
+        by_class[c]["threshold-on-white"] = {"scores": mean_scores(per["threshold-on-white"], members_ok)}
+    return by_class
+
+
+def product_picture_rows(
+    images: np.ndarray, masks: np.ndarray, reasons: list[str | None], pics: dict[int, dict[str, np.ndarray]]
+) -> list[np.ndarray]:
+    """Rows of the products picture, two items side by side: photo | mattes | derived mask."""
     order = ("ours", "baseline", "threshold-on-white", "GrabCut")
     rows = []
     for i, preds in pics.items():
@@ -424,21 +471,20 @@ def evaluate_products(
             np.repeat((preds[m] * 255 + 0.5).astype(np.uint8)[..., None], 3, 2) for m in order if m in preds
         ]
         gt = np.repeat((masks[i] * 255).astype(np.uint8)[..., None], 3, 2)
-        if ps.reasons[i] is not None:
+        if reasons[i] is not None:
             gt = (gt * 0.4 + np.array([160, 0, 0]) * 0.6).astype(np.uint8)  # red: the mask failed the filter
         tiles.append(gt)
         big = [cv2.resize(t, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST) for t in tiles]
         rows.append(
             np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=60) for t in big], axis=1)
         )
-    # Two items side by side per row.
     paired = []
     for k in range(0, len(rows), 2):
         right = rows[k + 1] if k + 1 < len(rows) else np.full_like(rows[k], 60)
         paired.append(
             np.concatenate([rows[k], np.full((rows[k].shape[0], 8, 3), 255, np.uint8), right], axis=1)
         )
-    return summary, paired
+    return paired
 
 
 def write_rows(rows: list[np.ndarray], path: Path) -> None:
@@ -636,10 +682,9 @@ def product_lines(pr: dict) -> list[str]:
     return lines
 
 
-def write_report(meta: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "cutout_eval.json").write_text(json.dumps(meta, indent=2) + "\n")
-    s, t = meta["summary"], meta["timing"]
+def header_lines(meta: dict) -> list[str]:
+    """Command, training, machine, data, network, metrics and targets, then the summary table."""
+    t = meta["timing"]
     lines = [
         "# Product cut-out network: evaluation",
         "",
@@ -682,6 +727,14 @@ def write_report(meta: dict, out_dir: Path) -> None:
         "",
         *summary_lines(meta),
     ]
+    return lines
+
+
+def garment_lines(meta: dict) -> list[str]:
+    """The VITON test tables: all garments and the plausible-mask subset, white and textured, then
+    the textured condition by background."""
+    s = meta["summary"]
+    lines: list[str] = []
     for subset, title in (
         ("all", "All test garments"),
         (
@@ -728,6 +781,13 @@ def write_report(meta: dict, out_dir: Path) -> None:
         "threshold-on-white | GrabCut | ground truth, then the same for the textured composite.",
         "",
     ]
+    return lines
+
+
+def write_report(meta: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cutout_eval.json").write_text(json.dumps(meta, indent=2) + "\n")
+    lines = header_lines(meta) + garment_lines(meta)
     if meta.get("products"):
         lines += product_lines(meta["products"])
     (out_dir / "cutout_eval.md").write_text("\n".join(lines))

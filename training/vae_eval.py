@@ -926,6 +926,12 @@ def report_personalisation(opt: argparse.Namespace, r: dict) -> list[str]:
                 _f(f["fcd"], ".2f"),
             )
         )
+    return lines + verdict_lines(opt, r)
+
+
+def verdict_lines(opt: argparse.Namespace, r: dict) -> list[str]:
+    """The targets' verdicts and how the sampling temperature was chosen, with its sweep."""
+    lines: list[str] = []
     ratio = r["type_agreement_ratio"]
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
     if "colour" in r:
