@@ -143,6 +143,9 @@ def test_sigint_leaves_a_consistent_manifest_and_a_rerun_finishes(served, tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a shell's background job (`make test &`) ignores SIGINT, and a child
+        # would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300

@@ -6,6 +6,7 @@ import _thread
 import hashlib
 import io
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -391,6 +392,16 @@ def test_a_model_no_endpoint_serves_stops_the_run_before_any_request(catalogue: 
 # --- Ctrl-C ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def python_sigint():  # type: ignore[no-untyped-def]
+    """SIGINT raises KeyboardInterrupt while the test runs, whatever this process inherited: under a
+    shell's background job (``make test &``) SIGINT is ignored, and ``interrupt_main`` then does
+    nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def interrupt_when(out: Path, lines: int, hold: float | threading.Event) -> Callable[..., None]:
     """A fake server's ``fail`` hook: Ctrl-C (KeyboardInterrupt in the main thread) once the manifest
     holds ``lines`` lines; from then on every answer is held back (``hold`` seconds, or until the
@@ -420,6 +431,7 @@ def big_catalogue(tmp_path: Path, rows: int) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_ctrl_c_leaves_a_consistent_manifest_and_resume_finishes(tmp_path: Path) -> None:
     cat, out = big_catalogue(tmp_path, 40), tmp_path / "out"
     server = StudioServer(delay_s=0.02, fail=interrupt_when(out, 6, hold=0.2))
@@ -433,6 +445,7 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_resume_finishes(tmp_path: Path)
     assert rest.written + rest.resumed == 80 and len(assert_consistent(out)) == 80
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_ctrl_c_with_slow_requests_gives_up_waiting_after_the_grace(tmp_path: Path) -> None:
     cat, out = big_catalogue(tmp_path, 12), tmp_path / "out"
     release = threading.Event()
