@@ -560,12 +560,12 @@ def encode_labelled(
         raise ValueError(f"source_type must be one of {AI_SOURCE_TYPES}")
     pixels = embed_watermark(image) if watermark else image
     if watermark and keep_white:
-        # OpenCV's mask and masked OR: ~3 ms on a 2000x2000 main image against ~100 ms for numpy's
-        # (image == 255).all(axis=2) and boolean assignment, same pixels.
-        white = cv2.inRange(image, (255, 255, 255), (255, 255, 255))
-        if np.shares_memory(pixels, image) or not pixels.flags.c_contiguous:
-            pixels = np.array(pixels, copy=True, order="C")
-        pixels = cv2.bitwise_or(pixels, (255, 255, 255, 0), dst=pixels, mask=white)
+        # OpenCV: the mask (255 where the input is pure white, else 0) and a per-channel max with it
+        # take a few ms on a 2000x2000 main image, against ~100 ms for numpy's
+        # (image == 255).all(axis=2) and boolean assignment; same pixels, a new array.
+        white = np.full(3, 255, np.uint8)
+        mask = cv2.cvtColor(cv2.inRange(np.ascontiguousarray(image), white, white), cv2.COLOR_GRAY2RGB)
+        pixels = cv2.max(np.ascontiguousarray(pixels), mask)
     data = _encode(pixels, encoding, xmp_packet(source_type, credit=credit), quality)
     if signer is not None:
         data = signer.sign(data, encoding, source_type, title)
