@@ -106,15 +106,22 @@ def test_same_request_same_images_whatever_else_is_in_flight(served):
             others = [client.personalize(history(8, k), count=3, seed=k) for k in range(1, 12)]
             return await asyncio.gather(client.personalize(hist, count=4, seed=11), *others)
 
-    with grpcclient.InferenceServerClient(served.url) as c:
-        before = c.get_inference_statistics("personalize_encoder").model_stats[0]
-    together = asyncio.run(burst())[0]
-    with grpcclient.InferenceServerClient(served.url) as c:
-        after = c.get_inference_statistics("personalize_encoder").model_stats[0]
-    assert np.abs(alone.images.astype(int) - together.images.astype(int)).max() <= 1
-    np.testing.assert_array_equal(alone.similar, together.similar)
-    # 12 shoppers' histories went through the encoder in fewer executions: batched across shoppers.
-    assert after.execution_count - before.execution_count < 12
+    # 12 shoppers' histories go through the encoder in fewer executions: batched across shoppers.
+    # On a busy 2-core machine one burst can reach the encoder one request at a time, so up to three
+    # bursts; a batcher that never groups shoppers fails all three.
+    executions = []
+    for _ in range(3):
+        with grpcclient.InferenceServerClient(served.url) as c:
+            before = c.get_inference_statistics("personalize_encoder").model_stats[0]
+        together = asyncio.run(burst())[0]
+        with grpcclient.InferenceServerClient(served.url) as c:
+            after = c.get_inference_statistics("personalize_encoder").model_stats[0]
+        assert np.abs(alone.images.astype(int) - together.images.astype(int)).max() <= 1
+        np.testing.assert_array_equal(alone.similar, together.similar)
+        executions.append(after.execution_count - before.execution_count)
+        if executions[-1] < 12:
+            break
+    assert executions[-1] < 12, f"encoder executions per burst of 12 shoppers: {executions}"
 
 
 def raw(name: str, arr: np.ndarray, dtype: str) -> grpcclient.InferInput:
