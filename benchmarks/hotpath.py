@@ -172,6 +172,22 @@ def profile_stub(
     return {"command": command, "stubs": len(stubs), **phases(raw)}
 
 
+def main_thread_stacks(raw: Path) -> list[tuple[list[str], int]]:
+    """(frames from the root, samples) of each stack in py-spy's raw output, other Python threads
+    (rooted in ``Thread._bootstrap``) left out; an empty list is the stub's C++ side."""
+    out = []
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if n.isdigit() and not stack.startswith("Thread._bootstrap"):
+            out.append(([f for f in stack.split(";") if f.strip()], int(n)))
+    return out
+
+
+def _frame_name(frame: str) -> str:
+    """A frame without its line number: one box per function in a file."""
+    return re.sub(r":\d+\)$", ")", frame)
+
+
 def phases(raw: Path) -> dict[str, Any]:
     """Samples of the stub's main thread by phase (``--idle``: waiting counts too).
 
@@ -181,13 +197,9 @@ def phases(raw: Path) -> dict[str, Any]:
     """
     counts: collections.Counter[str] = collections.Counter()
     leaves: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit() or stack.startswith("Thread._bootstrap"):
-            continue
-        frames = [f for f in stack.split(";") if f.strip()]
-        counts[_phase(frames)] += int(n)
-        leaves[re.sub(r":\d+\)$", ")", frames[-1]) if frames else OUTSIDE] += int(n)
+    for frames, n in main_thread_stacks(raw):
+        counts[_phase(frames)] += n
+        leaves[_frame_name(frames[-1]) if frames else OUTSIDE] += n
     total = sum(counts.values()) or 1
     return {
         "samples": sum(counts.values()),
@@ -430,16 +442,12 @@ def flame_graph(raw: Path, path: Path, max_depth: int = 28, title: str = "") -> 
     """A flame graph of py-spy's raw (collapsed) stacks: x is the share of samples, y the stack
     depth from the root; a frame is labelled where its box is wide enough."""
     root: dict[str, Any] = {"n": 0, "kids": {}}
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit() or stack.startswith("Thread._bootstrap"):
-            continue
+    for frames, n in main_thread_stacks(raw):
         node = root
-        node["n"] += int(n)
-        frames = [f for f in stack.split(";") if f.strip()] or [OUTSIDE]
-        for f in frames[:max_depth]:
-            node = node["kids"].setdefault(re.sub(r":\d+\)$", ")", f), {"n": 0, "kids": {}})
-            node["n"] += int(n)
+        node["n"] += n
+        for f in (frames or [OUTSIDE])[:max_depth]:
+            node = node["kids"].setdefault(_frame_name(f), {"n": 0, "kids": {}})
+            node["n"] += n
     total = root["n"] or 1
     fig = report.pyplot().figure(figsize=(16, 9))
     ax = fig.add_subplot(111)
