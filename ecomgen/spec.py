@@ -210,6 +210,12 @@ class ServedModel:
     # Instances of the fused Python model (cpu target, ``fuse_on_cpu``); default cpu_instances.
     # Separate because the model's steps may be shared with other ensembles, which must agree.
     fused_cpu_instances: int = 0
+    # False: the model's Python models on the cpu target run one request an execution, without
+    # Triton's dynamic batcher. Triton 2.51's batcher can leave requests queued for up to its
+    # 500 ms idle wait while the instance is free (traced under a tryon burst on 2 cores), which
+    # breaks the one-deadline promise; where a batch of rows costs about as much per row as one
+    # row, batching gains nothing to pay for it (benchmarks/results/*-tryon-batcher.md).
+    cpu_dynamic_batching: bool = True
     # The server-side deadline when the client sends none (one deadline across all steps).
     deadline_us: int = 10_000_000
     # Bound on requests inside an ensemble, held by its door's admission tickets (Triton 2.51 has

@@ -157,13 +157,15 @@ def _python_model(
     max_batch: int,
     step: Step | None,
     instances: int | None = None,
+    dynamic: bool = True,
 ) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend=BACKEND, max_batch_size=max_batch)
     _io(config, inputs, outputs)
     # The Python backend decodes BYTES framing for a whole batch and fails all of it when one
     # request's length prefix lies; such a step runs one request an execution (Triton's default
     # scheduler), so a bad request fails alone. Its door admission bounds what waits for it.
-    if max_batch > 0 and not any(t.dtype == "BYTES" for t in inputs):
+    # ``dynamic`` False (ServedModel.cpu_dynamic_batching): one request an execution too.
+    if dynamic and max_batch > 0 and not any(t.dtype == "BYTES" for t in inputs):
         _batching(config, model, step)
     _instances(config, instances if instances is not None else model.cpu_instances, "KIND_CPU")
     _params(
@@ -212,7 +214,9 @@ def _step_model(
             {**dict(step.params), **extra},
             model.step_max_batch(step),
             step,
+            dynamic=target != "cpu" or model.cpu_dynamic_batching,
         )
+        _door_queue(config, role)
         on_cpu = tuple(n.name for n in step.calls) if target == "cpu" else ()
         return RepoModel(config, on_cpu, artifacts=step.artifacts)
     net = step.network
@@ -232,8 +236,21 @@ def _step_model(
         {"network": net.name, "runtime": model.cpu_runtime, **extra},
         net.max_batch_size,
         step,
+        dynamic=model.cpu_dynamic_batching,
     )
     return RepoModel(config, (net.name,))
+
+
+def _door_queue(config: mc.ModelConfig, role: dict[str, str] | None) -> None:
+    """The door's Triton queue holds at most as many requests as the ensemble admits. The door
+    stamps a request's deadline when it runs it, so time spent in the door's queue is not counted
+    against that deadline: a long queue there let a request answer up to one timeout late. A
+    request beyond it gets Triton's own queue-full error at once (the status the door's admission
+    answers too), instead of waiting to be refused."""
+    if not role or "admission.admit" not in role or not config.HasField("dynamic_batching"):
+        return
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = min(policy.max_queue_size or 1 << 30, int(role["admission.size"]))
 
 
 def _calls(model: ServedModel, step: PythonStep, target: str) -> dict[str, str]:
@@ -317,6 +334,7 @@ def _fused(model: ServedModel) -> RepoModel:
         c.max_batch_size,
         None,
         model.served_cpu_instances,
+        dynamic=model.cpu_dynamic_batching,
     )
     artifacts = tuple(a for s in model.steps if isinstance(s, PythonStep) for a in s.artifacts)
     return RepoModel(config, tuple(n.name for n in model.networks), artifacts)

@@ -32,7 +32,7 @@ from ecomgen_client.contracts import TensorSpec
 log = logging.getLogger("ecomgen.serving")
 
 DEADLINE = "deadline_ns"
-ROW_EWMA = 0.2  # weight of the newest execution in a step's time per row
+ROW_EWMA = 0.2  # weight of the newest execution in a step's time per row, when it is faster
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ def run_batch(
         start = time.perf_counter()
         _compute_good(step, good, parsed, sizes, results)
         per_row = (time.perf_counter() - start) / max(1, sum(sizes))
-        step.row_s = per_row if step.row_s == 0.0 else ROW_EWMA * per_row + (1 - ROW_EWMA) * step.row_s
+        step.row_s = row_estimate(step.row_s, per_row)
     if step.admission is not None and step.config.releases:
         # The exit answers every request that reached it, good or not: its ticket is free again.
         # (A model of one step is its own door and exit: the tickets it took just now.)
@@ -345,6 +345,14 @@ def run_batch(
         for due in dues:
             step.admission.release(due)
     return results
+
+
+def row_estimate(previous: float, newest: float) -> float:
+    """A step's time per row for trimming: up at once when an execution was slower (the host got
+    busier: a kept batch must still answer in time), down slowly (EWMA) when it was faster."""
+    if previous == 0.0 or newest >= previous:
+        return newest
+    return ROW_EWMA * newest + (1 - ROW_EWMA) * previous
 
 
 def _trim(

@@ -49,6 +49,9 @@ _COMMON = {
     "checkpoints": CHECKPOINTS,
     # Bound on requests inside the ensemble; the field exists only from Triton 2.63 (see README).
     "max_inflight_requests": 16,
+    # On CPU a row costs the same in a batch or alone, and 2.51's batcher stalled queued requests
+    # for up to 500 ms: no dynamic batcher there (benchmarks/results/*-tryon-batcher.md).
+    "cpu_dynamic_batching": False,
 }
 
 TRYON = ServedModel(

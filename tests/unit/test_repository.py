@@ -86,6 +86,11 @@ def test_public_contract_is_the_same_on_every_target(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_python_models_use_the_ecomgen_backend_with_a_packaged_handler(target):
+    # Models served one request an execution on the cpu target (cpu_dynamic_batching False): like
+    # a BYTES step, what waits for them is bounded by their door's admission, which refuses in ~1 ms.
+    unbatched = {
+        s.model_name for m in REGISTRY if target == "cpu" and not m.cpu_dynamic_batching for s in m.steps
+    }
     for cfg in configs(target).values():
         if cfg.platform:
             assert cfg.platform == "ensemble" or (target == "gpu" and cfg.platform == "tensorrt_plan")
@@ -96,6 +101,8 @@ def test_python_models_use_the_ecomgen_backend_with_a_packaged_handler(target):
         if cfg.max_batch_size > 0 and any(i.data_type == mc.TYPE_STRING for i in cfg.input):
             # The Python backend fails a whole batch on one lying BYTES length prefix: such a step
             # runs one request an execution (no dynamic batcher); its door's admission bounds it.
+            assert not cfg.HasField("dynamic_batching"), cfg.name
+        elif cfg.max_batch_size > 0 and cfg.name in unbatched:
             assert not cfg.HasField("dynamic_batching"), cfg.name
         elif cfg.max_batch_size > 0:
             policy = cfg.dynamic_batching.default_queue_policy
@@ -232,3 +239,35 @@ def test_the_spec_inflight_bound_reaches_every_ensemble(target):
         (door, admit), (release,) = admits[0], releases
         assert door == steps[0].name and admit["admission.admit"] == release["admission.release"] == door
         assert admit["admission.size"] == release["admission.size"] == str(model.max_inflight_requests)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_door_queues_no_more_than_its_ensemble_admits(target):
+    """The door stamps a request's deadline when it runs it, so the time a request waits in the
+    door's own Triton queue is not counted against that deadline: a door queue of 64 let answers
+    come up to one timeout late under a burst. Every admitting door with a dynamic batcher queues at
+    most ``admission.size`` requests; the rest get Triton's queue-full error at once."""
+    doors = [
+        c for c in configs(target).values()
+        if "admission.admit" in c.parameters and c.HasField("dynamic_batching")
+    ]  # fmt: skip
+    assert "product_gan_pre" in {c.name for c in doors}
+    assert ("tryon_pre" in {c.name for c in doors}) == (target == "gpu")  # cpu: no batcher, below
+    for c in doors:
+        size = int(c.parameters["admission.size"].string_value)
+        assert 0 < c.dynamic_batching.default_queue_policy.max_queue_size <= size, c.name
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_tryon_runs_without_the_dynamic_batcher_on_cpu_only(target):
+    """Triton 2.51's dynamic batcher left tryon requests queued for up to its 500 ms idle wait
+    while the step's instance was free (traced under a burst on 2 cores), and on CPU a row costs
+    the same in a batch: the cpu target runs every tryon step one request an execution. The gpu
+    target keeps batching, where a batch is what makes TensorRT fast."""
+    generated = configs(target)
+    steps = {s.model_name for m in REGISTRY if m.name in ("tryon", "tryon_bytes") for s in m.steps}
+    batched = {n for n in steps if generated[n].HasField("dynamic_batching")}
+    if target == "cpu":
+        assert not batched
+    else:
+        assert {s.model_name for s in TRYON.steps if isinstance(s, NetworkStep)} <= batched

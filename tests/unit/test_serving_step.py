@@ -324,3 +324,14 @@ def test_rows_that_would_answer_after_their_deadline_are_dropped_before_computin
     assert isinstance(results[1], DeadlineExceeded) and "dropped before computing" in str(results[1])
     assert [r["y"][0, 0] for r in (results[0], results[2])] == [2, 8]
     assert seen == [2]  # only the two rows that can make it were computed
+
+
+def test_the_time_per_row_rises_at_once_and_falls_slowly():
+    """Trimming must not keep a batch that the host, now busier, answers late: one slower
+    execution raises the estimate to it at once; faster ones bring it down by an EWMA."""
+    from ecomgen.serving.step import ROW_EWMA, row_estimate
+
+    assert row_estimate(0.0, 0.01) == 0.01
+    assert row_estimate(0.01, 0.05) == 0.05
+    down = row_estimate(0.05, 0.01)
+    assert down == pytest.approx(ROW_EWMA * 0.01 + (1 - ROW_EWMA) * 0.05) and 0.01 < down < 0.05

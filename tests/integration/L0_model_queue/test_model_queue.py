@@ -76,31 +76,40 @@ def test_a_queue_timeout_is_an_overload_not_an_outage(tmp_path):
     assert all(isinstance(r, np.ndarray | QueueTimeoutError) for r in results)
 
 
-def step_times(url: str, steps: list[str]) -> dict[str, tuple[int, int]]:
-    """Per step: (executions, ns spent computing them: input + infer + output), from Triton."""
+def batch_times(url: str, steps: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per step and batch size: (executions, ns computing them: input + infer + output), from
+    Triton's per-batch-size statistics."""
     import tritonclient.grpc as grpcclient
 
     out = {}
     with grpcclient.InferenceServerClient(url) as c:
         for name in steps:
             (st,) = c.get_inference_statistics(name, as_json=True)["model_stats"]
-            inf = st["inference_stats"]
-            ns = sum(int(inf[k].get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output"))
-            out[name] = (int(st.get("execution_count", 0)), ns)
+            for b in st.get("batch_stats", []):
+                ns = sum(int(b[k].get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output"))
+                out[name, int(b["batch_size"])] = (int(b["compute_infer"].get("count", 0)), ns)
     return out
+
+
+def full_batch_s(before: dict, after: dict) -> float:
+    """One batch of the slowest step, between two snapshots: per step, the mean time of an
+    execution at the largest batch size it ran in between."""
+    ran: dict[str, tuple[int, float]] = {}
+    for (step, size), (count, ns) in after.items():
+        count0, ns0 = before.get((step, size), (0, 0))
+        if count > count0 and size >= ran.get(step, (0, 0.0))[0]:
+            ran[step] = (size, (ns - ns0) / (count - count0) / 1e9)
+    return max(t for _, t in ran.values())
 
 
 def test_one_deadline_bounds_an_ensemble_request_whatever_its_steps(served, pairs):
     """Overload tryon with requests that carry a 1 s timeout and wait forever on the client side:
     every answer (image, refusal at the door, or a deadline dropped in a later step) comes within
-    two timeouts plus one batch of the ensemble's slowest step, both as measured in this run on
-    this host (Triton's statistics), plus one unloaded request's latency for the way in and out;
-    with a queue timeout per step it could take five timeouts.
-
-    The promise the README aims at, one timeout plus one batch, is not yet kept under this burst
-    on 2 cores: a request that left a step in time can wait behind several batches in a later
-    step's queue before that step drops it (fresh clones on a 2-core EPYC, 2026-12-07: slowest
-    1.46 s and 1.96 s against 1.34 s and 1.40 s). The bound below is what every measured run met."""
+    one timeout plus one batch of the ensemble's slowest step, as measured in this run on this
+    host (Triton's statistics), plus one unloaded request's latency for the way in and out. With
+    a queue timeout per step it could take five timeouts; with a long queue before the door, whose
+    wait the deadline stamped there does not count, it took up to two (fixed by bounding the
+    door's queue to the requests the ensemble admits)."""
     import tritonclient.grpc as grpcclient
 
     timeout_s, n = 1.0, 80
@@ -120,7 +129,8 @@ def test_one_deadline_bounds_an_ensemble_request_whatever_its_steps(served, pair
             start = time.perf_counter()
             c.infer("tryon", inputs(i, grpcclient))
             alone.append(time.perf_counter() - start)
-    before = step_times(served.url, steps)
+
+    before = batch_times(served.url, steps)
 
     async def one(c: aioclient.InferenceServerClient, i: int) -> tuple[float, object]:
         start = time.perf_counter()
@@ -135,8 +145,7 @@ def test_one_deadline_bounds_an_ensemble_request_whatever_its_steps(served, pair
             return await asyncio.gather(*(one(c, i) for i in range(n)))
 
     results = asyncio.run(run())
-    after = step_times(served.url, steps)
-    batch_s = max((after[s][1] - before[s][1]) / max(1, after[s][0] - before[s][0]) / 1e9 for s in steps)
+    batch_s = full_batch_s(before, batch_times(served.url, steps))
     latencies = sorted(t for t, _ in results)
     errors = [r.message() for _, r in results if isinstance(r, InferenceServerException)]
     ok = [r for _, r in results if not isinstance(r, InferenceServerException)]
@@ -144,8 +153,8 @@ def test_one_deadline_bounds_an_ensemble_request_whatever_its_steps(served, pair
     assert errors, "the burst did not overload the ensemble; raise n"
     overload = ("timeout expired", "deadline exceeded", "Exceeds maximum queue size")
     assert all(any(o in e for o in overload) for e in errors), sorted(set(errors))[:5]
-    bound = 2 * timeout_s + batch_s + max(alone)
+    bound = timeout_s + batch_s + max(alone)
     assert latencies[-1] <= bound, (
-        f"slowest answer {latencies[-1]:.2f} s > 2 x {timeout_s} s + one batch of the slowest step "
+        f"slowest answer {latencies[-1]:.2f} s > {timeout_s} s + one batch of the slowest step "
         f"({batch_s:.3f} s) + an unloaded request ({max(alone):.3f} s); slowest: {latencies[-5:]}"
     )
