@@ -123,6 +123,7 @@ def check_parity(
 ) -> ParityReport:
     """Compare ONNX Runtime with PyTorch on mixed-label batches; raise ParityError above ``atol``."""
     module = module.eval()
+    atol = max(atol, net.parity_atol)
     if batch_sizes is None:
         batch_sizes = tuple(sorted({1, net.profile.opt_batch, net.max_batch_size}))
     runner = OnnxRuntimeRunner(path, threads=1)

@@ -35,6 +35,7 @@ def reference(served, person: np.ndarray, garment: np.ndarray) -> dict[str, np.n
 
     pipe = TryOnPipeline(
         served.network("tryon_parser"),
+        served.network("tryon_layout"),
         served.network("tryon_warp").warp,
         served.network("tryon_synthesis").synthesis,
     ).eval()
@@ -81,7 +82,7 @@ def test_trained_tryon_changes_the_garment(served, pairs):
     """Unpaired: the torso takes on the new garment's colour rather than keeping the old one."""
     if not served.trained["tryon"]:
         pytest.skip("no trained try-on checkpoints yet")
-    from training.tryon_eval import transfer_check
+    from training.tryon_metrics import transfer_check
 
     own = load_pairs(read_pairs(FIXTURES, "test", paired=True))
     with ProductClient(served.url) as client:
@@ -90,6 +91,24 @@ def test_trained_tryon_changes_the_garment(served, pairs):
     verdict = transfer_check(results, pairs.person, pairs.regions, pairs.cloth, own.cloth)
     decided = verdict[np.isfinite(verdict)]
     assert decided.size and decided.mean() >= 0.5
+
+
+def test_trained_tryon_keeps_the_hands(served):
+    """The README example: the hands of 000010_0 (long sleeves, so its arm pixels are its hands)
+    stay where they were when it tries on a short-sleeved top."""
+    if not served.trained["tryon"]:
+        pytest.skip("no trained try-on checkpoints yet")
+    from scipy.ndimage import binary_erosion
+
+    from ecomgen.models.tryon import ARMS
+
+    data = load_pairs(read_pairs(FIXTURES, "test", paired=True))
+    person, garment = data.person[1], data.cloth[2]  # 000010_0 with 000020_1
+    hands = binary_erosion(data.regions[1] == ARMS, iterations=2)
+    with ProductClient(served.url) as client:
+        result = np.asarray(client.try_on(person, garment))
+    kept = np.linalg.norm(result[hands].astype(float) - person[hands].astype(float), axis=1) <= 40
+    assert hands.sum() > 100 and kept.mean() >= 0.9
 
 
 @pytest.mark.parametrize(

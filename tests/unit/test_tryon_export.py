@@ -1,4 +1,5 @@
-"""Try-on networks: ONNX export parity per step, GridSample settings, CPU runtimes, training smoke."""
+"""Try-on networks: ONNX export parity per step, GridSample settings, CPU runtimes, the keep mask,
+the TPS basis, training smoke."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import pytest
 import torch
 
 from ecomgen.models import tryon as models
-from ecomgen.models.tryon import BACKGROUND, HEAD, LOWER, UPPER
+from ecomgen.models.tryon import ARMS, BACKGROUND, FEATHER, HEAD, L_GARMENT, L_OTHER, L_SKIN, LOWER, UPPER
 from ecomgen.serving.runners import make_runner
 from ecomgen.specs.tryon import TRYON
 from export.onnx import check_parity, export_network, sample_inputs
 from training import tryon
 from training.image_metrics import ssim
 
-WIDTHS = {"parser": 8, "warp": 8, "synthesis": 8}
+WIDTHS = models.TINY_WIDTHS
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +43,33 @@ def test_each_network_matches_pytorch_after_export(tiny_pipe, exported, net):
 
 
 def test_warp_moves_pixels(tiny_pipe):
-    """Guards the parity test above: with these weights the flow is far from the identity."""
+    """Guards the parity test above: with these weights both the TPS and the refinement move pixels."""
     feeds = {k: torch.from_numpy(v) for k, v in sample_inputs(TRYON.network("tryon_warp"), 2).items()}
-    _, _, flow = tiny_pipe.warp(
+    _, _, flow, tps = tiny_pipe.warp(
         feeds["garment"],
         feeds["garment_mask"],
-        models.person_representation(feeds["person"], torch.softmax(feeds["parse"], 1)),
+        models.agnostic(feeds["person"], torch.softmax(feeds["parse"], 1)),
+        torch.softmax(feeds["layout"], 1),
     )
-    assert flow.abs().mean() > 1e-3
+    assert tps.abs().mean() > 1e-3 and (flow - tps).abs().mean() > 1e-3
+
+
+def test_tps_basis_reproduces_affine_maps_and_interpolates_its_control_points():
+    basis = models.tps_basis(3, (64, 48)).double()
+    ys, xs = (torch.arange(64) * 2 + 1) / 64 - 1, (torch.arange(48) * 2 + 1) / 48 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    t = torch.linspace(-0.9, 0.9, 3)
+    cy, cx = torch.meshgrid(t, t, indexing="ij")
+    for offsets, want in (
+        (torch.ones(9), torch.ones_like(gx)),
+        (cx.reshape(-1), gx),
+        (0.5 * cy.reshape(-1), 0.5 * gy),
+    ):
+        assert torch.allclose(basis @ offsets.double(), want.reshape(-1).double(), atol=1e-6)
+    bump = torch.zeros(9, dtype=torch.float64)
+    bump[4] = 1  # the centre control point, at (0, 0): between pixels 31/32 and 23/24
+    field = (basis @ bump).reshape(64, 48)
+    assert field[31:33, 23:25].mean() > 0.95 and field[0, 0].abs() < 0.2
 
 
 def test_gridsample_is_exported_as_trained(exported):
@@ -69,8 +89,9 @@ def test_gridsample_is_exported_as_trained(exported):
 def test_served_cpu_runtimes_match_pytorch(tiny_pipe, exported, net, runtime):
     runner = make_runner(exported[net.name], runtime, threads=1, max_batch=net.max_batch_size)
     feeds = sample_inputs(net, 5, seed=3)  # 5 = 4 + 1: OpenVINO runs it as two static chunks
-    if "parse" in feeds:
-        feeds["parse"] = torch.softmax(torch.from_numpy(feeds["parse"]), 1).numpy()
+    for name in ("parse", "layout"):
+        if name in feeds:
+            feeds[name] = torch.softmax(torch.from_numpy(feeds[name]), 1).numpy()
     with torch.no_grad():
         ref = models.export_modules(tiny_pipe)[net.name](*(torch.from_numpy(a) for a in feeds.values()))
     ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
@@ -80,23 +101,53 @@ def test_served_cpu_runtimes_match_pytorch(tiny_pipe, exported, net, runtime):
         np.testing.assert_allclose(got[tensor.name], r.numpy(), atol=1e-3)
 
 
-def test_kept_regions_are_pasted_back_exactly(tiny_pipe):
-    """Where the parse says head / lower body / background, the output is the input photo."""
+def _scene() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows: background, head, upper clothes, arms, lower body; the layout puts the new garment on
+    the top half of the arms band and skin on its bottom half."""
     torch.manual_seed(1)
     person = torch.rand(1, 3, 256, 192) * 2 - 1
     parse = torch.zeros(1, 5, 256, 192)
-    parse[:, BACKGROUND, :60] = 1
-    parse[:, HEAD, 60:90] = 1
-    parse[:, UPPER, 90:180] = 1
-    parse[:, LOWER, 180:] = 1
+    for region, (a, b) in ((BACKGROUND, (0, 60)), (HEAD, (60, 90)), (UPPER, (90, 150)), (ARMS, (150, 190))):
+        parse[:, region, a:b] = 1
+    parse[:, LOWER, 190:] = 1
+    layout = torch.zeros(1, 3, 256, 192)
+    layout[:, L_OTHER] = 1
+    layout[:, :, 90:170] = 0
+    layout[:, L_GARMENT, 90:170] = 1
+    layout[:, L_SKIN, 170:190] = 1
+    return person, parse, layout
+
+
+def test_keep_mask_keeps_arms_the_new_garment_leaves_bare():
+    _, parse, layout = _scene()
+    keep = models.keep_mask(parse, layout)[0, 0, :, 0]
+    assert keep[:88].eq(1).all() and keep[88:170].eq(0).all()  # old garment grown by GROW; new garment
+    assert keep[172:].eq(1).all()  # bare arms and the lower body are kept
+    old = models.keep_mask(parse, layout, keep_arms=False)[0, 0, :, 0]
+    assert old[88:192].eq(0).all()  # v1's rule replaces every arm pixel
+
+
+def test_feathered_keep_is_soft_inside_and_zero_outside():
+    _, parse, layout = _scene()
+    keep = models.keep_mask(parse, layout)
+    soft = models.feather(keep)
+    assert soft[keep == 0].eq(0).all()  # the worn garment never shows through
+    column = soft[0, 0, :, 0]
+    assert column[: 88 - 2 * FEATHER].eq(1).all() and 0 < column[87] < 1
+
+
+def test_kept_regions_are_pasted_back_exactly(tiny_pipe):
+    """Deep inside the kept region the output is the input photo; where the garment goes it is not."""
+    person, parse, layout = _scene()
     warped, warped_mask = torch.rand(1, 3, 256, 192), torch.rand(1, 1, 256, 192)
     with torch.no_grad():
-        image, m, _ = tiny_pipe.synthesis(person, parse, warped, warped_mask)
-    keep = torch.ones(256, dtype=torch.bool)
-    keep[90:180] = False
-    assert torch.allclose(image[..., keep, :], person[..., keep, :], atol=1e-6)
-    assert not torch.allclose(image[..., 90:180, :], person[..., 90:180, :], atol=1e-2)
-    assert m.min() >= 0 and m.max() <= 1
+        out = tiny_pipe.synthesis(person, parse, layout, warped, warped_mask)
+    keep = torch.zeros(256, dtype=torch.bool)
+    keep[: 88 - 2 * FEATHER] = True
+    keep[172 + 2 * FEATHER :] = True
+    assert torch.allclose(out["image"][..., keep, :], person[..., keep, :], atol=1e-6)
+    assert not torch.allclose(out["image"][..., 95:165, :], person[..., 95:165, :], atol=1e-2)
+    assert out["mask"].min() >= 0 and out["mask"].max() <= 1
 
 
 def test_ssim_is_one_for_identical_images_and_lower_otherwise():
@@ -128,9 +179,16 @@ def test_training_dry_run_and_checkpoint_round_trip(tmp_path):
             "8",
             "--synthesis-width",
             "8",
+            "--layout-width",
+            "8",
+            "--batch-size",
+            "2",
         ]
     )
     assert list((tmp_path / "run").glob("samples_*.png"))
+    assert sorted(p.name for p in (tmp_path / "run").glob("tryon_*.safetensors")) == [
+        f"tryon_{n}.safetensors" for n in sorted(models.NETWORKS)
+    ]
     torch.manual_seed(0)
     pipe = models.build(WIDTHS).eval()
     models.save_checkpoints(pipe, tmp_path / "ckpt", {"widths": WIDTHS})
