@@ -179,12 +179,12 @@ def test_print_trtexec_for_every_tryon_network(capsys):
     lines = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
     assert [next(a for a in line if a.startswith("--saveEngine=")) for line in lines] == [
         f"--saveEngine=build/tensorrt/{name}.plan"
-        for name in ("tryon_parser", "tryon_warp", "tryon_synthesis")
+        for name in ("tryon_parser", "tryon_layout", "tryon_warp", "tryon_synthesis")
     ]
     warp = next(line for line in lines if "tryon_warp" in " ".join(line))
     assert (
-        "--minShapes=garment:1x3x256x192,garment_mask:1x1x256x192,person:1x3x256x192,parse:1x5x256x192"
-        in warp
+        "--minShapes=garment:1x3x256x192,garment_mask:1x1x256x192,person:1x3x256x192,parse:1x5x256x192,"
+        "layout:1x3x256x192" in warp
     )
 
 
